@@ -1,0 +1,111 @@
+"""What every CLI command shares: global options, output, and error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from engine.domain.errors import (
+    FieldError,
+    InvalidInputError,
+    MeshfleetError,
+    field_errors_from_pydantic,
+)
+
+T = TypeVar("T")
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+class OutputFormat(str, enum.Enum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class LogFormat(str, enum.Enum):
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+@dataclass
+class GlobalOptions:
+    """The options given before the command (``meshfleet --output json plan ...``)."""
+
+    address: str | None = None
+    namespace: str | None = None
+    output: OutputFormat = OutputFormat.TABLE
+    log_format: LogFormat = LogFormat.AUTO
+
+
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    """The global options of this invocation (defaults when run outside the main app)."""
+    root = ctx.find_root()
+    options = root.obj if isinstance(root.obj, GlobalOptions) else None
+    return options or GlobalOptions()
+
+
+def resolve_output(ctx: typer.Context, local: OutputFormat | None) -> OutputFormat:
+    """A command's own ``--output`` wins over the global one."""
+    return local if local is not None else global_options(ctx).output
+
+
+def print_json(value: Any) -> None:
+    """Print JSON on stdout, plainly (no rich markup), for scripts."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One clear line on stderr and a non-zero exit."""
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def report_invalid(errors: list[FieldError], output: OutputFormat, source: str | None) -> NoReturn:
+    """Every validation error at once; JSON as ``{"errors": [{path, message}]}``."""
+    if output is OutputFormat.JSON:
+        print_json({"errors": [e.model_dump() for e in errors]})
+    else:
+        where = f" in {source}" if source else ""
+        stderr.print(f"[bold red]error:[/] {len(errors)} problem(s){where}:", highlight=False)
+        for error in errors:
+            stderr.print(f"  - {error}", highlight=False, markup=False)
+    raise typer.Exit(InvalidInputError.exit_code)
+
+
+def run_command(
+    ctx: typer.Context, body: Callable[[], T], output: OutputFormat | None = None
+) -> T:
+    """Run a command body, turning meshfleet's errors into a line and an exit code."""
+    output = output or global_options(ctx).output
+    try:
+        return body()
+    except InvalidInputError as error:
+        report_invalid(error.errors, output, error.source)
+    except ValidationError as error:
+        report_invalid(field_errors_from_pydantic(error), output, None)
+    except MeshfleetError as error:
+        fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def run_async(
+    ctx: typer.Context,
+    body: Callable[[], Coroutine[Any, Any, T]],
+    output: OutputFormat | None = None,
+) -> T:
+    """``run_command`` for async bodies."""
+    return run_command(ctx, lambda: asyncio.run(body()), output)
