@@ -29,7 +29,7 @@ def _utc_offset(value: str) -> str:
     match = _OFFSET.match(value)
     if not match:
         raise ValueError("must be a UTC offset '+HH:mm' or '-HH:mm'")
-    sign, hours, minutes = match.groups()
+    _sign, hours, minutes = match.groups()
     total = int(hours) * 60 + int(minutes)
     if total > 14 * 60:
         raise ValueError("must be within -14:00 and +14:00")

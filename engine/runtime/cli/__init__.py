@@ -24,8 +24,9 @@ app = typer.Typer(
 def _global(
     ctx: typer.Context,
     address: str | None = typer.Option(
-        None, "--address", help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS, "
-        "else the embedded server)."
+        None,
+        "--address",
+        help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS, else the embedded server).",
     ),
     namespace: str | None = typer.Option(
         None, "--namespace", help="Temporal namespace (default: $TEMPORAL_NAMESPACE or 'default')."

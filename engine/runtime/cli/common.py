@@ -84,9 +84,7 @@ def report_invalid(errors: list[FieldError], output: OutputFormat, source: str |
     raise typer.Exit(InvalidInputError.exit_code)
 
 
-def run_command(
-    ctx: typer.Context, body: Callable[[], T], output: OutputFormat | None = None
-) -> T:
+def run_command(ctx: typer.Context, body: Callable[[], T], output: OutputFormat | None = None) -> T:
     """Run a command body, turning meshfleet's errors into a line and an exit code."""
     output = output or global_options(ctx).output
     try:

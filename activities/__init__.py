@@ -1,0 +1,1 @@
+"""Temporal activities: thin adapters that do the I/O, through a fleet backend."""

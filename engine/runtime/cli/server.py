@@ -1,0 +1,158 @@
+"""``meshfleet server``, ``worker``, ``version`` and ``healthcheck``: the runtime's own commands."""
+
+from __future__ import annotations
+
+import uuid
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import typer
+
+from engine.domain.health import HEALTH_CHECK_WORKFLOW, HealthCheckInput, HealthReport
+from engine.runtime import devserver
+from engine.runtime.cli.common import (
+    OutputFormat,
+    global_options,
+    print_json,
+    run_async,
+    stdout,
+)
+from engine.runtime.connection import ConnectionSettings, connect
+from engine.runtime.settings import state_dir as default_state_dir
+from engine.runtime.settings import task_queue as default_task_queue
+
+
+def settings_from(ctx: typer.Context) -> ConnectionSettings:
+    """Connection settings from the global flags and Temporal's environment."""
+    options = global_options(ctx)
+    return ConnectionSettings.resolve(options.address, options.namespace)
+
+
+def server(
+    ctx: typer.Context,
+    port: int = typer.Option(devserver.DEFAULT_GRPC_PORT, help="gRPC port of the frontend."),
+    ui_port: int = typer.Option(devserver.DEFAULT_UI_PORT, help="Port of the Web UI."),
+    http_port: int | None = typer.Option(None, help="HTTP API port (default: a free one)."),
+    metrics_port: int | None = typer.Option(None, help="Metrics port (default: a free one)."),
+    state_dir: Path | None = typer.Option(
+        None,
+        help="Where the server's database lives (default: $MESHFLEET_STATE_DIR or ./.meshfleet).",
+    ),
+    headless: bool = typer.Option(False, help="Run without the Web UI."),
+) -> None:
+    """Run the embedded Temporal server (with its Web UI) in the foreground until Ctrl-C."""
+
+    async def body() -> None:
+        devserver.install_signal_handlers()
+        embedded = await devserver.start_embedded_server(
+            state_dir or default_state_dir(),
+            grpc_port=port,
+            ui_port=ui_port,
+            http_port=http_port,
+            metrics_port=metrics_port,
+            ui=not headless,
+        )
+        try:
+            info = {
+                "address": embedded.address,
+                "ui": embedded.ui_url,
+                "database": str(embedded.config.db_path),
+                "reused": not embedded.owned,
+            }
+            if global_options(ctx).output is OutputFormat.JSON:
+                print_json(info)
+            else:
+                verb = "Reusing the running" if not embedded.owned else "Started the embedded"
+                stdout.print(f"{verb} Temporal server.")
+                stdout.print(f"  gRPC address: {embedded.address}")
+                if embedded.ui_url:
+                    stdout.print(f"  Web UI:       {embedded.ui_url}")
+                stdout.print(f"  database:     {embedded.config.db_path}")
+            if not embedded.owned:
+                return
+            stdout.print("Press Ctrl-C to stop.")
+            code = await embedded.wait()
+            stdout.print(f"the Temporal server exited with code {code}")
+        finally:
+            embedded.stop()
+
+    run_async(ctx, body)
+
+
+def worker(
+    ctx: typer.Context,
+    task_queue: str | None = typer.Option(
+        None, help="Task queue (default: $MESHFLEET_TASK_QUEUE or 'meshfleet')."
+    ),
+) -> None:
+    """Run a meshfleet worker until SIGINT/SIGTERM (start more of them to scale out)."""
+    from engine.runtime.telemetry import configure_tracing
+    from engine.runtime.worker import build_worker, run_worker_until_signalled
+
+    async def body() -> None:
+        configure_tracing()
+        connection = await connect(settings_from(ctx))
+        try:
+            queue = task_queue or default_task_queue()
+            stdout.print(f"meshfleet worker polling task queue {queue!r} on {connection.address}")
+            await run_worker_until_signalled(build_worker(connection.client, queue))
+        finally:
+            connection.close()
+
+    run_async(ctx, body)
+
+
+def version() -> None:
+    """Print meshfleet's version and the Temporal SDK's."""
+    stdout.print(
+        f"meshfleet {package_version('meshfleet')} (temporalio {package_version('temporalio')})"
+    )
+
+
+async def run_health_check(ctx: typer.Context, message: str) -> tuple[HealthReport, str | None]:
+    """Start a worker in this process on a fresh task queue and run the health check on it."""
+    from engine.runtime.worker import build_worker
+
+    connection = await connect(settings_from(ctx))
+    try:
+        queue = f"meshfleet-healthcheck-{uuid.uuid4().hex[:8]}"
+        async with build_worker(connection.client, queue):
+            report: HealthReport = await connection.client.execute_workflow(
+                HEALTH_CHECK_WORKFLOW,
+                HealthCheckInput(message=message),
+                id=f"healthcheck/{uuid.uuid4().hex[:12]}",
+                task_queue=queue,
+                result_type=HealthReport,
+            )
+        return report, connection.ui_url
+    finally:
+        connection.close()
+
+
+def healthcheck(
+    ctx: typer.Context,
+    message: str = typer.Option("ping", help="Text the worker echoes back."),
+) -> None:
+    """Prove the plumbing end to end: client -> Temporal -> worker -> activity -> result."""
+
+    async def body() -> None:
+        report, ui_url = await run_health_check(ctx, message)
+        if global_options(ctx).output is OutputFormat.JSON:
+            print_json(report.to_json_dict())
+        else:
+            stdout.print(
+                f"health check ok: {report.message!r} answered by worker {report.worker_identity} "
+                f"on task queue {report.task_queue}"
+            )
+            if ui_url:
+                stdout.print(f"Web UI: {ui_url}")
+
+    run_async(ctx, body)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the main app."""
+    app.command()(server)
+    app.command()(worker)
+    app.command()(version)
+    app.command()(healthcheck)

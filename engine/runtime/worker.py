@@ -1,0 +1,79 @@
+"""The worker: the one module that wires every workflow and activity.
+
+A worker polls one task queue (``settings.task_queue()``) on the connected
+Temporal. Scaling out is running more workers: Temporal spreads the work.
+SIGINT and SIGTERM stop polling, let running activities finish within the
+graceful-shutdown timeout, and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.health import health_check
+from workflows.health import HealthCheckWorkflow
+
+log = structlog.get_logger(__name__)
+
+#: Our pure modules are deterministic: pass them through the sandbox instead of
+#: re-importing them for every workflow run.
+PASSTHROUGH_MODULES = ("engine.domain", "strategies", "yaml", "structlog")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+def all_workflows() -> list[type[Any]]:
+    """Every workflow meshfleet runs."""
+    return [HealthCheckWorkflow]
+
+
+def all_activities() -> list[Callable[..., Any]]:
+    """Every activity meshfleet runs, bound to their dependencies."""
+    return [health_check]
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with meshfleet's pure modules passed through."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    *,
+    workflows: Sequence[type[Any]] | None = None,
+    activities: Sequence[Callable[..., Any]] | None = None,
+) -> Worker:
+    """A worker for ``task_queue`` with every workflow and activity (or the ones given)."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows if workflows is not None else all_workflows()),
+        activities=list(activities if activities is not None else all_activities()),
+        workflow_runner=workflow_runner(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def run_worker_until_signalled(worker: Worker) -> None:
+    """Run ``worker`` until SIGINT or SIGTERM, then shut it down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker.started", task_queue=worker.task_queue)
+    async with worker:
+        await stop.wait()
+        log.info("worker.stopping", task_queue=worker.task_queue)
+    log.info("worker.stopped", task_queue=worker.task_queue)

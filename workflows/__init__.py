@@ -1,0 +1,7 @@
+"""Temporal workflows: deterministic orchestration only.
+
+Workflow code takes every decision from pure functions in ``strategies`` or
+from activity results; time, randomness and I/O come only through workflow
+APIs. Activities are called by the names declared in ``engine.domain``, so
+this package never imports ``activities`` (or a Kubernetes client).
+"""
