@@ -9,7 +9,7 @@ stopped at the end of the session. Nothing here mocks Temporal.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -71,9 +71,9 @@ async def time_skipping(client: Client) -> TimeSkipper:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private meshfleet state directory for this test (``$MESHFLEET_STATE_DIR``)."""
     path = tmp_path / "state"
     path.mkdir()
     monkeypatch.setenv("MESHFLEET_STATE_DIR", str(path))
-    yield path
+    return path

@@ -22,7 +22,8 @@ def test_version_prints_meshfleet_and_sdk_versions() -> None:
 def test_a_malformed_address_is_one_line_and_exit_code_two() -> None:
     result = run_cli("--address", "not-an-address", "healthcheck")
     assert result.returncode == 2
-    assert "address" in result.stderr and "HOST:PORT" in result.stderr
+    assert "address" in result.stderr
+    assert "HOST:PORT" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 

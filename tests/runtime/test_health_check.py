@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-import pytest
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.testing import TimeSkipper
