@@ -118,7 +118,7 @@ class StrategyMetadata(DomainModel):
 class UpdateStrategy(DomainModel):
     """A whole strategy document in the native format."""
 
-    api_version: Literal["meshfleet.io/v1alpha1"] = STRATEGY_API_VERSION
-    kind: Literal["UpdateStrategy"] = STRATEGY_KIND
+    api_version: Literal["meshfleet.io/v1alpha1"] = "meshfleet.io/v1alpha1"
+    kind: Literal["UpdateStrategy"] = "UpdateStrategy"
     metadata: StrategyMetadata
     spec: StrategySpec
