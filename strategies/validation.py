@@ -138,18 +138,21 @@ def validate_strategy(strategy: UpdateStrategy) -> list[FieldError]:
     stages = strategy.spec.stages
     if not stages:
         errors.append(FieldError(path="spec.stages", message="at least one stage is required"))
-    names: dict[str, str] = {}
+    # Stages and groups are separate namespaces (skip names its target's kind), but
+    # each is unique across the whole strategy, as in Fleet.
+    claimed: dict[str, dict[str, str]] = {"stage": {}, "group": {}}
 
-    def claim(name: str, path: str) -> None:
+    def claim(kind: str, name: str, path: str) -> None:
         problem = resource_name_problem(name)
         if problem:
             errors.append(FieldError(path=path, message=problem))
+        names = claimed[kind]
         if name in names:
             errors.append(
                 FieldError(
                     path=path,
-                    message=f"{name!r} is already used by {names[name]} (stage and group names "
-                    "must be unique across the strategy)",
+                    message=f"{kind} name {name!r} is already used by {names[name]} "
+                    f"({kind} names must be unique across the strategy)",
                 )
             )
         else:
@@ -158,7 +161,7 @@ def validate_strategy(strategy: UpdateStrategy) -> list[FieldError]:
     stage_names = {stage.name for stage in stages}
     for s, stage in enumerate(stages):
         path = f"spec.stages[{s}]"
-        claim(stage.name, f"{path}.name")
+        claim("stage", stage.name, f"{path}.name")
         for d, dependency in enumerate(stage.depends_on or []):
             if dependency not in stage_names:
                 errors.append(
@@ -181,7 +184,7 @@ def validate_strategy(strategy: UpdateStrategy) -> list[FieldError]:
             )
         for g, group in enumerate(stage.groups):
             group_path = f"{path}.groups[{g}]"
-            claim(group.name, f"{group_path}.name")
+            claim("group", group.name, f"{group_path}.name")
             errors += _group_errors(group, group_path)
     index_of: dict[str, int] = {}
     for s, stage in enumerate(stages):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from engine.runtime.cli import plan as plan_commands
 from engine.runtime.cli import server as server_commands
 from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat
 
@@ -45,6 +46,7 @@ def _global(
 
 
 server_commands.register(app)
+plan_commands.register(app)
 
 
 def main() -> None:
