@@ -1,0 +1,310 @@
+"""``SimulatedFleetBackend``: the FleetBackend over the simulated world in SQLite.
+
+Every call is one transaction: load the world, advance it to "now" (wall
+clock mapped through ``timeScale``), act, store it with the audit entries it
+produced. Beyond the protocol, the class offers what only a simulation has:
+loading a fleet file, injecting and clearing faults, the audit log, the
+continuity violations and simulated time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from activities.backends.simulated.store import DATABASE_NAME, WorldStore
+from activities.backends.simulated.world import (
+    AuditEntry,
+    AuditEvent,
+    FaultRecord,
+    Simulation,
+    ViolationRecord,
+    World,
+)
+from engine.domain.backend import (
+    AnnotationChange,
+    GlobalService,
+    JoinCheck,
+    MemberDescription,
+    MeshHealth,
+    OperationKind,
+    OperationProgress,
+    join_prerequisite_failures,
+)
+from engine.domain.errors import MeshfleetError, NotFoundError
+from engine.domain.fleet import Fault, SimulatedFleet
+
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+#: Wall-clock time in seconds since the epoch (``time.time`` in production).
+Clock = Callable[[], float]
+
+
+class WorldNotLoadedError(NotFoundError):
+    """No fleet has been loaded into the state directory yet."""
+
+
+class WorldAlreadyLoadedError(MeshfleetError):
+    """A world exists and ``load`` was not asked to replace it."""
+
+    exit_code = 2
+
+
+class SimulatedFleetBackend:
+    """The embedded default backend: a persistent, fault-injectable simulated fleet.
+
+    ``SimulatedFleetBackend(state_dir)`` opens (or will create) the world in
+    ``state_dir / "simulated-fleet.sqlite3"``; every process that opens the same
+    directory shares it. ``clock`` supplies wall-clock time.
+    """
+
+    def __init__(self, state_dir: Path, *, clock: Clock = time.time) -> None:
+        self.path = state_dir / DATABASE_NAME
+        self._store = WorldStore(self.path)
+        self._clock = clock
+
+    # --- one transaction per access -------------------------------------------------------
+
+    def _target(self, world: World, wall: float) -> float:
+        """Simulated time at wall-clock ``wall``; infinity when operations are instant."""
+        if world.time_scale <= 0:
+            return math.inf
+        return max(world.now, (wall - world.loaded_wall) / world.time_scale)
+
+    def _transact(self, action: Callable[[Simulation], T]) -> T:
+        wall = self._clock()
+        with self._store.writing() as connection:
+            world = self._store.read_world(connection)
+            if world is None:
+                raise WorldNotLoadedError(
+                    f"no simulated fleet in {self.path.parent} (run 'meshfleet sim load FILE')"
+                )
+            sim = Simulation(world, wall)
+            sim.advance(self._target(world, wall))
+            try:
+                result = action(sim)
+            finally:
+                # Whatever the action did before failing is still what happened:
+                # transitions applied while advancing are facts, keep them.
+                self._store.write_world(connection, sim.world)
+                self._store.append_audit(connection, sim.audit)
+        return result
+
+    async def _run(self, action: Callable[[Simulation], T]) -> T:
+        return await asyncio.to_thread(self._transact, action)
+
+    # --- simulation-only API ------------------------------------------------------------
+
+    def load(self, fleet: SimulatedFleet, *, reset: bool = False) -> None:
+        """Make ``fleet`` the world (simTime 0 now). Without ``reset`` an existing world stays."""
+        wall = self._clock()
+        with self._store.writing() as connection:
+            if self._store.read_world(connection) is not None and not reset:
+                raise WorldAlreadyLoadedError(
+                    f"a simulated fleet is already loaded in {self.path.parent}; "
+                    "use --reset to replace it"
+                )
+            self._store.clear(connection)
+            sim = Simulation.load(fleet, wall)
+            self._store.write_world(connection, sim.world)
+            self._store.append_audit(connection, sim.audit)
+        log.info("sim.loaded", fleet=fleet.metadata.name, clusters=len(fleet.spec.clusters))
+
+    def exists(self) -> bool:
+        """Whether a world has been loaded."""
+        if not self.path.exists():
+            return False
+        with self._store.connection() as connection:
+            return self._store.read_world(connection) is not None
+
+    def world(self) -> World:
+        """The whole world, advanced to now (for ``sim show`` and tests)."""
+        return self._transact(lambda sim: sim.world.model_copy(deep=True))
+
+    def sim_time(self) -> float:
+        """Simulated seconds since the fleet was loaded."""
+        return self._transact(lambda sim: sim.world.now)
+
+    def add_fault(self, cluster: str, fault: Fault) -> FaultRecord:
+        """Inject a fault; it fires on its trigger (``on`` or ``atSimTime``)."""
+        record = self._transact(lambda sim: sim.add_fault(cluster, fault))
+        log.info("sim.fault_added", cluster=cluster, kind=fault.kind.value, id=record.id)
+        return record
+
+    def clear_faults(self, cluster: str | None = None, fault_id: int | None = None) -> list[int]:
+        """Clear every fault, a cluster's, or one by id: their windows close, hangs resume."""
+        return self._transact(lambda sim: sim.clear_faults(cluster, fault_id))
+
+    def faults(self) -> list[FaultRecord]:
+        """Every fault, declared or injected, with what is left of it."""
+        return self._transact(lambda sim: [f.model_copy() for f in sim.world.faults])
+
+    def audit(
+        self,
+        *,
+        after: int = 0,
+        event: AuditEvent | None = None,
+        cluster: str | None = None,
+    ) -> list[AuditEntry]:
+        """The audit log (after advancing to now), oldest first; ``after`` = a previous ``seq``."""
+        self._transact(lambda sim: None)
+        with self._store.connection() as connection:
+            return self._store.read_audit(connection, after=after, event=event, cluster=cluster)
+
+    def violations(self) -> list[ViolationRecord]:
+        """Every continuity violation so far (``ended`` None while it lasts)."""
+        return self._transact(lambda sim: [v.model_copy() for v in sim.world.violations])
+
+    # --- FleetBackend -----------------------------------------------------------------------
+
+    async def describe_member(self, cluster: str) -> MemberDescription:
+        return await self._run(lambda sim: sim.describe(cluster))
+
+    async def check_join_prerequisites(
+        self, cluster: str, network: str, members: Sequence[str]
+    ) -> JoinCheck:
+        def check(sim: Simulation) -> JoinCheck:
+            candidate = sim.describe(cluster)
+            peers = [sim.describe(m) for m in members]
+            return JoinCheck(
+                cluster=cluster,
+                network=network,
+                failed=join_prerequisite_failures(candidate, network, peers),
+            )
+
+        return await self._run(check)
+
+    async def mesh_health(self, members: Sequence[str]) -> MeshHealth:
+        return await self._run(lambda sim: sim.mesh_health(members))
+
+    async def enable_mesh(
+        self, cluster: str, *, network: str, idempotency_key: str
+    ) -> OperationProgress:
+        return await self._start(
+            cluster, OperationKind.ENABLE_MESH, None, idempotency_key, network=network
+        )
+
+    async def disable_mesh(self, cluster: str, *, idempotency_key: str) -> None:
+        def act(sim: Simulation) -> None:
+            if sim.remembered(idempotency_key, "disableMesh", cluster) is None:
+                sim.disable_mesh(cluster)
+                sim.remember(idempotency_key, "disableMesh", cluster)
+
+        await self._run(act)
+
+    async def connect_peers(
+        self, cluster: str, peers: Sequence[str], *, idempotency_key: str
+    ) -> None:
+        def act(sim: Simulation) -> None:
+            if sim.remembered(idempotency_key, "connectPeers", cluster) is None:
+                sim.connect(cluster, peers)
+                sim.remember(idempotency_key, "connectPeers", cluster)
+
+        await self._run(act)
+
+    async def disconnect_peers(
+        self, cluster: str, peers: Sequence[str], *, idempotency_key: str
+    ) -> None:
+        def act(sim: Simulation) -> None:
+            if sim.remembered(idempotency_key, "disconnectPeers", cluster) is None:
+                sim.disconnect(cluster, peers)
+                sim.remember(idempotency_key, "disconnectPeers", cluster)
+
+        await self._run(act)
+
+    async def start_control_plane_upgrade(
+        self, cluster: str, target_version: str, *, idempotency_key: str
+    ) -> OperationProgress:
+        return await self._start(
+            cluster, OperationKind.CONTROL_PLANE_UPGRADE, target_version, idempotency_key
+        )
+
+    async def start_cilium_upgrade(
+        self, cluster: str, target_version: str, *, idempotency_key: str
+    ) -> OperationProgress:
+        return await self._start(
+            cluster, OperationKind.CILIUM_UPGRADE, target_version, idempotency_key
+        )
+
+    async def _start(
+        self,
+        cluster: str,
+        kind: OperationKind,
+        target_version: str | None,
+        key: str,
+        network: str | None = None,
+    ) -> OperationProgress:
+        def act(sim: Simulation) -> OperationProgress:
+            op = sim.start_operation(key, cluster, kind, target_version, network)
+            return sim.progress(op.key)
+
+        progress = await self._run(act)
+        log.info(
+            "sim.operation_started",
+            cluster=cluster,
+            kind=kind.value,
+            key=key,
+            state=progress.state.value,
+        )
+        return progress
+
+    async def get_operation(self, cluster: str, idempotency_key: str) -> OperationProgress:
+        def read(sim: Simulation) -> OperationProgress:
+            op = sim.world.operations.get(idempotency_key)
+            if op is None or op.cluster != cluster:
+                raise NotFoundError(f"no operation {idempotency_key!r} on cluster {cluster!r}")
+            return sim.progress(idempotency_key)
+
+        return await self._run(read)
+
+    async def list_global_services(self, members: Sequence[str]) -> list[GlobalService]:
+        return await self._run(lambda sim: sim.global_services(members))
+
+    async def set_service_annotations(
+        self,
+        cluster: str,
+        namespace: str,
+        name: str,
+        changes: Mapping[str, str | None],
+        *,
+        idempotency_key: str,
+    ) -> AnnotationChange:
+        return await self._annotate(cluster, namespace, name, changes, idempotency_key)
+
+    async def set_namespace_annotations(
+        self,
+        cluster: str,
+        namespace: str,
+        changes: Mapping[str, str | None],
+        *,
+        idempotency_key: str,
+    ) -> AnnotationChange:
+        return await self._annotate(cluster, namespace, None, changes, idempotency_key)
+
+    async def _annotate(
+        self,
+        cluster: str,
+        namespace: str,
+        name: str | None,
+        changes: Mapping[str, str | None],
+        key: str,
+    ) -> AnnotationChange:
+        kind = "setServiceAnnotations" if name is not None else "setNamespaceAnnotations"
+
+        def act(sim: Simulation) -> AnnotationChange:
+            known = sim.remembered(key, kind, cluster)
+            if known is not None and known.result is not None:
+                return AnnotationChange.model_validate(known.result)
+            change = sim.set_annotations(cluster, namespace, name, changes)
+            sim.remember(key, kind, cluster, change.model_dump(mode="json", by_alias=True))
+            return change
+
+        return await self._run(act)
