@@ -10,6 +10,7 @@ import typer
 
 from engine.runtime.cli import plan as plan_commands
 from engine.runtime.cli import server as server_commands
+from engine.runtime.cli import sim as sim_commands
 from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ def _global(
 
 
 server_commands.register(app)
+sim_commands.register(app)
 plan_commands.register(app)
 
 
