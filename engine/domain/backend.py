@@ -45,6 +45,7 @@ from engine.domain.fleet import NetworkMode
 from engine.domain.model import DomainModel
 from engine.domain.names import MAX_CLUSTER_ID, MIN_CLUSTER_ID, cluster_name_problem
 from engine.domain.versions import MIN_MEMBER_KUBERNETES, Version
+from engine.domain.windows import MaintenanceWindow
 
 __all__ = [
     "ANNOTATION_NAMESPACE_GLOBAL",
@@ -143,6 +144,10 @@ class MemberDescription(DomainModel):
     healthy: bool = True
     #: Why the cluster is not healthy (None when it is).
     reason: str | None = None
+    #: Fleet's member ``group`` (the group a strategy's group matches by name).
+    update_group: str | None = None
+    #: The member's planned-maintenance window (AKS ``aksManagedAutoUpgradeSchedule``).
+    maintenance_window: MaintenanceWindow | None = None
 
 
 class JoinRule(str, enum.Enum):
