@@ -21,6 +21,7 @@ from strategies.concurrency import (
 from strategies.formats import (
     FleetExport,
     StrategyFormat,
+    default_strategy,
     detect_format,
     load_strategy,
     parse_strategy,
@@ -62,6 +63,7 @@ __all__ = [
     "WindowPriority",
     "bundled_catalog",
     "current_opening_end",
+    "default_strategy",
     "detect_format",
     "failure_budget",
     "find_cycles",

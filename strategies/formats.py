@@ -176,7 +176,7 @@ def strategy_from_fleet(document: Mapping[str, Any], source: str | None = None) 
                         )
                     )
                     continue
-                selector = f"{stage_selector},{selector}" if stage_selector else selector
+                selector = ",".join(part for part in (stage_selector, selector) if part.strip())
             groups.append(
                 GroupSpec(
                     name=group.name,
@@ -207,6 +207,17 @@ def strategy_from_fleet(document: Mapping[str, Any], source: str | None = None) 
     return UpdateStrategy(
         metadata=StrategyMetadata(name=name or IMPORTED_NAME),
         spec=StrategySpec(stages=stages),
+    )
+
+
+def default_strategy() -> UpdateStrategy:
+    """What a run without a strategy does (as in Fleet): every member, one by one."""
+    return UpdateStrategy(
+        metadata=StrategyMetadata(name="one-by-one"),
+        # The empty selector matches every member; the group default runs one at a time.
+        spec=StrategySpec(
+            stages=[StageSpec(name="all", groups=[GroupSpec(name="all", selector="")])]
+        ),
     )
 
 

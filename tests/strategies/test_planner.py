@@ -6,13 +6,16 @@ import datetime as dt
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from engine.domain.errors import InvalidInputError
 from engine.domain.fleet import load_fleet, load_yaml_document
 from engine.domain.plan import PlannedMemberState
+from engine.domain.runspec import RunSpec, UpgradeType
 from engine.domain.versions import Version
 from strategies import (
     ReleaseCatalog,
+    default_strategy,
     load_strategy,
     parse_catalog,
     parse_strategy,
@@ -320,3 +323,34 @@ def test_exporting_a_dag_says_what_does_not_fit_in_fleet() -> None:
 def test_a_document_of_neither_kind_is_refused_clearly() -> None:
     with pytest.raises(InvalidInputError, match="not a strategy"):
         parse_strategy({"hello": "world"})
+
+
+def test_without_a_strategy_every_member_updates_one_by_one(
+    catalog: ReleaseCatalog, now: dt.datetime
+) -> None:
+    result = plan([member("b"), member("a")], default_strategy(), TARGET, catalog, now)
+    (stage,) = result.stages
+    assert stage.groups[0].max_concurrency == 1
+    assert stage.member_names() == ["a", "b"]
+
+
+def test_a_run_spec_needs_a_version_unless_it_only_updates_node_images() -> None:
+    with pytest.raises(ValidationError, match="needs kubernetesVersion"):
+        RunSpec.model_validate({"network": "prod-mesh"})
+    with pytest.raises(ValidationError, match="must not set kubernetesVersion"):
+        RunSpec.model_validate(
+            {"network": "prod-mesh", "upgradeType": "NodeImageOnly", "kubernetesVersion": "1.33"}
+        )
+    with pytest.raises(ValidationError, match="not both"):
+        RunSpec.model_validate(
+            {
+                "network": "prod-mesh",
+                "kubernetesVersion": "1.33",
+                "strategyRef": "rings",
+                "strategy": default_strategy().to_json_dict(),
+            }
+        )
+    spec = RunSpec.model_validate(
+        {"network": "prod-mesh", "kubernetesVersion": "1.33", "allowMultiMinor": True}
+    )
+    assert spec.upgrade_type is UpgradeType.FULL
