@@ -20,7 +20,11 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.health import health_check
+from activities.update import UpdateActivities
+from engine.domain.backend import FleetBackend
 from workflows.health import HealthCheckWorkflow
+from workflows.member_update import MemberUpdateWorkflow
+from workflows.update_run import UpdateRunWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -33,12 +37,13 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 def all_workflows() -> list[type[Any]]:
     """Every workflow meshfleet runs."""
-    return [HealthCheckWorkflow]
+    return [HealthCheckWorkflow, UpdateRunWorkflow, MemberUpdateWorkflow]
 
 
-def all_activities() -> list[Callable[..., Any]]:
-    """Every activity meshfleet runs, bound to their dependencies."""
-    return [health_check]
+def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., Any]]:
+    """Every activity meshfleet runs, bound to the backend and the Temporal client."""
+    update = UpdateActivities(backend, client)
+    return [health_check, *update.all()]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -52,15 +57,22 @@ def build_worker(
     client: Client,
     task_queue: str,
     *,
+    backend: FleetBackend | None = None,
     workflows: Sequence[type[Any]] | None = None,
     activities: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
-    """A worker for ``task_queue`` with every workflow and activity (or the ones given)."""
+    """A worker for ``task_queue`` with every workflow and activity (or the ones given).
+
+    Without ``backend`` and ``activities`` only the health check's activity is
+    registered (enough for ``meshfleet healthcheck``).
+    """
+    if activities is None:
+        activities = all_activities(backend, client) if backend is not None else [health_check]
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows if workflows is not None else all_workflows()),
-        activities=list(activities if activities is not None else all_activities()),
+        activities=list(activities),
         workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )

@@ -1,0 +1,454 @@
+"""Activities of an update run: the six member steps and the run's health gates.
+
+Each activity is thin: it asks the fleet backend, waits with heartbeats where
+something takes time, and lets :func:`activities.common.classified` decide
+whether a failure is worth retrying. Every mutation carries an idempotency
+key derived from run, member, attempt and step, so a retried or replayed
+activity never upgrades or drains anything twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from activities.common import NON_RETRYABLE, classified, wait_for
+from engine.domain import run as contract
+from engine.domain.backend import (
+    ANNOTATION_SERVICE_SHARED,
+    FleetBackend,
+    GlobalService,
+    NotReadyLink,
+    OperationProgress,
+    OperationState,
+)
+from engine.domain.errors import NotFoundError
+from engine.domain.member import Member
+from engine.domain.network import (
+    UPDATE_ACQUIRE,
+    UPDATE_RELEASE,
+    AcquireRequest,
+    NetworkDescription,
+    ReleaseRequest,
+    network_workflow_id,
+)
+from engine.domain.plan import VersionPair
+from engine.domain.versions import Version
+
+log = structlog.get_logger(__name__)
+
+
+def step_key(member: contract.MemberUpdateInput, step: str) -> str:
+    """The idempotency key of one step of one attempt of one member in one run."""
+    return f"{member.run_id}/{member.member}/a{member.attempt}/{step}"
+
+
+def _serves(service: GlobalService, cluster: str) -> bool:
+    state = service.per_cluster.get(cluster)
+    return state is not None and state.is_global and state.shared and state.ready_endpoints > 0
+
+
+def _ready_elsewhere(service: GlobalService, gone: set[str]) -> int:
+    return sum(
+        state.ready_endpoints
+        for cluster, state in service.per_cluster.items()
+        if cluster not in gone and state.is_global and state.shared
+    )
+
+
+def _peers_routing_to(service: GlobalService, cluster: str) -> list[str]:
+    """Peers whose service table still holds backends of ``cluster``."""
+    viewers = []
+    for viewer, view in service.routing.items():
+        if viewer == cluster:
+            continue
+        source = view.from_cluster(cluster)
+        if source is not None and source.routable > 0:
+            viewers.append(viewer)
+    return sorted(viewers)
+
+
+class UpdateActivities:
+    """The activities of update runs, bound to a fleet backend and a Temporal client."""
+
+    def __init__(self, backend: FleetBackend, client: Client) -> None:
+        self._backend = backend
+        self._client = client
+
+    # --- the run's own activities ---------------------------------------------------------
+
+    @activity.defn(name=contract.ACQUIRE_NETWORK)
+    async def acquire_network(self, lease: contract.NetworkLease) -> contract.LeasedNetwork:
+        """Take the network for this run (the network workflow records the holder)."""
+        async with classified():
+            handle = self._client.get_workflow_handle(network_workflow_id(lease.network))
+            try:
+                described: NetworkDescription = await handle.execute_update(
+                    UPDATE_ACQUIRE,
+                    AcquireRequest(run_id=lease.run_id),
+                    result_type=NetworkDescription,
+                )
+            except Exception as error:
+                raise ApplicationError(
+                    f"cannot take network {lease.network!r}: {_cause(error)}",
+                    type=NON_RETRYABLE,
+                    non_retryable=True,
+                ) from error
+            return contract.LeasedNetwork(
+                network=lease.network, members=[m.name for m in described.members]
+            )
+
+    @activity.defn(name=contract.RELEASE_NETWORK)
+    async def release_network(self, lease: contract.NetworkLease) -> None:
+        """Give the network back, so queued membership changes can run."""
+        async with classified():
+            handle = self._client.get_workflow_handle(network_workflow_id(lease.network))
+            await handle.execute_update(
+                UPDATE_RELEASE, ReleaseRequest(run_id=lease.run_id), result_type=NetworkDescription
+            )
+
+    @activity.defn(name=contract.DESCRIBE_MEMBERS)
+    async def describe_members(self, request: contract.DescribeMembersRequest) -> list[Member]:
+        """Read each member as the planner needs it."""
+        async with classified():
+            found = []
+            for name in request.members:
+                described = await self._backend.describe_member(name)
+                found.append(
+                    Member(
+                        name=described.name,
+                        labels=described.labels,
+                        update_group=described.update_group,
+                        kubernetes_version=described.kubernetes_version,
+                        cilium_version=described.cilium_version,
+                        cluster_id=described.cluster_id,
+                        pod_cidrs=described.pod_cidrs,
+                        maintenance_window=described.maintenance_window,
+                    )
+                )
+            return found
+
+    @activity.defn(name=contract.CHECK_MESH_HEALTH)
+    async def check_mesh_health(
+        self, request: contract.MeshHealthRequest
+    ) -> contract.MeshHealthResult:
+        """The built-in mesh gate: every member sees every other ready (waiting up to timeout)."""
+        async with classified():
+            last: list[NotReadyLink] = []
+
+            async def healthy() -> bool | None:
+                nonlocal last
+                health = await self._backend.mesh_health(request.members)
+                last = health.not_ready_links()
+                return True if not last else None
+
+            try:
+                await wait_for(
+                    healthy,
+                    timeout=request.timeout,
+                    interval=dt.timedelta(seconds=1),
+                    describe=lambda: "a healthy mesh",
+                )
+            except Exception:
+                if not last:
+                    raise
+                return contract.MeshHealthResult(healthy=False, not_ready=last)
+            return contract.MeshHealthResult(healthy=True)
+
+    @activity.defn(name=contract.SERVICE_ENDPOINTS)
+    async def service_endpoints(
+        self, request: contract.ServiceEndpointsRequest
+    ) -> contract.ServiceEndpointsResult:
+        """Ready endpoints per global service; with a baseline, wait until it is reached."""
+        async with classified():
+            ready: dict[str, int] = {}
+            below: list[str] = []
+
+            async def reached() -> bool | None:
+                nonlocal ready, below
+                services = await self._backend.list_global_services(request.members)
+                ready = {
+                    s.key: sum(c.ready_endpoints for c in s.per_cluster.values() if c.is_global)
+                    for s in services
+                }
+                baseline = request.baseline or {}
+                below = sorted(k for k, n in baseline.items() if ready.get(k, 0) < n)
+                return True if not below else None
+
+            try:
+                await wait_for(
+                    reached,
+                    timeout=request.timeout,
+                    interval=dt.timedelta(seconds=1),
+                    describe=lambda: "global services back to their baseline endpoints",
+                )
+            except Exception:
+                if not below:
+                    raise
+            return contract.ServiceEndpointsResult(ready=ready, below_baseline=below)
+
+    # --- one member's six steps -----------------------------------------------------------
+
+    @activity.defn(name=contract.PREFLIGHT)
+    async def preflight_member(
+        self, member: contract.MemberUpdateInput
+    ) -> contract.PreflightResult:
+        """Healthy? Already there? Version path allowed? Would continuity hold without it?"""
+        async with classified():
+            described = await self._backend.describe_member(member.member)
+            current = VersionPair(
+                kubernetes_version=described.kubernetes_version,
+                cilium_version=described.cilium_version,
+            )
+            if not described.api_available or not described.healthy:
+                return contract.PreflightResult(
+                    outcome=contract.PreflightOutcome.DEFERRED,
+                    message=f"cluster not healthy: {described.reason or 'API unavailable'}",
+                    current=current,
+                )
+            have = Version.parse(described.kubernetes_version)
+            want = Version.parse(member.target.kubernetes_version)
+            cilium_there = Version.parse(described.cilium_version) >= Version.parse(
+                member.target.cilium_version
+            )
+            same_minor = have.minor_version == want.minor_version
+            if same_minor and (want.patch is None or have >= want) and cilium_there:
+                return contract.PreflightResult(
+                    outcome=contract.PreflightOutcome.AT_TARGET,
+                    message="already at the target",
+                    current=current,
+                )
+            if have > want:
+                return contract.PreflightResult(
+                    outcome=contract.PreflightOutcome.REFUSED,
+                    message=f"runs {have}, above the target {want}: control planes never move down",
+                    current=current,
+                )
+            gone = {member.member, *member.in_flight}
+            services = await self._backend.list_global_services(member.network_members)
+            for service in services:
+                if not _serves(service, member.member):
+                    continue
+                minimum = (
+                    service.min_ready_endpoints
+                    if service.min_ready_endpoints is not None
+                    else member.min_ready_endpoints
+                )
+                left = _ready_elsewhere(service, gone)
+                if left < minimum:
+                    busy = sorted(set(member.in_flight) & set(service.per_cluster))
+                    return contract.PreflightResult(
+                        outcome=contract.PreflightOutcome.DEFERRED,
+                        message=(
+                            f"continuity: {service.key} would keep {left} ready endpoints "
+                            f"elsewhere, below its minimum of {minimum}"
+                            + (f" while {', '.join(busy)} update" if busy else "")
+                        ),
+                        current=current,
+                    )
+            return contract.PreflightResult(
+                outcome=contract.PreflightOutcome.PROCEED, current=current
+            )
+
+    @activity.defn(name=contract.DRAIN)
+    async def drain_member(self, member: contract.MemberUpdateInput) -> contract.DrainRecord:
+        """Stop exporting its backends (``shared: "false"``); wait until peers stop routing."""
+        async with classified():
+            services = await self._backend.list_global_services(member.network_members)
+            record = contract.DrainRecord(member=member.member)
+            drained: list[GlobalService] = []
+            for service in services:
+                state = service.per_cluster.get(member.member)
+                if state is None or not state.is_global:
+                    continue
+                record.ready_before[service.key] = state.ready_endpoints
+                change = await self._backend.set_service_annotations(
+                    member.member,
+                    service.namespace,
+                    service.name,
+                    {ANNOTATION_SERVICE_SHARED: "false"},
+                    idempotency_key=step_key(member, f"drain/{service.key}"),
+                )
+                record.changes.append(change)
+                drained.append(service)
+            log.info("member.drained", member=member.member, services=len(record.changes))
+            keys = {s.key for s in drained}
+
+            async def peers_stopped() -> bool | None:
+                current = await self._backend.list_global_services(member.network_members)
+                still = [
+                    f"{s.key} (routed by {', '.join(_peers_routing_to(s, member.member))})"
+                    for s in current
+                    if s.key in keys and _peers_routing_to(s, member.member)
+                ]
+                waiting.clear()
+                waiting.extend(still)
+                return True if not still else None
+
+            waiting: list[str] = []
+            await wait_for(
+                peers_stopped,
+                timeout=member.timings.drain_timeout,
+                interval=member.timings.poll_interval,
+                describe=lambda: "peers to stop routing to the member: " + "; ".join(waiting),
+            )
+            return record
+
+    @activity.defn(name=contract.UPGRADE_CONTROL_PLANE)
+    async def upgrade_control_plane(self, request: contract.HopRequest) -> OperationProgress:
+        """Upgrade the control plane one hop and follow it to the end (heartbeating)."""
+        return await self._follow(
+            request,
+            kind="controlPlane",
+            version=request.hop.kubernetes_version,
+            timeout=request.member.timings.control_plane_timeout,
+        )
+
+    @activity.defn(name=contract.UPGRADE_CILIUM)
+    async def upgrade_cilium(self, request: contract.HopRequest) -> OperationProgress:
+        """Upgrade bundled Cilium (agent, operator, clustermesh-apiserver); wait for rollout."""
+        return await self._follow(
+            request,
+            kind="cilium",
+            version=request.hop.cilium_version,
+            timeout=request.member.timings.cilium_timeout,
+        )
+
+    async def _follow(
+        self, request: contract.HopRequest, *, kind: str, version: str, timeout: dt.timedelta
+    ) -> OperationProgress:
+        async with classified():
+            member = request.member
+            key = step_key(member, f"hop{request.hop_index}/{kind}/{version}")
+            try:
+                progress = await self._backend.get_operation(member.member, key)
+            except NotFoundError:
+                start = (
+                    self._backend.start_control_plane_upgrade
+                    if kind == "controlPlane"
+                    else self._backend.start_cilium_upgrade
+                )
+                progress = await start(member.member, version, idempotency_key=key)
+            log.info("member.upgrade_following", member=member.member, kind=kind, version=version)
+
+            async def finished() -> OperationProgress | None:
+                current = await self._backend.get_operation(member.member, key)
+                if activity.in_activity():
+                    activity.heartbeat(f"{current.phase} {current.percent}%")
+                return current if current.done else None
+
+            progress = (
+                progress
+                if progress.done
+                else await wait_for(
+                    finished,
+                    timeout=timeout,
+                    interval=member.timings.poll_interval,
+                    describe=lambda: f"the {kind} upgrade of {member.member} to {version}",
+                )
+            )
+            if progress.state is OperationState.FAILED:
+                raise ApplicationError(
+                    f"{kind} upgrade of {member.member} to {version} failed: "
+                    f"{progress.message or 'no reason given'}",
+                    type=NON_RETRYABLE,
+                    non_retryable=True,
+                )
+            return progress
+
+    @activity.defn(name=contract.VERIFY)
+    async def verify_member(self, request: contract.VerifyRequest) -> None:
+        """The member sees every peer ready, every peer sees it ready, its endpoints are back."""
+        async with classified():
+            member = request.member
+            problems: list[str] = []
+
+            async def verified() -> bool | None:
+                problems.clear()
+                health = await self._backend.mesh_health(member.network_members)
+                problems.extend(
+                    f"{link.viewer} -> {link.peer}: {link.reason}"
+                    for link in health.not_ready_links()
+                    if member.member in (link.viewer, link.peer)
+                )
+                services = await self._backend.list_global_services(member.network_members)
+                for service in services:
+                    before = request.drain.ready_before.get(service.key)
+                    state = service.per_cluster.get(member.member)
+                    if before and (state is None or state.ready_endpoints < before):
+                        have = 0 if state is None else state.ready_endpoints
+                        problems.append(f"{service.key}: {have}/{before} endpoints ready")
+                return True if not problems else None
+
+            await wait_for(
+                verified,
+                timeout=member.mesh_ready_timeout,
+                interval=member.timings.poll_interval,
+                describe=lambda: f"{member.member} to be ready in the mesh ({'; '.join(problems)})",
+            )
+
+    @activity.defn(name=contract.RESTORE)
+    async def restore_member(self, request: contract.RestoreRequest) -> None:
+        """Put back exactly the annotations the drain changed, then wait until peers route again."""
+        async with classified():
+            member = request.member
+            for change in request.drain.changes:
+                await self._backend.set_service_annotations(
+                    change.cluster,
+                    change.namespace,
+                    change.name or "",
+                    change.previous,
+                    idempotency_key=step_key(member, f"restore/{change.namespace}/{change.name}"),
+                )
+            log.info("member.restored", member=member.member, services=len(request.drain.changes))
+            expected = {k for k, n in request.drain.ready_before.items() if n > 0}
+            missing: list[str] = []
+
+            async def routed_again() -> bool | None:
+                missing.clear()
+                services = await self._backend.list_global_services(member.network_members)
+                peers = [p for p in member.network_members if p != member.member]
+                for service in services:
+                    if service.key not in expected or not peers:
+                        continue
+                    routing = set(_peers_routing_to(service, member.member))
+                    lacking = [p for p in peers if p in service.routing and p not in routing]
+                    if lacking:
+                        missing.append(f"{service.key} (not yet routed by {', '.join(lacking)})")
+                return True if not missing else None
+
+            await wait_for(
+                routed_again,
+                timeout=member.timings.drain_timeout,
+                interval=member.timings.poll_interval,
+                describe=lambda: "peers to route to the member again: " + "; ".join(missing),
+            )
+
+    def all(self) -> Sequence[Callable[..., Any]]:
+        """Every activity of this class, for the worker."""
+        return [
+            self.acquire_network,
+            self.release_network,
+            self.describe_members,
+            self.check_mesh_health,
+            self.service_endpoints,
+            self.preflight_member,
+            self.drain_member,
+            self.upgrade_control_plane,
+            self.upgrade_cilium,
+            self.verify_member,
+            self.restore_member,
+        ]
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost message of a Temporal error chain (an update's rejection reason)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error)

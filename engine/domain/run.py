@@ -1,0 +1,445 @@
+"""Update runs: their status tree, their controls, and the contracts of their steps.
+
+States and field names follow Azure Fleet's update runs (``reference/fleet-update-runs.md``):
+a run has stages, a stage has groups, a group has members, and each of them has
+one of the same eight states.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from pydantic import Field
+
+from engine.domain.backend import AnnotationChange, NotReadyLink
+from engine.domain.member import Member
+from engine.domain.model import DomainModel
+from engine.domain.plan import Plan, VersionPair
+from engine.domain.runspec import RunSpec, UpgradeType
+from engine.domain.strategy import GateType
+
+UPDATE_RUN_WORKFLOW = "UpdateRun"
+MEMBER_UPDATE_WORKFLOW = "MemberUpdate"
+
+# Updates (controls) and queries of the run workflow.
+APPROVE = "approve"
+STOP = "stop"
+RESUME = "resume"
+SKIP = "skip"
+RETRY = "retry"
+STATUS = "status"
+
+# Activities of a run, by name (workflows never import the activities package).
+ACQUIRE_NETWORK = "acquire_network"
+RELEASE_NETWORK = "release_network"
+DESCRIBE_MEMBERS = "describe_members"
+CHECK_MESH_HEALTH = "check_mesh_health"
+SERVICE_ENDPOINTS = "service_endpoints"
+PREFLIGHT = "preflight_member"
+DRAIN = "drain_member"
+UPGRADE_CONTROL_PLANE = "upgrade_control_plane"
+UPGRADE_CILIUM = "upgrade_cilium"
+VERIFY = "verify_member"
+RESTORE = "restore_member"
+
+
+def run_workflow_id(network: str, run: str) -> str:
+    """``updaterun/<network>/<run>``: readable in the Web UI."""
+    return f"updaterun/{network}/{run}"
+
+
+def member_workflow_id(network: str, run: str, cluster: str) -> str:
+    """``updaterun/<network>/<run>/member/<cluster>``: one member's story on one page."""
+    return f"{run_workflow_id(network, run)}/member/{cluster}"
+
+
+class State(str, enum.Enum):
+    """The state of a run, stage, group or member (Fleet's eight)."""
+
+    NOT_STARTED = "NotStarted"
+    RUNNING = "Running"
+    PENDING = "Pending"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    SKIPPED = "Skipped"
+    FAILED = "Failed"
+    COMPLETED = "Completed"
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more happens to it unless a person acts (resume, retry)."""
+        return self in (State.STOPPED, State.SKIPPED, State.FAILED, State.COMPLETED)
+
+    @property
+    def done(self) -> bool:
+        """Finished well: a dependent stage may start."""
+        return self in (State.SKIPPED, State.COMPLETED)
+
+
+class GateKind(str, enum.Enum):
+    """Gates a person configures, and the built-in health gates that cannot be switched off."""
+
+    APPROVAL = "Approval"
+    SCHEDULED_START = "ScheduledStart"
+    MESH_HEALTH = "MeshHealth"
+    ENDPOINTS_BASELINE = "EndpointsBaseline"
+
+    @classmethod
+    def of(cls, gate_type: GateType) -> GateKind:
+        return cls(gate_type.value)
+
+
+class GateState(str, enum.Enum):
+    NOT_STARTED = "NotStarted"
+    PENDING = "Pending"
+    COMPLETED = "Completed"
+    SKIPPED = "Skipped"
+    FAILED = "Failed"
+
+
+class GateStatus(DomainModel):
+    """One gate. ``id`` is what ``approve`` takes: ``<stage>[/<group>]/<before|after>/<n>``."""
+
+    id: str
+    display_name: str
+    kind: GateKind
+    state: GateState = GateState.NOT_STARTED
+    #: ScheduledStart: when it opens by itself.
+    opens_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    completed_by: str | None = None
+    comment: str | None = None
+    message: str | None = None
+    #: ScheduledStart gates only: ``{startDay, startTime, utcOffset}`` as declared.
+    start_day: str | None = None
+    start_time: str | None = None
+    utc_offset: str | None = None
+
+
+class MemberStep(str, enum.Enum):
+    """The six steps of one member's update, in order (DESIGN.md)."""
+
+    PREFLIGHT = "Preflight"
+    DRAIN = "Drain"
+    CONTROL_PLANE = "ControlPlane"
+    CILIUM = "Cilium"
+    VERIFY = "Verify"
+    RESTORE = "Restore"
+
+
+class MemberStatus(DomainModel):
+    name: str
+    state: State = State.NOT_STARTED
+    message: str | None = None
+    start_time: dt.datetime | None = None
+    completed_time: dt.datetime | None = None
+    from_: VersionPair = Field(alias="from")
+    to: VersionPair
+    hops: list[VersionPair] = Field(default_factory=list)
+    step: MemberStep | None = None
+    #: How many times this member was started in this run (retries make it grow).
+    attempts: int = 0
+    #: Pending because of a closed window: when it opens next.
+    pending_until: dt.datetime | None = None
+
+
+class AfterStageWaitStatus(DomainModel):
+    """The soak after a stage: health is watched during it."""
+
+    state: State = State.NOT_STARTED
+    seconds: int = 0
+    until: dt.datetime | None = None
+    checks: int = 0
+
+
+class GroupStatus(DomainModel):
+    name: str
+    state: State = State.NOT_STARTED
+    max_concurrency: int
+    max_allowed_failures: int
+    failure_count: int = 0
+    before_gates: list[GateStatus] = Field(default_factory=list)
+    after_gates: list[GateStatus] = Field(default_factory=list)
+    members: list[MemberStatus] = Field(default_factory=list)
+    message: str | None = None
+
+
+class StageStatus(DomainModel):
+    name: str
+    state: State = State.NOT_STARTED
+    depends_on: list[str] = Field(default_factory=list)
+    max_concurrency: int
+    max_allowed_failures: int
+    failure_count: int = 0
+    start_time: dt.datetime | None = None
+    completed_time: dt.datetime | None = None
+    before_gates: list[GateStatus] = Field(default_factory=list)
+    after_gates: list[GateStatus] = Field(default_factory=list)
+    after_stage_wait: AfterStageWaitStatus | None = None
+    groups: list[GroupStatus] = Field(default_factory=list)
+    message: str | None = None
+
+
+class ControlAction(str, enum.Enum):
+    START = "start"
+    APPROVE = "approve"
+    STOP = "stop"
+    RESUME = "resume"
+    SKIP = "skip"
+    RETRY = "retry"
+
+
+class ControlRecord(DomainModel):
+    """An accepted control: what, who, why, when."""
+
+    action: ControlAction
+    at: dt.datetime
+    identity: str
+    reason: str | None = None
+    details: str | None = None
+
+
+class RunStatus(DomainModel):
+    """The whole run, as the ``status`` query returns it."""
+
+    run_id: str
+    name: str
+    network: str
+    state: State = State.NOT_STARTED
+    upgrade_type: UpgradeType = UpgradeType.FULL
+    target: VersionPair | None = None
+    strategy_name: str | None = None
+    plan_hash: str | None = None
+    start_time: dt.datetime | None = None
+    completed_time: dt.datetime | None = None
+    error: str | None = None
+    failure_count: int = 0
+    current_stage: str | None = None
+    stages: list[StageStatus] = Field(default_factory=list)
+    controls: list[ControlRecord] = Field(default_factory=list)
+
+    def members(self) -> list[tuple[StageStatus, GroupStatus, MemberStatus]]:
+        """Every member with its stage and group."""
+        return [(s, g, m) for s in self.stages for g in s.groups for m in g.members]
+
+    def member(self, name: str) -> MemberStatus | None:
+        return next((m for _, _, m in self.members() if m.name == name), None)
+
+    def gates(self) -> list[GateStatus]:
+        """Every configured gate, stage gates and group gates."""
+        found: list[GateStatus] = []
+        for stage in self.stages:
+            found += stage.before_gates + stage.after_gates
+            for group in stage.groups:
+                found += group.before_gates + group.after_gates
+        return found
+
+
+# --- controls -----------------------------------------------------------------------------
+
+
+class Control(DomainModel):
+    """Common to every control: who asks and why (recorded in the status)."""
+
+    identity: str = Field(min_length=1, max_length=200)
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ApproveRequest(Control):
+    gate: str = Field(min_length=1)
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+class StopRequest(Control):
+    pass
+
+
+class ResumeRequest(Control):
+    pass
+
+
+class SkipTargetType(str, enum.Enum):
+    MEMBER = "Member"
+    GROUP = "Group"
+    STAGE = "Stage"
+    AFTER_STAGE_WAIT = "AfterStageWait"
+
+
+class SkipTarget(DomainModel):
+    type: SkipTargetType
+    name: str = Field(min_length=1)
+
+
+class SkipRequest(Control):
+    targets: list[SkipTarget] = Field(min_length=1)
+
+
+class RetryRequest(Control):
+    #: Failed members to retry; empty means every failed member.
+    members: list[str] = Field(default_factory=list)
+
+
+# --- workflow inputs ----------------------------------------------------------------------
+
+
+class RunTimings(DomainModel):
+    """Timeouts and periods the worker's settings decide (never read inside a workflow)."""
+
+    #: How long a finished run stays open for resume/retry before it closes.
+    linger: dt.timedelta = dt.timedelta(days=7)
+    control_plane_timeout: dt.timedelta = dt.timedelta(hours=2)
+    cilium_timeout: dt.timedelta = dt.timedelta(minutes=45)
+    drain_timeout: dt.timedelta = dt.timedelta(minutes=10)
+    poll_interval: dt.timedelta = dt.timedelta(seconds=2)
+
+
+class UpdateRunInput(DomainModel):
+    """Everything a run needs, snapshotted when it is created.
+
+    A single input model keeps the workflow's signature stable as fields are
+    added (``continued`` carries the state across continue-as-new).
+    """
+
+    run_id: str
+    spec: RunSpec
+    #: The release catalog as the client resolved it (data, so replays never re-read files).
+    catalog: dict[str, object]
+    timings: RunTimings = Field(default_factory=RunTimings)
+    continued: RunState | None = None
+
+
+class MemberUpdateInput(DomainModel):
+    """One member's update: which hops, and what the run knows that the member needs."""
+
+    run_id: str
+    network: str
+    member: str
+    #: How many times the run has started this member (part of every idempotency key).
+    attempt: int
+    upgrade_type: UpgradeType
+    hops: list[VersionPair]
+    target: VersionPair
+    network_members: list[str]
+    #: Members in flight elsewhere in the run: their backends count as gone for continuity.
+    in_flight: list[str] = Field(default_factory=list)
+    min_ready_endpoints: int = 1
+    mesh_ready_timeout: dt.timedelta
+    timings: RunTimings = Field(default_factory=RunTimings)
+
+
+class MemberOutcome(str, enum.Enum):
+    COMPLETED = "Completed"
+    SKIPPED = "Skipped"
+    #: Preflight found the step unsafe *now* (continuity): try again after others finish.
+    DEFERRED = "Deferred"
+    FAILED = "Failed"
+
+
+class MemberUpdateResult(DomainModel):
+    outcome: MemberOutcome
+    message: str | None = None
+    step: MemberStep | None = None
+    versions: VersionPair | None = None
+
+
+# --- activity contracts -------------------------------------------------------------------
+
+
+class NetworkLease(DomainModel):
+    """Taking or releasing a network for a run."""
+
+    network: str
+    run_id: str
+
+
+class LeasedNetwork(DomainModel):
+    network: str
+    members: list[str]
+
+
+class DescribeMembersRequest(DomainModel):
+    members: list[str]
+
+
+class MeshHealthRequest(DomainModel):
+    members: list[str]
+    #: Wait up to this long for the mesh to be healthy (0: look once).
+    timeout: dt.timedelta = dt.timedelta(0)
+
+
+class MeshHealthResult(DomainModel):
+    healthy: bool
+    not_ready: list[NotReadyLink] = Field(default_factory=list)
+
+
+class ServiceEndpointsRequest(DomainModel):
+    members: list[str]
+    #: When set: wait until every service has at least these ready endpoints (key -> count).
+    baseline: dict[str, int] | None = None
+    timeout: dt.timedelta = dt.timedelta(0)
+
+
+class ServiceEndpointsResult(DomainModel):
+    """Ready endpoints of every global service, summed over the members (key -> count)."""
+
+    ready: dict[str, int]
+    below_baseline: list[str] = Field(default_factory=list)
+
+
+class PreflightOutcome(str, enum.Enum):
+    PROCEED = "Proceed"
+    AT_TARGET = "AtTarget"
+    DEFERRED = "Deferred"
+    REFUSED = "Refused"
+
+
+class PreflightResult(DomainModel):
+    outcome: PreflightOutcome
+    message: str | None = None
+    current: VersionPair | None = None
+
+
+class DrainRecord(DomainModel):
+    """What a drain changed, exactly, so the restore can put it back."""
+
+    member: str
+    changes: list[AnnotationChange] = Field(default_factory=list)
+    #: Ready endpoints of the member per service before the drain (key -> count).
+    ready_before: dict[str, int] = Field(default_factory=dict)
+
+
+class HopRequest(DomainModel):
+    """One upgrade hop of one member."""
+
+    member: MemberUpdateInput
+    hop: VersionPair
+    hop_index: int
+
+
+class VerifyRequest(DomainModel):
+    member: MemberUpdateInput
+    drain: DrainRecord
+
+
+class RestoreRequest(DomainModel):
+    member: MemberUpdateInput
+    drain: DrainRecord
+
+
+# --- the run's own state, carried across continue-as-new ----------------------------------
+
+
+class RunState(DomainModel):
+    """Everything the run workflow knows; the only thing continue-as-new carries."""
+
+    status: RunStatus
+    plan: Plan | None = None
+    members: list[Member] = Field(default_factory=list)
+    network_members: list[str] = Field(default_factory=list)
+    baseline: dict[str, int] = Field(default_factory=dict)
+    holding_network: bool = False
+    stop_requested: bool = False
+
+
+UpdateRunInput.model_rebuild()

@@ -1,0 +1,167 @@
+"""One member's update: preflight, drain, control plane, bundled Cilium, verify, restore.
+
+Each step is an activity with its own timeout, retry policy and heartbeat;
+once a drain has happened, the restore runs whatever happens after it (a
+failed step, a cancelled workflow), so a member never stays drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from engine.domain import run as contract
+from engine.domain.backend import OperationProgress
+from engine.domain.plan import VersionPair
+from engine.domain.run import (
+    MemberOutcome,
+    MemberStep,
+    MemberUpdateInput,
+    MemberUpdateResult,
+    PreflightOutcome,
+)
+from engine.domain.runspec import UpgradeType
+
+#: Transient errors (API briefly down, a conflict) are retried with backoff; the
+#: activities mark errors a retry cannot fix as non-retryable.
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+)
+#: Restore must get through: it keeps trying much longer.
+RESTORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=30,
+)
+HEARTBEAT = timedelta(seconds=30)
+QUICK_STEP = timedelta(minutes=2)
+MARGIN = timedelta(minutes=1)
+
+
+def _reason(error: BaseException) -> str:
+    """The message a person should read: the innermost ApplicationError's."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause.message
+        cause = cause.__cause__
+    return str(error)
+
+
+@workflow.defn(name=contract.MEMBER_UPDATE_WORKFLOW)
+class MemberUpdateWorkflow:
+    """Upgrades one member of a run; the run workflow is its parent."""
+
+    def __init__(self) -> None:
+        self._step: MemberStep | None = None
+
+    @workflow.query
+    def step(self) -> MemberStep | None:
+        """The step in progress (None before the first and after the last)."""
+        return self._step
+
+    @workflow.run
+    async def run(self, member: MemberUpdateInput) -> MemberUpdateResult:
+        self._step = MemberStep.PREFLIGHT
+        preflight = await workflow.execute_activity(
+            contract.PREFLIGHT,
+            member,
+            result_type=contract.PreflightResult,
+            start_to_close_timeout=QUICK_STEP,
+            retry_policy=STEP_RETRY,
+            summary=f"preflight {member.member}",
+        )
+        if preflight.outcome is PreflightOutcome.AT_TARGET:
+            return self._ended(MemberOutcome.SKIPPED, preflight.message, preflight.current)
+        if preflight.outcome is PreflightOutcome.DEFERRED:
+            return self._ended(MemberOutcome.DEFERRED, preflight.message, preflight.current)
+        if preflight.outcome is PreflightOutcome.REFUSED:
+            return self._ended(MemberOutcome.FAILED, preflight.message, preflight.current)
+
+        drain: contract.DrainRecord | None = None
+        failure: str | None = None
+        failed_step: MemberStep | None = None
+        try:
+            self._step = MemberStep.DRAIN
+            drain = await workflow.execute_activity(
+                contract.DRAIN,
+                member,
+                result_type=contract.DrainRecord,
+                start_to_close_timeout=member.timings.drain_timeout + MARGIN,
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STEP_RETRY,
+                summary=f"drain {member.member}",
+            )
+            if member.upgrade_type is not UpgradeType.NODE_IMAGE_ONLY:
+                for index, hop in enumerate(member.hops):
+                    request = contract.HopRequest(member=member, hop=hop, hop_index=index)
+                    self._step = MemberStep.CONTROL_PLANE
+                    await workflow.execute_activity(
+                        contract.UPGRADE_CONTROL_PLANE,
+                        request,
+                        result_type=OperationProgress,
+                        start_to_close_timeout=member.timings.control_plane_timeout + MARGIN,
+                        heartbeat_timeout=HEARTBEAT,
+                        retry_policy=STEP_RETRY,
+                        summary=f"control plane {member.member} -> {hop.kubernetes_version}",
+                    )
+                    self._step = MemberStep.CILIUM
+                    await workflow.execute_activity(
+                        contract.UPGRADE_CILIUM,
+                        request,
+                        result_type=OperationProgress,
+                        start_to_close_timeout=member.timings.cilium_timeout + MARGIN,
+                        heartbeat_timeout=HEARTBEAT,
+                        retry_policy=STEP_RETRY,
+                        summary=f"cilium {member.member} -> {hop.cilium_version}",
+                    )
+            self._step = MemberStep.VERIFY
+            await workflow.execute_activity(
+                contract.VERIFY,
+                contract.VerifyRequest(member=member, drain=drain),
+                start_to_close_timeout=member.mesh_ready_timeout + MARGIN,
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STEP_RETRY,
+                summary=f"verify {member.member}",
+            )
+        except ActivityError as error:
+            failure, failed_step = _reason(error), self._step
+        finally:
+            if drain is not None:
+                # Shielded: even a cancelled member puts its services back.
+                await asyncio.shield(asyncio.ensure_future(self._restore(member, drain)))
+        if failure is not None:
+            return MemberUpdateResult(
+                outcome=MemberOutcome.FAILED,
+                message=f"{failed_step.value if failed_step else 'step'} failed: {failure}",
+                step=failed_step,
+            )
+        return self._ended(MemberOutcome.COMPLETED, None, member.target)
+
+    async def _restore(self, member: MemberUpdateInput, drain: contract.DrainRecord) -> None:
+        self._step = MemberStep.RESTORE
+        await workflow.execute_activity(
+            contract.RESTORE,
+            contract.RestoreRequest(member=member, drain=drain),
+            start_to_close_timeout=member.timings.drain_timeout + MARGIN,
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=RESTORE_RETRY,
+            summary=f"restore {member.member}",
+        )
+
+    def _ended(
+        self,
+        outcome: MemberOutcome,
+        message: str | None,
+        versions: VersionPair | None,
+    ) -> MemberUpdateResult:
+        step, self._step = self._step, None
+        return MemberUpdateResult(outcome=outcome, message=message, step=step, versions=versions)

@@ -1,0 +1,986 @@
+"""The update run: a stage DAG of groups of members, gated on the mesh's health.
+
+At start the run takes its network, reads the members and computes the plan
+with the same pure planner as ``meshfleet plan`` (its hash goes into the
+status). Then every stage waits for the stages it depends on; its groups run
+in parallel; each member is a child workflow started within the group's and
+the stage's concurrency, in the order the plan gives, when its maintenance
+window is open and the version-skew rule allows it. Failure budgets decide
+whether a failure fails the group, the stage and the run; members in flight
+always finish. A finished run stays open for ``resume`` and ``retry`` until
+``timings.linger`` passes, holding the network only while it works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
+
+from engine.domain import run as contract
+from engine.domain.errors import InvalidInputError
+from engine.domain.member import Member
+from engine.domain.plan import Plan, PlannedMemberState, VersionPair
+from engine.domain.run import (
+    AfterStageWaitStatus,
+    ApproveRequest,
+    ControlAction,
+    ControlRecord,
+    GateKind,
+    GateState,
+    GateStatus,
+    GroupStatus,
+    MemberOutcome,
+    MemberStatus,
+    MemberUpdateInput,
+    MemberUpdateResult,
+    ResumeRequest,
+    RetryRequest,
+    RunState,
+    RunStatus,
+    SkipRequest,
+    SkipTargetType,
+    StageStatus,
+    State,
+    StopRequest,
+    UpdateRunInput,
+)
+from engine.domain.runspec import UpgradeType
+from engine.domain.strategy import (
+    Gate,
+    GateType,
+    GroupSpec,
+    StageSpec,
+    StrategyMetadata,
+    StrategySpec,
+    UpdateStrategy,
+)
+from engine.domain.versions import Version
+from engine.domain.windows import DayOfWeek, MaintenanceWindow
+from strategies import is_open, next_opening, next_scheduled_start, parse_catalog, plan
+from strategies.progress import MemberVersions, skew_blocker
+
+NETWORK_KEY = SearchAttributeKey.for_keyword("MeshfleetNetwork")
+STATE_KEY = SearchAttributeKey.for_keyword("MeshfleetRunState")
+STAGE_KEY = SearchAttributeKey.for_keyword("MeshfleetStage")
+TARGET_KEY = SearchAttributeKey.for_keyword("MeshfleetTargetVersion")
+
+#: Run-level activities are short reads; retry transient failures a few times.
+RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+QUICK = timedelta(minutes=2)
+HEARTBEAT = timedelta(seconds=30)
+MARGIN = timedelta(minutes=1)
+
+
+def _reason(error: BaseException) -> str:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause.message
+        cause = cause.__cause__
+    return str(error)
+
+
+def _gates(gates: list[Gate], prefix: str) -> list[GateStatus]:
+    found = []
+    for index, gate in enumerate(gates):
+        gate_id = f"{prefix}/{index}"
+        found.append(
+            GateStatus(
+                id=gate_id,
+                display_name=gate.display_name or gate_id,
+                kind=GateKind.of(gate.type),
+                start_day=gate.start_day.value if gate.start_day else None,
+                start_time=gate.start_time,
+                utc_offset=gate.utc_offset,
+            )
+        )
+    return found
+
+
+def status_from_plan(status: RunStatus, run_plan: Plan) -> list[StageStatus]:
+    """The status tree of a fresh run: every stage, group, member and gate NotStarted."""
+    stages = []
+    for stage in run_plan.stages:
+        groups = []
+        for group in stage.groups:
+            members = [
+                MemberStatus(
+                    name=m.name,
+                    state=State.SKIPPED
+                    if m.state is PlannedMemberState.SKIPPED
+                    else State.NOT_STARTED,
+                    message="already at the target"
+                    if m.state is PlannedMemberState.SKIPPED
+                    else None,
+                    from_=m.from_,
+                    to=m.to,
+                    hops=m.hops,
+                )
+                for m in group.members
+            ]
+            groups.append(
+                GroupStatus(
+                    name=group.name,
+                    max_concurrency=group.max_concurrency,
+                    max_allowed_failures=group.max_allowed_failures,
+                    before_gates=_gates(group.before_gates, f"{stage.name}/{group.name}/before"),
+                    after_gates=_gates(group.after_gates, f"{stage.name}/{group.name}/after"),
+                    members=members,
+                )
+            )
+        stages.append(
+            StageStatus(
+                name=stage.name,
+                depends_on=stage.depends_on,
+                max_concurrency=stage.max_concurrency,
+                max_allowed_failures=stage.max_allowed_failures,
+                before_gates=_gates(stage.before_gates, f"{stage.name}/before"),
+                after_gates=_gates(stage.after_gates, f"{stage.name}/after"),
+                after_stage_wait=(
+                    AfterStageWaitStatus(seconds=stage.after_stage_wait_seconds)
+                    if stage.after_stage_wait_seconds
+                    else None
+                ),
+                groups=groups,
+            )
+        )
+    return stages
+
+
+def one_by_one_strategy(members: list[Member]) -> UpdateStrategy:
+    """Fleet's behaviour with no strategy: every member, one at a time."""
+    return UpdateStrategy(
+        metadata=StrategyMetadata(name="one-by-one"),
+        spec=StrategySpec(
+            stages=[
+                StageSpec(
+                    name="all",
+                    groups=[GroupSpec(name="all", members=[m.name for m in members])],
+                )
+            ]
+        ),
+    )
+
+
+@workflow.defn(name=contract.UPDATE_RUN_WORKFLOW)
+class UpdateRunWorkflow:
+    """One update run of one network (id ``updaterun/<network>/<run>``)."""
+
+    @workflow.init
+    def __init__(self, request: UpdateRunInput) -> None:
+        self._input = request
+        spec = request.spec
+        self._state: RunState = request.continued or RunState(
+            status=RunStatus(
+                run_id=request.run_id,
+                name=spec.name or request.run_id,
+                network=spec.network,
+                upgrade_type=spec.upgrade_type,
+                strategy_name=spec.strategy.metadata.name if spec.strategy else spec.strategy_ref,
+            )
+        )
+        #: Member name -> (stage, group) for members whose child workflow runs now.
+        self._in_flight: dict[str, tuple[str, str]] = {}
+        #: Member name -> the completion count when it was deferred (retry after the next).
+        self._deferred: dict[str, int] = {}
+        self._completions = 0
+        self._changes = 0
+        self._wake = False
+        self._failed_reason: str | None = None
+
+    # --- queries and controls -------------------------------------------------------------
+
+    @workflow.query(name=contract.STATUS)
+    def status(self) -> RunStatus:
+        """The whole run: stages, groups, members, gates and the controls accepted."""
+        return self._state.status
+
+    @workflow.update(name=contract.APPROVE)
+    def approve(self, request: ApproveRequest) -> RunStatus:
+        gate = self._find_gate(request.gate)
+        assert gate is not None
+        gate.state = GateState.COMPLETED
+        gate.completed_at = workflow.now()
+        gate.completed_by = request.identity
+        gate.comment = request.comment
+        self._record(ControlAction.APPROVE, request, f"gate {gate.id}")
+        return self._state.status
+
+    @approve.validator
+    def _validate_approve(self, request: ApproveRequest) -> None:
+        gate = self._find_gate(request.gate)
+        if gate is None:
+            known = ", ".join(g.id for g in self._state.status.gates()) or "none"
+            raise ValueError(f"gate: no gate {request.gate!r} in this run (gates: {known})")
+        if gate.state is not GateState.PENDING:
+            raise ValueError(
+                f"gate: {gate.id} is {gate.state.value}, not Pending; "
+                "only a waiting gate can be approved"
+            )
+
+    @workflow.update(name=contract.STOP)
+    def stop(self, request: StopRequest) -> RunStatus:
+        self._state.stop_requested = True
+        if self._state.status.state in (State.RUNNING, State.PENDING):
+            self._state.status.state = State.STOPPING
+        self._record(ControlAction.STOP, request)
+        return self._state.status
+
+    @stop.validator
+    def _validate_stop(self, request: StopRequest) -> None:
+        state = self._state.status.state
+        if state not in (State.RUNNING, State.PENDING, State.NOT_STARTED):
+            raise ValueError(f"stop: the run is {state.value}; only a running run can be stopped")
+        if not (request.reason or "").strip():
+            raise ValueError("reason: say why the run is stopped (it is recorded)")
+
+    @workflow.update(name=contract.RESUME)
+    def resume(self, request: ResumeRequest) -> RunStatus:
+        self._reopen(failed_members=None)
+        self._record(ControlAction.RESUME, request)
+        return self._state.status
+
+    @resume.validator
+    def _validate_resume(self, request: ResumeRequest) -> None:
+        state = self._state.status.state
+        if state not in (State.STOPPED, State.FAILED, State.STOPPING):
+            raise ValueError(
+                f"resume: the run is {state.value}; only a Stopped or Failed run can be resumed"
+            )
+
+    @workflow.update(name=contract.SKIP)
+    def skip(self, request: SkipRequest) -> RunStatus:
+        for target in request.targets:
+            self._skip(target.type, target.name)
+        names = ", ".join(f"{t.type.value} {t.name}" for t in request.targets)
+        self._record(ControlAction.SKIP, request, names)
+        return self._state.status
+
+    @skip.validator
+    def _validate_skip(self, request: SkipRequest) -> None:
+        status = self._state.status
+        problems = []
+        for index, target in enumerate(request.targets):
+            path = f"targets[{index}]"
+            skippable = (State.NOT_STARTED, State.PENDING, State.FAILED, State.RUNNING)
+            if target.type is SkipTargetType.MEMBER:
+                member = status.member(target.name)
+                if member is None:
+                    problems.append(f"{path}: no member {target.name!r} in this run")
+                elif member.state not in (State.NOT_STARTED, State.PENDING, State.FAILED):
+                    problems.append(
+                        f"{path}: member {target.name} is {member.state.value}; "
+                        "only NotStarted, Pending or Failed members can be skipped"
+                    )
+            elif target.type is SkipTargetType.GROUP:
+                group = next(
+                    (g for s in status.stages for g in s.groups if g.name == target.name), None
+                )
+                if group is None:
+                    problems.append(f"{path}: no group {target.name!r} in this run")
+                elif group.state not in skippable:
+                    problems.append(f"{path}: group {target.name} is {group.state.value}")
+            else:
+                stage = next((s for s in status.stages if s.name == target.name), None)
+                if stage is None:
+                    problems.append(f"{path}: no stage {target.name!r} in this run")
+                elif target.type is SkipTargetType.STAGE and stage.state not in skippable:
+                    problems.append(f"{path}: stage {target.name} is {stage.state.value}")
+                elif target.type is SkipTargetType.AFTER_STAGE_WAIT and (
+                    stage.after_stage_wait is None or stage.after_stage_wait.state.finished
+                ):
+                    problems.append(f"{path}: stage {target.name} has no after-stage wait to skip")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @workflow.update(name=contract.RETRY)
+    def retry(self, request: RetryRequest) -> RunStatus:
+        failed = {m.name for _, _, m in self._state.status.members() if m.state is State.FAILED}
+        self._reopen(failed_members=set(request.members) or failed)
+        self._record(
+            ControlAction.RETRY, request, ", ".join(request.members) or "every failed member"
+        )
+        return self._state.status
+
+    @retry.validator
+    def _validate_retry(self, request: RetryRequest) -> None:
+        status = self._state.status
+        if not status.state.finished:
+            raise ValueError(f"retry: the run is {status.state.value}; retry once it has finished")
+        failed = {m.name for _, _, m in status.members() if m.state is State.FAILED}
+        if not failed:
+            raise ValueError("retry: no member of this run has failed")
+        unknown = [name for name in request.members if name not in failed]
+        if unknown:
+            raise ValueError(
+                f"members: {', '.join(unknown)} did not fail (failed: {', '.join(sorted(failed))})"
+            )
+
+    # --- the run --------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: UpdateRunInput) -> RunStatus:
+        status = self._state.status
+        if status.state is State.NOT_STARTED:
+            status.start_time = workflow.now()
+            self._record(ControlAction.START, None, "run created")
+            await self._prepare()
+        while True:
+            if not status.state.finished:
+                if not self._state.holding_network:
+                    await self._acquire()
+                if not status.state.finished:
+                    await self._execute()
+            await self._release()
+            self._publish()
+            self._wake = False
+            try:
+                await workflow.wait_condition(lambda: self._wake, timeout=request.timings.linger)
+            except TimeoutError:
+                break
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(request.model_copy(update={"continued": self._state}))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return status
+
+    async def _prepare(self) -> None:
+        """Take the network, read the members, plan."""
+        status = self._state.status
+        spec = self._input.spec
+        status.state = State.RUNNING
+        self._publish()
+        if spec.upgrade_type is UpgradeType.NODE_IMAGE_ONLY:
+            self._fail_run("upgradeType NodeImageOnly is not supported by meshfleet's backends yet")
+            return
+        if not await self._acquire():
+            return
+        members: list[Member] = await workflow.execute_activity(
+            contract.DESCRIBE_MEMBERS,
+            contract.DescribeMembersRequest(members=self._state.network_members),
+            result_type=list[Member],
+            start_to_close_timeout=QUICK,
+            retry_policy=RUN_ACTIVITY_RETRY,
+            summary="read the members",
+        )
+        catalog = parse_catalog(self._input.catalog)
+        target = Version.parse(spec.kubernetes_version or "")
+        strategy = spec.strategy or one_by_one_strategy(members)
+        try:
+            run_plan = plan(
+                members,
+                strategy,
+                target,
+                catalog,
+                workflow.now(),
+                allow_multi_minor=spec.allow_multi_minor,
+            )
+        except InvalidInputError as error:
+            self._fail_run("the plan was rejected: " + "; ".join(str(e) for e in error.errors))
+            return
+        cilium = catalog.cilium_for(target.minor_version)
+        status.target = VersionPair(
+            kubernetes_version=str(target), cilium_version=str(cilium) if cilium else "?"
+        )
+        status.plan_hash = run_plan.plan_hash
+        status.stages = status_from_plan(status, run_plan)
+        self._state.plan = run_plan
+        self._state.members = members
+        baseline = await workflow.execute_activity(
+            contract.SERVICE_ENDPOINTS,
+            contract.ServiceEndpointsRequest(members=self._state.network_members),
+            result_type=contract.ServiceEndpointsResult,
+            start_to_close_timeout=QUICK,
+            retry_policy=RUN_ACTIVITY_RETRY,
+            summary="record the global services' baseline",
+        )
+        self._state.baseline = baseline.ready
+        self._publish()
+
+    async def _acquire(self) -> bool:
+        try:
+            leased = await workflow.execute_activity(
+                contract.ACQUIRE_NETWORK,
+                contract.NetworkLease(network=self._input.spec.network, run_id=self._input.run_id),
+                result_type=contract.LeasedNetwork,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary=f"take network {self._input.spec.network}",
+            )
+        except ActivityError as error:
+            self._fail_run(_reason(error))
+            return False
+        self._state.holding_network = True
+        self._state.network_members = leased.members
+        return True
+
+    async def _release(self) -> None:
+        if not self._state.holding_network:
+            return
+        await workflow.execute_activity(
+            contract.RELEASE_NETWORK,
+            contract.NetworkLease(network=self._input.spec.network, run_id=self._input.run_id),
+            start_to_close_timeout=QUICK,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            summary=f"release network {self._input.spec.network}",
+        )
+        self._state.holding_network = False
+
+    async def _execute(self) -> None:
+        status = self._state.status
+        status.state = State.STOPPING if self._state.stop_requested else State.RUNNING
+        status.completed_time = None
+        self._failed_reason = None
+        self._publish()
+        stages = [s for s in status.stages if not s.state.finished]
+        await asyncio.gather(*(self._run_stage(s) for s in stages))
+        self._settle()
+
+    def _settle(self) -> None:
+        """The run's state once no stage can move any more."""
+        status = self._state.status
+        status.failure_count = sum(g.failure_count for s in status.stages for g in s.groups)
+        failed = [s for s in status.stages if s.state is State.FAILED]
+        if failed or self._failed_reason:
+            status.state = State.FAILED
+            status.error = self._failed_reason or failed[0].message
+        elif self._state.stop_requested:
+            status.state = State.STOPPED
+            for stage in status.stages:
+                if stage.state in (State.RUNNING, State.PENDING, State.STOPPING):
+                    stage.state = State.STOPPED
+        elif all(s.state.done for s in status.stages):
+            status.state = State.COMPLETED
+            status.error = None
+        else:
+            status.state = State.FAILED
+            status.error = "some stages could not start"
+        status.completed_time = workflow.now()
+        status.current_stage = None
+        self._publish()
+
+    def _halted(self) -> bool:
+        return self._state.stop_requested or self._failed_reason is not None
+
+    def _fail_run(self, reason: str) -> None:
+        self._failed_reason = reason
+        status = self._state.status
+        status.state = State.FAILED
+        status.error = reason
+        status.completed_time = workflow.now()
+        self._bump()
+
+    # --- stages ---------------------------------------------------------------------------
+
+    async def _run_stage(self, stage: StageStatus) -> None:
+        status = self._state.status
+        by_name = {s.name: s for s in status.stages}
+        deps = [by_name[name] for name in stage.depends_on]
+        await workflow.wait_condition(
+            lambda: self._halted() or stage.state.finished or all(d.state.finished for d in deps)
+        )
+        if stage.state.finished or self._halted() or not all(d.state.done for d in deps):
+            return
+        stage.state = State.RUNNING
+        stage.start_time = stage.start_time or workflow.now()
+        stage.message = None
+        status.current_stage = stage.name
+        self._publish()
+        if not await self._pass_gates(stage.before_gates, stage):
+            return
+        health = self._input.spec.strategy.spec.health if self._input.spec.strategy else None
+        timeout = health.mesh_ready_timeout if health else timedelta(minutes=10)
+        if not await self._mesh_gate(stage, "before", timeout):
+            return
+        await asyncio.gather(*(self._run_group(stage, g) for g in stage.groups))
+        stage.failure_count = sum(g.failure_count for g in stage.groups)
+        failed_groups = [g.name for g in stage.groups if g.state is State.FAILED]
+        if failed_groups or stage.failure_count > stage.max_allowed_failures:
+            self._fail_stage(
+                stage,
+                f"{stage.failure_count} member(s) failed (budget {stage.max_allowed_failures})"
+                + (f"; failed groups: {', '.join(failed_groups)}" if failed_groups else ""),
+            )
+            return
+        if stage.state is State.SKIPPED:
+            return
+        if self._halted() or any(not g.state.finished for g in stage.groups):
+            return
+        if not await self._mesh_gate(stage, "after", timeout):
+            return
+        if not await self._endpoints_gate(stage, timeout):
+            return
+        if not await self._soak(
+            stage, health.soak_check_interval if health else timedelta(seconds=30)
+        ):
+            return
+        if not await self._pass_gates(stage.after_gates, stage):
+            return
+        stage.state = State.COMPLETED
+        stage.completed_time = workflow.now()
+        self._bump()
+
+    def _fail_stage(self, stage: StageStatus, message: str) -> None:
+        stage.state = State.FAILED
+        stage.message = message
+        stage.completed_time = workflow.now()
+        if self._failed_reason is None:
+            self._failed_reason = f"stage {stage.name} failed: {message}"
+        self._bump()
+
+    async def _mesh_gate(self, stage: StageStatus, when: str, timeout: timedelta) -> bool:
+        """Built-in gate: the whole mesh healthy (cannot be switched off, only tuned)."""
+        result = await workflow.execute_activity(
+            contract.CHECK_MESH_HEALTH,
+            contract.MeshHealthRequest(members=self._state.network_members, timeout=timeout),
+            result_type=contract.MeshHealthResult,
+            start_to_close_timeout=timeout + MARGIN,
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=RUN_ACTIVITY_RETRY,
+            summary=f"mesh health {when} stage {stage.name}",
+        )
+        if result.healthy:
+            return True
+        links = "; ".join(
+            f"{link.viewer} -> {link.peer}: {link.reason}" for link in result.not_ready[:5]
+        )
+        self._fail_stage(stage, f"mesh not healthy {when} the stage: {links}")
+        return False
+
+    async def _endpoints_gate(self, stage: StageStatus, timeout: timedelta) -> bool:
+        """Built-in gate: every global service back to its baseline of ready endpoints."""
+        result = await workflow.execute_activity(
+            contract.SERVICE_ENDPOINTS,
+            contract.ServiceEndpointsRequest(
+                members=self._state.network_members,
+                baseline=self._state.baseline,
+                timeout=timeout,
+            ),
+            result_type=contract.ServiceEndpointsResult,
+            start_to_close_timeout=timeout + MARGIN,
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=RUN_ACTIVITY_RETRY,
+            summary=f"endpoints back to baseline after stage {stage.name}",
+        )
+        if not result.below_baseline:
+            return True
+        self._fail_stage(
+            stage, f"global services below their baseline: {', '.join(result.below_baseline)}"
+        )
+        return False
+
+    async def _soak(self, stage: StageStatus, interval: timedelta) -> bool:
+        """``afterStageWait``: watch health until it ends; a failed check fails the stage."""
+        wait = stage.after_stage_wait
+        if wait is None or wait.state.finished:
+            return True
+        wait.state = State.RUNNING
+        wait.until = workflow.now() + timedelta(seconds=wait.seconds)
+        self._bump()
+        while wait.state is State.RUNNING:
+            left = wait.until - workflow.now()
+            if left <= timedelta(0):
+                break
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: wait.state is not State.RUNNING or self._halted(),
+                    timeout=min(interval, left),
+                    timeout_summary=f"soak after stage {stage.name}",
+                )
+            if self._halted():
+                return False
+            if wait.state is not State.RUNNING:
+                break
+            wait.checks += 1
+            check = await workflow.execute_activity(
+                contract.CHECK_MESH_HEALTH,
+                contract.MeshHealthRequest(members=self._state.network_members),
+                result_type=contract.MeshHealthResult,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary=f"soak check {wait.checks} of stage {stage.name}",
+            )
+            if not check.healthy:
+                wait.state = State.FAILED
+                links = "; ".join(
+                    f"{link.viewer} -> {link.peer}: {link.reason}" for link in check.not_ready[:5]
+                )
+                self._fail_stage(stage, f"health check failed during the soak: {links}")
+                return False
+        if wait.state is State.RUNNING:
+            wait.state = State.COMPLETED
+        self._bump()
+        return True
+
+    async def _pass_gates(self, gates: list[GateStatus], owner: StageStatus | GroupStatus) -> bool:
+        """Wait for each gate; ScheduledStart opens by itself at its time (or by approval)."""
+        for gate in gates:
+            if gate.state in (GateState.COMPLETED, GateState.SKIPPED):
+                continue
+            gate.state = GateState.PENDING
+            owner.state = State.PENDING
+            timeout: timedelta | None = None
+            if gate.kind is GateKind.SCHEDULED_START:
+                opens = next_scheduled_start(
+                    Gate(
+                        type=GateType.SCHEDULED_START,
+                        start_day=DayOfWeek(gate.start_day) if gate.start_day else None,
+                        start_time=gate.start_time,
+                        utc_offset=gate.utc_offset,
+                    ),
+                    workflow.now(),
+                )
+                gate.opens_at = opens
+                timeout = max(opens - workflow.now(), timedelta(0))
+                gate.message = f"opens at {opens.isoformat()}"
+            else:
+                gate.message = f"waiting for approval: meshfleet run approve RUN {gate.id}"
+            self._bump()
+            try:
+                await workflow.wait_condition(
+                    lambda gate=gate: gate.state is not GateState.PENDING or self._halted(),  # type: ignore[misc]
+                    timeout=timeout,
+                    timeout_summary=f"gate {gate.id}",
+                )
+            except TimeoutError:
+                gate.state = GateState.COMPLETED
+                gate.completed_at = workflow.now()
+                gate.completed_by = "schedule"
+            if gate.state is GateState.PENDING:  # halted while waiting
+                return False
+            gate.message = None
+            owner.state = State.RUNNING
+            self._bump()
+        return True
+
+    # --- groups and members ---------------------------------------------------------------
+
+    async def _run_group(self, stage: StageStatus, group: GroupStatus) -> None:
+        if group.state.finished:
+            return
+        group.state = State.RUNNING
+        self._bump()
+        if not await self._pass_gates(group.before_gates, group):
+            return
+        members: list[asyncio.Task[None]] = []
+        while True:
+            in_group = [m for m in group.members if m.name in self._in_flight]
+            budget_blown = group.failure_count > group.max_allowed_failures
+            waiting = [m for m in group.members if m.state in (State.NOT_STARTED, State.PENDING)]
+            if self._halted() or budget_blown or stage.state is State.SKIPPED or not waiting:
+                if not in_group:
+                    break
+                await self._next_change()
+                continue
+            candidate, wake_at = self._pick(stage, group, waiting)
+            if candidate is not None:
+                members.append(asyncio.create_task(self._update_member(stage, group, candidate)))
+                continue
+            if not in_group and not self._in_flight and wake_at is None:
+                self._give_up(group, waiting)
+                continue
+            await self._next_change(wake_at)
+        await asyncio.gather(*members)
+        group.failure_count = sum(1 for m in group.members if m.state is State.FAILED)
+        if group.state is State.SKIPPED:
+            return
+        if group.failure_count > group.max_allowed_failures:
+            group.state = State.FAILED
+            group.message = (
+                f"{group.failure_count} member(s) failed (budget {group.max_allowed_failures})"
+            )
+            self._bump()
+            return
+        if self._halted() or any(not m.state.finished for m in group.members):
+            return
+        if not await self._pass_gates(group.after_gates, group):
+            return
+        group.state = State.COMPLETED
+        self._bump()
+
+    def _pick(
+        self, stage: StageStatus, group: GroupStatus, waiting: list[MemberStatus]
+    ) -> tuple[MemberStatus | None, dt.datetime | None]:
+        """The next member to start now, or when to look again."""
+        in_group = sum(1 for m in group.members if m.name in self._in_flight)
+        in_stage = sum(1 for s, _ in self._in_flight.values() if s == stage.name)
+        if in_group >= group.max_concurrency or in_stage >= stage.max_concurrency:
+            return None, None
+        now = workflow.now()
+        windows = {m.name: m.maintenance_window for m in self._state.members}
+        wake_at: dt.datetime | None = None
+        ordered = sorted(
+            waiting, key=lambda m: 0 if is_open_or_none(windows.get(m.name), now) else 1
+        )
+        for member in ordered:
+            if self._deferred.get(member.name) == self._completions:
+                continue
+            window = windows.get(member.name)
+            if window is not None and not is_open(window, now):
+                opens = next_opening(window, now)
+                member.state = State.PENDING
+                member.pending_until = opens
+                member.message = (
+                    f"maintenance window closed; next opening {opens.isoformat()}"
+                    if opens
+                    else "maintenance window never opens again"
+                )
+                if opens is not None and (wake_at is None or opens < wake_at):
+                    wake_at = opens
+                continue
+            blocker = skew_blocker(member.name, self._versions())
+            if blocker is not None:
+                member.state = State.PENDING
+                member.message = blocker
+                continue
+            return member, None
+        return None, wake_at
+
+    def _give_up(self, group: GroupStatus, waiting: list[MemberStatus]) -> None:
+        """Nothing is in flight anywhere and no window will open: what waits can never start."""
+        for member in waiting:
+            member.state = State.FAILED
+            member.message = f"cannot start: {member.message or 'blocked'} (nothing left in flight)"
+            member.completed_time = workflow.now()
+            group.failure_count += 1
+        self._bump()
+
+    def _versions(self) -> list[MemberVersions]:
+        found = []
+        for _, _, member in self._state.status.members():
+            done = member.state is State.COMPLETED
+            moving = member.name in self._in_flight or member.state is State.FAILED
+            found.append(
+                MemberVersions(
+                    name=member.name,
+                    current=member.to if done else member.from_,
+                    target=member.to,
+                    moving=moving,
+                )
+            )
+        return found
+
+    async def _update_member(
+        self, stage: StageStatus, group: GroupStatus, member: MemberStatus
+    ) -> None:
+        status = self._state.status
+        health = self._input.spec.strategy.spec.health if self._input.spec.strategy else None
+        member.state = State.RUNNING
+        member.attempts += 1
+        member.start_time = workflow.now()
+        member.completed_time = None
+        member.pending_until = None
+        member.message = None
+        others = sorted(self._in_flight)
+        self._in_flight[member.name] = (stage.name, group.name)
+        self._bump()
+        assert status.target is not None
+        request = MemberUpdateInput(
+            run_id=self._input.run_id,
+            network=status.network,
+            member=member.name,
+            attempt=member.attempts,
+            upgrade_type=status.upgrade_type,
+            hops=member.hops,
+            target=status.target,
+            network_members=self._state.network_members,
+            in_flight=others,
+            min_ready_endpoints=health.min_ready_endpoints if health else 1,
+            mesh_ready_timeout=health.mesh_ready_timeout if health else timedelta(minutes=10),
+            timings=self._input.timings,
+        )
+        try:
+            result: MemberUpdateResult = await workflow.execute_child_workflow(
+                contract.MEMBER_UPDATE_WORKFLOW,
+                request,
+                id=contract.member_workflow_id(status.network, status.run_id, member.name),
+                result_type=MemberUpdateResult,
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                static_summary=(
+                    f"{member.name}: {member.from_.kubernetes_version} "
+                    f"-> {member.to.kubernetes_version}"
+                ),
+            )
+        except ChildWorkflowError as error:
+            result = MemberUpdateResult(outcome=MemberOutcome.FAILED, message=_reason(error))
+        del self._in_flight[member.name]
+        member.step = result.step
+        member.message = result.message
+        if result.outcome is MemberOutcome.DEFERRED:
+            member.state = State.PENDING
+            self._deferred[member.name] = self._completions
+        else:
+            member.state = {
+                MemberOutcome.COMPLETED: State.COMPLETED,
+                MemberOutcome.SKIPPED: State.SKIPPED,
+                MemberOutcome.FAILED: State.FAILED,
+            }[result.outcome]
+            member.completed_time = workflow.now()
+            if member.state is State.FAILED:
+                group.failure_count += 1
+            self._completions += 1
+        self._bump()
+
+    # --- controls' effects ----------------------------------------------------------------
+
+    def _skip(self, kind: SkipTargetType, name: str) -> None:
+        status = self._state.status
+        now = workflow.now()
+
+        def skip_member(member: MemberStatus) -> None:
+            if member.state in (State.NOT_STARTED, State.PENDING, State.FAILED):
+                member.state = State.SKIPPED
+                member.message = "skipped by request"
+                member.completed_time = now
+
+        for stage in status.stages:
+            if kind is SkipTargetType.STAGE and stage.name == name:
+                stage.state = State.SKIPPED
+                if stage.after_stage_wait:
+                    stage.after_stage_wait.state = State.SKIPPED
+                for group in stage.groups:
+                    group.state = State.SKIPPED
+                    for member in group.members:
+                        skip_member(member)
+            if (
+                kind is SkipTargetType.AFTER_STAGE_WAIT
+                and stage.name == name
+                and stage.after_stage_wait
+            ):
+                stage.after_stage_wait.state = State.SKIPPED
+            for group in stage.groups:
+                if kind is SkipTargetType.GROUP and group.name == name:
+                    group.state = State.SKIPPED
+                    for member in group.members:
+                        skip_member(member)
+                for member in group.members:
+                    if kind is SkipTargetType.MEMBER and member.name == name:
+                        if member.state is State.FAILED:
+                            group.failure_count -= 1
+                        skip_member(member)
+        self._bump()
+
+    def _reopen(self, failed_members: set[str] | None) -> None:
+        """Resume (``None``: every failed member) or retry (these): make them startable again."""
+        status = self._state.status
+        self._state.stop_requested = False
+        self._failed_reason = None
+        reopened = (State.FAILED, State.STOPPED, State.STOPPING)
+        for stage in status.stages:
+            stage_touched = False
+            for group in stage.groups:
+                group_touched = False
+                for member in group.members:
+                    if member.state is State.FAILED and (
+                        failed_members is None or member.name in failed_members
+                    ):
+                        member.state = State.NOT_STARTED
+                        member.message = None
+                        group_touched = True
+                group.failure_count = sum(1 for m in group.members if m.state is State.FAILED)
+                if group.state in reopened or (group_touched and group.state is State.COMPLETED):
+                    group.state = State.NOT_STARTED
+                    group.message = None
+                stage_touched = stage_touched or group_touched
+            if stage.state in reopened or (stage_touched and stage.state is State.COMPLETED):
+                stage.state = State.NOT_STARTED
+                stage.message = None
+                wait = stage.after_stage_wait
+                if wait is not None and wait.state in (State.FAILED, State.COMPLETED):
+                    wait.state = State.NOT_STARTED
+        status.state = State.RUNNING
+        status.error = None
+        self._wake = True
+        self._bump()
+
+    def _record(
+        self, action: ControlAction, request: contract.Control | None, details: str | None = None
+    ) -> None:
+        self._state.status.controls.append(
+            ControlRecord(
+                action=action,
+                at=workflow.now(),
+                identity=request.identity if request else "meshfleet",
+                reason=request.reason if request else None,
+                details=details,
+            )
+        )
+        self._bump()
+
+    def _find_gate(self, name: str) -> GateStatus | None:
+        gates = self._state.status.gates()
+        exact = next((g for g in gates if g.id == name), None)
+        if exact is not None:
+            return exact
+        named = [g for g in gates if g.display_name == name]
+        return named[0] if len(named) == 1 else None
+
+    # --- change tracking and the Web UI ----------------------------------------------------
+
+    def _bump(self) -> None:
+        self._changes += 1
+        self._publish()
+
+    async def _next_change(self, until: dt.datetime | None = None) -> None:
+        seen = self._changes
+        timeout = max(until - workflow.now(), timedelta(seconds=1)) if until else None
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._changes != seen,
+                timeout=timeout,
+                timeout_summary="next window opening",
+            )
+
+    def _publish(self) -> None:
+        """Keep the search attributes and the Web UI's current details up to date."""
+        status = self._state.status
+        pairs: list[SearchAttributeUpdate[str]] = [
+            NETWORK_KEY.value_set(status.network),
+            STATE_KEY.value_set(status.state.value),
+        ]
+        if status.target is not None:
+            pairs.append(TARGET_KEY.value_set(status.target.kubernetes_version))
+        if status.current_stage:
+            pairs.append(STAGE_KEY.value_set(status.current_stage))
+        signature = tuple((p.key.name, str(p.value)) for p in pairs)
+        if signature != getattr(self, "_published", None):
+            workflow.upsert_search_attributes(pairs)
+            self._published = signature
+        workflow.set_current_details(details_markdown(status))
+
+
+def is_open_or_none(window: MaintenanceWindow | None, now: dt.datetime) -> bool:
+    """Open now, or no window at all (those go first among a group's members)."""
+    return window is None or is_open(window, now)
+
+
+def details_markdown(status: RunStatus) -> str:
+    """A short markdown table for the Web UI: one row per stage."""
+    target = status.target.kubernetes_version if status.target else "?"
+    lines = [
+        f"**{status.name}** on `{status.network}` → Kubernetes {target}: **{status.state.value}**",
+        "",
+        "| stage | state | done | running | pending | failed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage in status.stages:
+        members = [m for g in stage.groups for m in g.members]
+
+        def count(*states: State, group: list[MemberStatus] = members) -> int:
+            return sum(1 for m in group if m.state in states)
+
+        lines.append(
+            f"| {stage.name} | {stage.state.value} "
+            f"| {count(State.COMPLETED, State.SKIPPED)}/{len(members)} "
+            f"| {count(State.RUNNING)} | {count(State.PENDING)} | {count(State.FAILED)} |"
+        )
+    if status.error:
+        lines += ["", f"error: {status.error}"]
+    return "\n".join(lines)
