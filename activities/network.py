@@ -1,0 +1,319 @@
+"""The network lifecycle's activities: thin steps over the fleet backend.
+
+Each activity does one thing to the fleet (check candidates, enable the mesh on
+a newcomer, connect or disconnect peers, drain or restore a member's global
+services, disable the mesh) or waits for one condition (the mesh ready, no peer
+listing a removed member), heartbeating while it waits. Every mutation passes
+the idempotency key the workflow derived (network, operation, member, step),
+so an attempt retried after a worker died changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from temporalio import activity
+
+from activities.common import WaitTimedOut, classified, wait_for
+from engine.domain.backend import (
+    ANNOTATION_SERVICE_SHARED,
+    AnnotationChange,
+    FleetBackend,
+    MemberDescription,
+    MeshHealth,
+    OperationProgress,
+    OperationState,
+)
+from engine.domain.errors import NotFoundError
+from engine.domain.network import (
+    ACTIVITY_CHECK_CANDIDATES,
+    ACTIVITY_CONNECT_PEERS,
+    ACTIVITY_DISABLE_MESH,
+    ACTIVITY_DISCONNECT_PEERS,
+    ACTIVITY_DRAIN_SERVICES,
+    ACTIVITY_ENABLE_MESH,
+    ACTIVITY_LIST_SERVICES,
+    ACTIVITY_RESTORE_SERVICES,
+    ACTIVITY_WAIT_MESH_READY,
+    ACTIVITY_WAIT_UNLISTED,
+    CandidateCheck,
+    CandidateChecks,
+    CheckCandidatesInput,
+    DisableMeshInput,
+    DrainedServices,
+    DrainServicesInput,
+    EnableMeshInput,
+    EnableMeshResult,
+    GlobalServices,
+    ListServicesInput,
+    MembershipRule,
+    MeshReadiness,
+    PeersInput,
+    RestoreServicesInput,
+    WaitMeshReadyInput,
+    WaitUnlistedInput,
+    evaluate_candidates,
+)
+
+log = structlog.get_logger(__name__)
+
+#: How often waits poll the backend unless the worker is configured otherwise.
+DEFAULT_POLL_INTERVAL = dt.timedelta(seconds=1)
+
+
+def _service_key(key: str, namespace: str, name: str | None) -> str:
+    return f"{key}/{namespace}/{name or ''}"
+
+
+class NetworkActivities:
+    """The network workflow's activities, bound to one fleet backend."""
+
+    def __init__(
+        self, backend: FleetBackend, *, poll_interval: dt.timedelta = DEFAULT_POLL_INTERVAL
+    ) -> None:
+        self.backend = backend
+        self.poll_interval = poll_interval
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity of this class, for the worker to register."""
+        return [
+            self.check_candidates,
+            self.enable_mesh,
+            self.connect_peers,
+            self.wait_mesh_ready,
+            self.drain_services,
+            self.disconnect_peers,
+            self.wait_unlisted,
+            self.disable_mesh,
+            self.restore_services,
+            self.list_services,
+        ]
+
+    @activity.defn(name=ACTIVITY_CHECK_CANDIDATES)
+    async def check_candidates(self, request: CheckCandidatesInput) -> CandidateChecks:
+        """Describe candidates and members; check every rule that needs the clusters."""
+        async with classified():
+            members = [
+                (await self.backend.describe_member(m.name), m.cluster_id) for m in request.members
+            ]
+            known: list[MemberDescription] = []
+            unknown: dict[str, str] = {}
+            for name in request.candidates:
+                try:
+                    known.append(await self.backend.describe_member(name))
+                except NotFoundError as error:
+                    unknown[name] = str(error)
+            verdicts = {c.cluster: c for c in evaluate_candidates(request.network, known, members)}
+            checks = [
+                verdicts.get(name) or CandidateCheck(cluster=name, unknown=unknown[name])
+                for name in request.candidates
+            ]
+            log.info(
+                "network.candidates_checked",
+                network=request.network,
+                accepted=[c.cluster for c in checks if c.ok],
+                rejected=[c.cluster for c in checks if not c.ok],
+            )
+            return CandidateChecks(checks=checks)
+
+    @activity.defn(name=ACTIVITY_ENABLE_MESH)
+    async def enable_mesh(self, request: EnableMeshInput) -> EnableMeshResult:
+        """Deploy the clustermesh-apiserver and agent config on a newcomer; wait until done."""
+        async with classified():
+            claimed = await self._other_network(request.cluster, request.network)
+            if claimed is not None:
+                return claimed
+            backend, key = self.backend, request.idempotency_key
+            progress = await backend.enable_mesh(
+                request.cluster, network=request.network, idempotency_key=key
+            )
+
+            async def finished() -> OperationProgress | None:
+                current = await backend.get_operation(request.cluster, key)
+                return current if current.done else None
+
+            if not progress.done:
+                progress = await wait_for(
+                    finished,
+                    timeout=request.timeout,
+                    interval=self.poll_interval,
+                    describe=lambda: f"the mesh to be enabled on {request.cluster!r}",
+                )
+            if progress.state is OperationState.SUCCEEDED:
+                log.info("network.mesh_enabled", cluster=request.cluster, network=request.network)
+                return EnableMeshResult(cluster=request.cluster, succeeded=True)
+            # A concurrent join into another network may have claimed the cluster first.
+            claimed = await self._other_network(request.cluster, request.network)
+            if claimed is not None:
+                return claimed
+            return EnableMeshResult(
+                cluster=request.cluster,
+                succeeded=False,
+                message=progress.message or "enabling the mesh failed",
+            )
+
+    async def _other_network(self, cluster: str, network: str) -> EnableMeshResult | None:
+        """A rejection when the cluster belongs to another network (reality, not our state)."""
+        description = await self.backend.describe_member(cluster)
+        if description.network is None or description.network == network:
+            return None
+        return EnableMeshResult(
+            cluster=cluster,
+            succeeded=False,
+            rule=MembershipRule.SINGLE_NETWORK,
+            message=f"{cluster!r} already belongs to network {description.network!r}",
+        )
+
+    @activity.defn(name=ACTIVITY_CONNECT_PEERS)
+    async def connect_peers(self, request: PeersInput) -> None:
+        """Configure ``cluster`` to connect to ``peers`` (one direction)."""
+        async with classified():
+            await self.backend.connect_peers(
+                request.cluster, request.peers, idempotency_key=request.idempotency_key
+            )
+
+    @activity.defn(name=ACTIVITY_DISCONNECT_PEERS)
+    async def disconnect_peers(self, request: PeersInput) -> None:
+        """Remove ``peers`` from ``cluster``'s mesh configuration (one direction)."""
+        async with classified():
+            await self.backend.disconnect_peers(
+                request.cluster, request.peers, idempotency_key=request.idempotency_key
+            )
+
+    @activity.defn(name=ACTIVITY_WAIT_MESH_READY)
+    async def wait_mesh_ready(self, request: WaitMeshReadyInput) -> MeshReadiness:
+        """Wait until every member sees every other ready; on timeout, report what is not."""
+        async with classified():
+            if not request.members:
+                return MeshReadiness(ready=True)
+            last: list[MeshHealth] = []
+
+            async def healthy() -> MeshHealth | None:
+                health = await self.backend.mesh_health(request.members)
+                last[:] = [health]
+                return health if health.healthy() else None
+
+            try:
+                health = await wait_for(
+                    healthy,
+                    timeout=request.timeout,
+                    interval=self.poll_interval,
+                    describe=lambda: "the mesh to report ready",
+                )
+            except WaitTimedOut:
+                links = last[0].not_ready_links() if last else []
+                observed = last[0].observed_at if last else None
+                log.warning("network.mesh_not_ready", links=len(links))
+                return MeshReadiness(ready=False, not_ready_links=links, observed_at=observed)
+            return MeshReadiness(ready=True, observed_at=health.observed_at)
+
+    @activity.defn(name=ACTIVITY_DRAIN_SERVICES)
+    async def drain_services(self, request: DrainServicesInput) -> DrainedServices:
+        """Stop ``cluster`` exporting its global services; wait until no peer routes to it.
+
+        Every service global in the cluster gets ``service.cilium.io/shared:
+        "false"`` (it keeps consuming remote backends but exports none). The
+        changes carry the annotations from before, so a retry returns the same.
+        """
+        async with classified():
+            cluster = request.cluster
+            services = await self.backend.list_global_services([cluster, *request.peers])
+            changes: list[AnnotationChange] = []
+            for service in services:
+                state = service.per_cluster.get(cluster)
+                if state is None or not state.is_global:
+                    continue  # not exported by this cluster: nothing to drain
+                changes.append(
+                    await self.backend.set_service_annotations(
+                        cluster,
+                        service.namespace,
+                        service.name,
+                        {ANNOTATION_SERVICE_SHARED: "false"},
+                        idempotency_key=_service_key(
+                            request.idempotency_key, service.namespace, service.name
+                        ),
+                    )
+                )
+            drained = {f"{c.namespace}/{c.name}" for c in changes}
+            if drained and request.peers:
+
+                async def unrouted() -> bool | None:
+                    current = await self.backend.list_global_services([cluster, *request.peers])
+                    for service in current:
+                        if service.key not in drained:
+                            continue
+                        for peer in request.peers:
+                            view = service.routing.get(peer)
+                            source = view.from_cluster(cluster) if view else None
+                            if source is not None and source.routable > 0:
+                                return None
+                    return True
+
+                await wait_for(
+                    unrouted,
+                    timeout=request.timeout,
+                    interval=self.poll_interval,
+                    describe=lambda: f"peers to stop routing to {cluster!r}",
+                )
+            log.info("network.services_drained", cluster=cluster, services=sorted(drained))
+            return DrainedServices(changes=changes)
+
+    @activity.defn(name=ACTIVITY_WAIT_UNLISTED)
+    async def wait_unlisted(self, request: WaitUnlistedInput) -> None:
+        """Wait until no peer's configuration or agents list ``cluster`` any more."""
+        async with classified():
+            if not request.peers:
+                return
+
+            async def unlisted() -> bool | None:
+                for peer in request.peers:
+                    description = await self.backend.describe_member(peer)
+                    if request.cluster in description.mesh_peers:
+                        return None
+                health = await self.backend.mesh_health(request.peers)
+                if any(view.remote(request.cluster) is not None for view in health.members):
+                    return None
+                return True
+
+            await wait_for(
+                unlisted,
+                timeout=request.timeout,
+                interval=self.poll_interval,
+                describe=lambda: f"every peer to forget {request.cluster!r}",
+            )
+
+    @activity.defn(name=ACTIVITY_DISABLE_MESH)
+    async def disable_mesh(self, request: DisableMeshInput) -> None:
+        """Remove the mesh components and the network record from a former member."""
+        async with classified():
+            await self.backend.disable_mesh(
+                request.cluster, idempotency_key=request.idempotency_key
+            )
+
+    @activity.defn(name=ACTIVITY_RESTORE_SERVICES)
+    async def restore_services(self, request: RestoreServicesInput) -> None:
+        """Set back exactly the annotations a drain changed."""
+        async with classified():
+            for change in request.changes:
+                if change.name is None:
+                    continue
+                await self.backend.set_service_annotations(
+                    change.cluster,
+                    change.namespace,
+                    change.name,
+                    change.previous,
+                    idempotency_key=_service_key(
+                        request.idempotency_key, change.namespace, change.name
+                    ),
+                )
+
+    @activity.defn(name=ACTIVITY_LIST_SERVICES)
+    async def list_services(self, request: ListServicesInput) -> GlobalServices:
+        """The members' global services, with per-cluster state and routing views."""
+        async with classified():
+            if not request.members:
+                return GlobalServices()
+            return GlobalServices(services=await self.backend.list_global_services(request.members))

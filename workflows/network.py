@@ -1,0 +1,794 @@
+"""The network workflow: one long-lived entity per cross-cluster network (``network/<name>``).
+
+It owns the membership. Join, remove and delete arrive as Updates whose
+validators reject, before anything reaches history, every request that breaks
+a rule needing no I/O; accepted requests become operations queued in order and
+run one at a time by the main loop (under a lock), with the rules that need I/O
+checked by activities first. An update run takes the network with ``acquire``:
+membership operations then wait in the queue (their callers are told so) and
+run when it ``release``s it. All state lives in one :class:`NetworkState`,
+carried across continue-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from engine.domain.durations import format_duration
+from engine.domain.names import MAX_NETWORK_MEMBERS
+from engine.domain.network import (
+    ACTIVITY_CHECK_CANDIDATES,
+    ACTIVITY_CONNECT_PEERS,
+    ACTIVITY_DISABLE_MESH,
+    ACTIVITY_DISCONNECT_PEERS,
+    ACTIVITY_DRAIN_SERVICES,
+    ACTIVITY_ENABLE_MESH,
+    ACTIVITY_LIST_SERVICES,
+    ACTIVITY_RESTORE_SERVICES,
+    ACTIVITY_WAIT_MESH_READY,
+    ACTIVITY_WAIT_UNLISTED,
+    NETWORK_SEARCH_ATTRIBUTE,
+    NETWORK_WORKFLOW,
+    QUERY_DESCRIBE,
+    UPDATE_ACQUIRE,
+    UPDATE_DELETE,
+    UPDATE_JOIN,
+    UPDATE_RELEASE,
+    UPDATE_REMOVE,
+    UPDATE_SERVICES,
+    AcquireRequest,
+    CandidateCheck,
+    CandidateChecks,
+    CheckCandidatesInput,
+    DeleteRequest,
+    DisableMeshInput,
+    DrainedServices,
+    DrainServicesInput,
+    EnableMeshInput,
+    EnableMeshResult,
+    GlobalServices,
+    JoinRequest,
+    ListServicesInput,
+    LogEntry,
+    MemberId,
+    MemberOutcome,
+    MemberResult,
+    MembershipRule,
+    MeshReadiness,
+    NetworkDescription,
+    NetworkInput,
+    NetworkMember,
+    NetworkState,
+    NetworkStatus,
+    OperationKind,
+    OperationResult,
+    PeersInput,
+    PendingOperation,
+    ReleaseRequest,
+    RemoveRequest,
+    RestoreServicesInput,
+    ServicesReport,
+    ServicesRequest,
+    WaitMeshReadyInput,
+    WaitUnlistedInput,
+    acquire_problem,
+    delete_problem,
+    join_problems,
+    remove_problems,
+    services_report,
+)
+
+T = TypeVar("T")
+
+NETWORK_KEY = SearchAttributeKey.for_keyword(NETWORK_SEARCH_ATTRIBUTE)
+
+#: Error type of an update rejected by a validator (the client maps it to invalid input).
+REJECTED = "MeshfleetRejected"
+#: One backend call (connect, disconnect, annotate, list) must finish within this.
+CALL_TIMEOUT = timedelta(minutes=2)
+#: Transient failures (a cluster's API unreachable) are retried for this long in all.
+RETRY_FOR = timedelta(minutes=15)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+#: Rows of the log shown in the Web UI's current details.
+DETAILS_LOG_ROWS = 8
+
+
+def _reject(problems: Sequence[str]) -> None:
+    if problems:
+        raise ApplicationError("; ".join(problems), type=REJECTED, non_retryable=True)
+
+
+def _failure(error: BaseException) -> str:
+    """The person-readable reason inside an activity failure."""
+    cause = error.cause if isinstance(error, ActivityError) and error.cause else error
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
+
+
+@workflow.defn(name=NETWORK_WORKFLOW)
+class NetworkWorkflow:
+    """One cross-cluster network: its members, its status, its holder and its queue."""
+
+    @workflow.init
+    def __init__(self, request: NetworkInput) -> None:
+        self.settings = request.settings
+        self.state = request.state or NetworkState(
+            name=request.name, uid=workflow.info().run_id, created_at=workflow.now()
+        )
+        #: Held while a membership operation runs and while a run takes the network.
+        self.lock = asyncio.Lock()
+        #: Results for update handlers still waiting (never persisted: continue-as-new
+        #: happens only once every handler has finished).
+        self.results: dict[str, OperationResult] = {}
+        self.awaited: dict[str, bool] = {}
+
+    # --- the main loop --------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: NetworkInput) -> NetworkDescription:
+        """Run queued membership operations in order until deleted; continue-as-new when told."""
+        if workflow.info().typed_search_attributes.get(NETWORK_KEY) != self.state.name:
+            workflow.upsert_search_attributes([NETWORK_KEY.value_set(self.state.name)])
+        self._publish()
+        while not self.state.deleted:
+            await workflow.wait_condition(lambda: self._runnable() or self._time_to_continue())
+            if self._runnable():
+                await self._run_next()
+                continue
+            workflow.continue_as_new(
+                NetworkInput(name=self.state.name, settings=self.settings, state=self.state)
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return NetworkDescription.of(self.state)
+
+    def _runnable(self) -> bool:
+        return bool(self.state.pending) and self.state.holder is None and not self.lock.locked()
+
+    def _time_to_continue(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            and workflow.all_handlers_finished()
+            and not self.lock.locked()
+        )
+
+    async def _run_next(self) -> None:
+        async with self.lock:
+            # An acquire may have taken the lock (and the network) first.
+            if self.state.holder is not None or not self.state.pending:
+                return
+            op = self.state.pending.pop(0)
+            self.state.current = op
+            self._log("started", f"{op.kind.value} {', '.join(op.members)}".strip(), op)
+            self._publish()
+            if op.kind is OperationKind.JOIN:
+                result = await self._join(op)
+            elif op.kind is OperationKind.REMOVE:
+                result = await self._remove(op)
+            else:
+                result = await self._delete(op)
+            self.state.current = None
+            self._log("finished", self._summarize(result), op)
+            self._publish()
+            if self.awaited.get(op.id):
+                self.results[op.id] = result
+
+    # --- membership updates ---------------------------------------------------------------
+
+    @workflow.update(name=UPDATE_JOIN)
+    async def join(self, request: JoinRequest) -> OperationResult:
+        """Join clusters; per member: joined, rejected (with the rule), failed or queued."""
+        op = self._accept(OperationKind.JOIN, request.members)
+        return await self._outcome(op)
+
+    @join.validator
+    def _validate_join(self, request: JoinRequest) -> None:
+        _reject(join_problems(self.state, request.members))
+
+    @workflow.update(name=UPDATE_REMOVE)
+    async def remove(self, request: RemoveRequest) -> OperationResult:
+        """Remove members: drain their global services, disconnect them, wait until forgotten."""
+        op = self._accept(OperationKind.REMOVE, request.members)
+        return await self._outcome(op)
+
+    @remove.validator
+    def _validate_remove(self, request: RemoveRequest) -> None:
+        _reject(remove_problems(self.state, request.members))
+
+    @workflow.update(name=UPDATE_DELETE)
+    async def delete(self, request: DeleteRequest) -> OperationResult:
+        """Delete the network (with ``force``: remove every member first), then end."""
+        op = self._accept(OperationKind.DELETE, [], force=request.force)
+        return await self._outcome(op)
+
+    @delete.validator
+    def _validate_delete(self, request: DeleteRequest) -> None:
+        problem = delete_problem(self.state, request.force)
+        _reject([problem] if problem else [])
+
+    def _accept(
+        self, kind: OperationKind, members: Sequence[str], *, force: bool = False
+    ) -> PendingOperation:
+        op = PendingOperation(
+            id=f"op-{self.state.next_operation}",
+            kind=kind,
+            members=list(members),
+            force=force,
+            requested_at=workflow.now(),
+            queued_behind=self.state.holder,
+        )
+        self.state.next_operation += 1
+        self.state.pending.append(op)
+        if kind is OperationKind.DELETE:
+            self.state.deleting = True
+        behind = f", queued behind update run {op.queued_behind!r}" if op.queued_behind else ""
+        what = f"{kind.value} {', '.join(members)}".strip()
+        self._log("accepted", f"{what}{behind}", op)
+        self._publish()
+        return op
+
+    async def _outcome(self, op: PendingOperation) -> OperationResult:
+        """Wait for the operation's result, or answer "queued" while a run holds the network."""
+        self.awaited[op.id] = True
+        try:
+            await workflow.wait_condition(
+                lambda: op.id in self.results or self._held_while_pending(op)
+            )
+        finally:
+            self.awaited.pop(op.id, None)
+        if op.id in self.results:
+            return self.results.pop(op.id)
+        holder = self.state.holder
+        message = (
+            f"queued: update run {holder!r} holds the network; this runs when the run releases it"
+        )
+        return OperationResult(
+            network=self.state.name,
+            operation=op.id,
+            kind=op.kind,
+            queued=True,
+            holder=holder,
+            members=[
+                MemberResult(cluster=m, outcome=MemberOutcome.QUEUED, message=message)
+                for m in op.members
+            ],
+            status=self.state.status,
+            message=message,
+        )
+
+    def _held_while_pending(self, op: PendingOperation) -> bool:
+        return self.state.holder is not None and any(p.id == op.id for p in self.state.pending)
+
+    # --- holding the network (update runs) ------------------------------------------------
+
+    @workflow.update(name=UPDATE_ACQUIRE)
+    async def acquire(self, request: AcquireRequest) -> NetworkDescription:
+        """An update run takes the network, after any membership operation in flight."""
+        if self.state.holder == request.run_id:
+            return self.describe()
+        async with self.lock:
+            problem = acquire_problem(self.state, request.run_id)
+            if problem:  # another run got it while this one waited for the lock
+                raise ApplicationError(problem, type=REJECTED, non_retryable=True)
+            self.state.holder = request.run_id
+            self._log("acquired", f"update run {request.run_id!r} holds the network")
+            self._publish()
+        return self.describe()
+
+    @acquire.validator
+    def _validate_acquire(self, request: AcquireRequest) -> None:
+        problem = acquire_problem(self.state, request.run_id)
+        _reject([problem] if problem else [])
+
+    @workflow.update(name=UPDATE_RELEASE)
+    def release(self, request: ReleaseRequest) -> NetworkDescription:
+        """The run gives the network back (a no-op for anyone else); queued operations run."""
+        if self.state.holder == request.run_id:
+            self.state.holder = None
+            queued = len(self.state.pending)
+            self._log(
+                "released",
+                f"update run {request.run_id!r} released the network; "
+                f"{queued} queued operation(s) to run",
+            )
+            self._publish()
+        return self.describe()
+
+    # --- reads ----------------------------------------------------------------------------
+
+    @workflow.query(name=QUERY_DESCRIBE)
+    def describe(self) -> NetworkDescription:
+        """Members, ids, status, holder, pending operations and the recent log."""
+        return NetworkDescription.of(self.state)
+
+    @workflow.update(name=UPDATE_SERVICES)
+    async def services(self, request: ServicesRequest) -> ServicesReport:
+        """Every global service of the members; flags global services in non-global namespaces."""
+        found = await self._call(
+            ACTIVITY_LIST_SERVICES,
+            ListServicesInput(members=self.state.member_names()),
+            GlobalServices,
+            summary="list global services",
+        )
+        return services_report(self.state.name, found.services)
+
+    # --- join -----------------------------------------------------------------------------
+
+    async def _join(self, op: PendingOperation) -> OperationResult:
+        before = self.state.status
+        self._set_status(NetworkStatus.APPLYING)
+        results: dict[str, MemberResult] = {}
+        candidates: list[str] = []
+        for name in op.members:
+            if self.state.member(name) is not None:
+                results[name] = _rejected(name, MembershipRule.MEMBERSHIP, "already a member")
+            elif len(self.state.members) + len(candidates) >= MAX_NETWORK_MEMBERS:
+                results[name] = _rejected(
+                    name,
+                    MembershipRule.MEMBER_LIMIT,
+                    f"the network already has {MAX_NETWORK_MEMBERS} members",
+                )
+            else:
+                candidates.append(name)
+        accepted: list[CandidateCheck] = []
+        if candidates:
+            checks = await self._call(
+                ACTIVITY_CHECK_CANDIDATES,
+                CheckCandidatesInput(
+                    network=self.state.name,
+                    candidates=candidates,
+                    members=[
+                        MemberId(name=m.name, cluster_id=m.cluster_id) for m in self.state.members
+                    ],
+                ),
+                CandidateChecks,
+                summary=f"check {len(candidates)} candidate(s)",
+            )
+            for check in checks.checks:
+                if check.unknown is not None:
+                    results[check.cluster] = _rejected(
+                        check.cluster, MembershipRule.CLUSTER_KNOWN, check.unknown
+                    )
+                elif not check.ok:
+                    results[check.cluster] = _rejected(
+                        check.cluster,
+                        MembershipRule(check.failed[0].rule.value),
+                        "; ".join(f"{f.rule.value}: {f.message}" for f in check.failed),
+                    )
+                else:
+                    accepted.append(check)
+        for name, result in results.items():
+            self._log(
+                "rejected",
+                f"{result.rule.value if result.rule else ''}: {result.message}",
+                op,
+                name,
+            )
+
+        newcomers = await self._enable_all(op, accepted, results)
+        if not newcomers:
+            self._set_status(before if self.state.members else NetworkStatus.NOT_CONNECTED)
+            return self._result(op, results)
+
+        failure = await self._connect_newcomers(op, [m.name for m in newcomers])
+        if failure is not None:
+            for member in newcomers:
+                results[member.name] = MemberResult(
+                    cluster=member.name,
+                    outcome=MemberOutcome.FAILED,
+                    cluster_id=member.cluster_id,
+                    message=f"the mesh is enabled but connecting it failed: {failure}; "
+                    "it is recorded as a member (remove it to clean up)",
+                )
+            self._set_status(NetworkStatus.FAILED, failure)
+            return self._result(op, results)
+
+        readiness = await self._settle(op)
+        for member in newcomers:
+            note = (
+                "joined; the whole mesh reports ready"
+                if readiness.ready
+                else f"joined, but the mesh did not report ready within "
+                f"{format_duration(self.settings.mesh_ready_timeout)}: "
+                f"{len(readiness.not_ready_links)} link(s) not ready"
+            )
+            results[member.name] = MemberResult(
+                cluster=member.name,
+                outcome=MemberOutcome.JOINED,
+                cluster_id=member.cluster_id,
+                message=note
+                + (" (cluster id assigned by the network)" if member.cluster_id_assigned else ""),
+            )
+        return self._result(op, results, readiness)
+
+    async def _enable_all(
+        self,
+        op: PendingOperation,
+        accepted: Sequence[CandidateCheck],
+        results: dict[str, MemberResult],
+    ) -> list[NetworkMember]:
+        """Enable the mesh on every accepted newcomer (in parallel); record those that came up."""
+        outcomes = await asyncio.gather(
+            *[
+                self._call(
+                    ACTIVITY_ENABLE_MESH,
+                    EnableMeshInput(
+                        cluster=check.cluster,
+                        network=self.state.name,
+                        idempotency_key=self._key(op, check.cluster, "enable-mesh"),
+                        timeout=self.settings.mesh_ready_timeout,
+                    ),
+                    EnableMeshResult,
+                    waits=self.settings.mesh_ready_timeout,
+                    summary=f"enable the mesh on {check.cluster}",
+                )
+                for check in accepted
+            ],
+            return_exceptions=True,
+        )
+        newcomers: list[NetworkMember] = []
+        for check, outcome in zip(accepted, outcomes, strict=True):
+            name = check.cluster
+            if isinstance(outcome, BaseException):
+                results[name] = MemberResult(
+                    cluster=name, outcome=MemberOutcome.FAILED, message=_failure(outcome)
+                )
+            elif not outcome.succeeded:
+                results[name] = MemberResult(
+                    cluster=name,
+                    outcome=MemberOutcome.REJECTED if outcome.rule else MemberOutcome.FAILED,
+                    rule=outcome.rule,
+                    message=outcome.message,
+                )
+            else:
+                assert check.cluster_id is not None  # ok() guarantees it
+                member = NetworkMember(
+                    name=name,
+                    cluster_id=check.cluster_id,
+                    cluster_id_assigned=check.cluster_id_assigned,
+                    joined_at=workflow.now(),
+                    operation=op.id,
+                )
+                self.state.members.append(member)
+                newcomers.append(member)
+                self._log("meshEnabled", f"cluster id {member.cluster_id}", op, name)
+                continue
+            self._log("failed", results[name].message or "", op, name)
+        self._publish()
+        return newcomers
+
+    async def _connect_newcomers(self, op: PendingOperation, newcomers: list[str]) -> str | None:
+        """Connect each newcomer to every member and every member to the newcomers."""
+        everyone = self.state.member_names()
+        pairs = [(n, [p for p in everyone if p != n]) for n in newcomers]
+        pairs += [(m, newcomers) for m in everyone if m not in newcomers]
+        failure = await self._all(
+            [
+                self._call(
+                    ACTIVITY_CONNECT_PEERS,
+                    PeersInput(
+                        cluster=cluster,
+                        peers=peers,
+                        idempotency_key=self._key(op, cluster, "connect"),
+                    ),
+                    None,
+                    summary=f"connect {cluster} to {len(peers)} peer(s)",
+                )
+                for cluster, peers in pairs
+                if peers
+            ]
+        )
+        if failure is None:
+            self._log(
+                "connected", f"{', '.join(newcomers)} connected with {len(everyone)} member(s)", op
+            )
+        return failure
+
+    # --- remove and delete ----------------------------------------------------------------
+
+    async def _remove(self, op: PendingOperation) -> OperationResult:
+        results = await self._remove_members(op, op.members)
+        readiness = (
+            await self._settle(op) if self.state.status is not NetworkStatus.FAILED else None
+        )
+        return self._result(op, results, readiness)
+
+    async def _remove_members(
+        self, op: PendingOperation, names: Sequence[str]
+    ) -> dict[str, MemberResult]:
+        self._set_status(NetworkStatus.APPLYING)
+        results: dict[str, MemberResult] = {}
+        failed: str | None = None
+        for name in names:
+            if failed is not None:
+                results[name] = MemberResult(
+                    cluster=name,
+                    outcome=MemberOutcome.FAILED,
+                    message=f"not attempted: removing {failed!r} failed first",
+                )
+            elif self.state.member(name) is None:
+                results[name] = _rejected(name, MembershipRule.MEMBERSHIP, "not a member")
+            else:
+                results[name] = await self._remove_member(op, name)
+                if results[name].outcome is MemberOutcome.FAILED:
+                    failed = name
+        return results
+
+    async def _remove_member(self, op: PendingOperation, name: str) -> MemberResult:
+        """Drain, disconnect both ways, wait until forgotten, disable; then restore annotations."""
+        peers = [m for m in self.state.member_names() if m != name]
+        timeout = self.settings.mesh_ready_timeout
+        try:
+            drained = await self._call(
+                ACTIVITY_DRAIN_SERVICES,
+                DrainServicesInput(
+                    cluster=name,
+                    peers=peers,
+                    idempotency_key=self._key(op, name, "drain"),
+                    timeout=timeout,
+                ),
+                DrainedServices,
+                waits=timeout,
+                summary=f"drain the global services of {name}",
+            )
+            self._log("drained", f"{len(drained.changes)} global service(s) drained", op, name)
+            failure = await self._all(
+                [
+                    self._call(
+                        ACTIVITY_DISCONNECT_PEERS,
+                        PeersInput(
+                            cluster=cluster,
+                            peers=targets,
+                            idempotency_key=self._key(op, f"{name}/{cluster}", "disconnect"),
+                        ),
+                        None,
+                        summary=f"disconnect {cluster} from {', '.join(targets)}",
+                    )
+                    for cluster, targets in [(name, peers), *[(p, [name]) for p in peers]]
+                    if targets
+                ]
+            )
+            if failure is not None:
+                raise ApplicationError(failure)
+            await self._call(
+                ACTIVITY_WAIT_UNLISTED,
+                WaitUnlistedInput(cluster=name, peers=peers, timeout=timeout),
+                None,
+                waits=timeout,
+                summary=f"wait until no peer lists {name}",
+            )
+            await self._call(
+                ACTIVITY_DISABLE_MESH,
+                DisableMeshInput(cluster=name, idempotency_key=self._key(op, name, "disable-mesh")),
+                None,
+                summary=f"disable the mesh on {name}",
+            )
+        except (ActivityError, ApplicationError) as error:
+            message = _failure(error)
+            self._set_status(NetworkStatus.FAILED, f"removing {name!r} failed: {message}")
+            self._log("failed", message, op, name)
+            return MemberResult(cluster=name, outcome=MemberOutcome.FAILED, message=message)
+        member = self.state.member(name)
+        self.state.members = [m for m in self.state.members if m.name != name]
+        self._log("removed", "disconnected from every peer; mesh disabled", op, name)
+        self._publish()
+        note = "removed"
+        if drained.changes:
+            try:
+                await self._call(
+                    ACTIVITY_RESTORE_SERVICES,
+                    RestoreServicesInput(
+                        changes=drained.changes, idempotency_key=self._key(op, name, "restore")
+                    ),
+                    None,
+                    summary=f"restore the service annotations of {name}",
+                )
+                note = "removed; its service annotations are restored"
+            except ActivityError as error:
+                note = f"removed, but restoring its service annotations failed: {_failure(error)}"
+                self._log("warning", note, op, name)
+        return MemberResult(
+            cluster=name,
+            outcome=MemberOutcome.REMOVED,
+            cluster_id=member.cluster_id if member else None,
+            message=note,
+        )
+
+    async def _delete(self, op: PendingOperation) -> OperationResult:
+        if self.state.members and not op.force:
+            self.state.deleting = False
+            message = (
+                f"network {self.state.name!r} has {len(self.state.members)} member(s); "
+                "remove them first or delete with force"
+            )
+            return self._result(op, {}, message=message, rule_failed=True)
+        results = await self._remove_members(op, self.state.member_names())
+        if self.state.members:
+            self.state.deleting = False
+            return self._result(
+                op, results, message="delete stopped: a member could not be removed"
+            )
+        self.state.deleted = True
+        self._set_status(NetworkStatus.NOT_CONNECTED)
+        self._log("deleted", "every member removed; the network is deleted", op)
+        return self._result(op, results, deleted=True)
+
+    # --- shared steps ---------------------------------------------------------------------
+
+    async def _settle(self, op: PendingOperation) -> MeshReadiness:
+        """Wait for the whole mesh to report ready; set Connected, Degraded or Failed."""
+        if not self.state.members:
+            self._set_status(NetworkStatus.NOT_CONNECTED)
+            return MeshReadiness(ready=True)
+        try:
+            readiness = await self._call(
+                ACTIVITY_WAIT_MESH_READY,
+                WaitMeshReadyInput(
+                    members=self.state.member_names(), timeout=self.settings.mesh_ready_timeout
+                ),
+                MeshReadiness,
+                waits=self.settings.mesh_ready_timeout,
+                summary=f"wait for {len(self.state.members)} member(s) to report ready",
+            )
+        except ActivityError as error:
+            message = _failure(error)
+            self._set_status(NetworkStatus.FAILED, f"reading mesh health failed: {message}")
+            return MeshReadiness(ready=False)
+        if readiness.ready:
+            self.state.not_ready_links = []
+            self._set_status(NetworkStatus.CONNECTED)
+            self._log("meshReady", "every member sees every other ready", op)
+        else:
+            self.state.not_ready_links = readiness.not_ready_links
+            message = (
+                f"{len(readiness.not_ready_links)} link(s) not ready after "
+                f"{format_duration(self.settings.mesh_ready_timeout)}"
+            )
+            self._set_status(NetworkStatus.DEGRADED, message)
+            self._log("degraded", message, op)
+        return readiness
+
+    async def _all(self, calls: Sequence[Any]) -> str | None:
+        """Run activity calls in parallel; the first failure's reason, or None."""
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        failures = [_failure(o) for o in outcomes if isinstance(o, BaseException)]
+        return failures[0] if failures else None
+
+    async def _call(
+        self,
+        activity: str,
+        arg: Any,
+        result_type: type[T] | None,
+        *,
+        summary: str,
+        waits: timedelta | None = None,
+    ) -> T:
+        """Run one activity: a quick backend call, or (``waits``) a heartbeating wait."""
+        if waits is None:
+            timeouts: dict[str, Any] = {"start_to_close_timeout": CALL_TIMEOUT}
+        else:
+            timeouts = {
+                "start_to_close_timeout": waits + CALL_TIMEOUT,
+                "heartbeat_timeout": self.settings.heartbeat_timeout,
+            }
+        result: T = await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            schedule_to_close_timeout=max(RETRY_FOR, (waits or timedelta()) + RETRY_FOR),
+            retry_policy=RETRY,
+            summary=summary,
+            **timeouts,
+        )
+        return result
+
+    def _key(self, op: PendingOperation, cluster: str, step: str) -> str:
+        """Idempotency key: the same on every retry of this step, unique to this network."""
+        return f"{self.state.name}/{self.state.uid}/{op.id}/{cluster}/{step}"
+
+    def _set_status(self, status: NetworkStatus, message: str | None = None) -> None:
+        self.state.status = status
+        self.state.status_message = message
+        self._publish()
+
+    def _result(
+        self,
+        op: PendingOperation,
+        results: dict[str, MemberResult],
+        readiness: MeshReadiness | None = None,
+        *,
+        message: str | None = None,
+        deleted: bool = False,
+        rule_failed: bool = False,
+    ) -> OperationResult:
+        ordered = [results[m] for m in op.members if m in results]
+        ordered += [r for name, r in results.items() if name not in op.members]
+        return OperationResult(
+            network=self.state.name,
+            operation=op.id,
+            kind=op.kind,
+            members=ordered,
+            status=self.state.status,
+            mesh_ready=readiness.ready if readiness else None,
+            not_ready_links=readiness.not_ready_links if readiness else [],
+            message=message or (self.state.status_message if not rule_failed else None),
+            deleted=deleted,
+        )
+
+    def _summarize(self, result: OperationResult) -> str:
+        counts: dict[str, int] = {}
+        for member in result.members:
+            counts[member.outcome.value] = counts.get(member.outcome.value, 0) + 1
+        parts = [f"{n} {outcome}" for outcome, n in counts.items()]
+        if result.deleted:
+            parts.append("network deleted")
+        if result.message:
+            parts.append(result.message)
+        return "; ".join(parts) + f" (status {result.status.value})"
+
+    def _log(
+        self,
+        event: str,
+        message: str,
+        op: PendingOperation | None = None,
+        cluster: str | None = None,
+    ) -> None:
+        self.state.log.append(
+            LogEntry(
+                at=workflow.now(),
+                event=event,
+                message=message,
+                operation=op.id if op else None,
+                cluster=cluster,
+            )
+        )
+        del self.state.log[: -self.settings.log_limit]
+
+    def _publish(self) -> None:
+        """Current details for the Web UI: status, holder, members, queue, recent log."""
+        state = self.state
+        lines = [
+            f"**{state.status.value}**"
+            + (f": {state.status_message}" if state.status_message else "")
+        ]
+        if state.holder:
+            lines.append(f"Held by update run `{state.holder}`; membership changes wait.")
+        if state.current:
+            current = state.current
+            lines.append(
+                f"Running: `{current.id}` {current.kind.value} {', '.join(current.members)}"
+            )
+        if state.pending:
+            queued = ", ".join(
+                f"`{p.id}` {p.kind.value} {' '.join(p.members)}".strip() for p in state.pending
+            )
+            lines.append(f"Queued: {queued}")
+        lines += ["", f"| Member ({len(state.members)}) | Cluster id | Joined |", "|---|---|---|"]
+        lines += [
+            f"| {m.name} | {m.cluster_id}{' (assigned)' if m.cluster_id_assigned else ''} "
+            f"| {m.joined_at:%Y-%m-%d %H:%M:%S} |"
+            for m in state.members
+        ]
+        if state.not_ready_links:
+            lines += ["", "| Not ready: viewer | peer | reason |", "|---|---|---|"]
+            lines += [f"| {x.viewer} | {x.peer} | {x.reason} |" for x in state.not_ready_links[:20]]
+        if state.log:
+            lines += ["", "Recent:"]
+            lines += [
+                f"- {e.at:%H:%M:%S} {e.event}{f' {e.cluster}' if e.cluster else ''}: {e.message}"
+                for e in state.log[-DETAILS_LOG_ROWS:]
+            ]
+        workflow.set_current_details("\n".join(lines))
+
+
+def _rejected(cluster: str, rule: MembershipRule, message: str) -> MemberResult:
+    return MemberResult(cluster=cluster, outcome=MemberOutcome.REJECTED, rule=rule, message=message)
