@@ -20,10 +20,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.health import health_check
+from activities.network import NetworkActivities
 from activities.update import UpdateActivities
 from engine.domain.backend import FleetBackend
+from engine.runtime import settings
 from workflows.health import HealthCheckWorkflow
 from workflows.member_update import MemberUpdateWorkflow
+from workflows.network import NetworkWorkflow
 from workflows.update_run import UpdateRunWorkflow
 
 log = structlog.get_logger(__name__)
@@ -37,13 +40,14 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 def all_workflows() -> list[type[Any]]:
     """Every workflow meshfleet runs."""
-    return [HealthCheckWorkflow, UpdateRunWorkflow, MemberUpdateWorkflow]
+    return [HealthCheckWorkflow, UpdateRunWorkflow, MemberUpdateWorkflow, NetworkWorkflow]
 
 
 def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., Any]]:
     """Every activity meshfleet runs, bound to the backend and the Temporal client."""
     update = UpdateActivities(backend, client)
-    return [health_check, *update.all()]
+    network = NetworkActivities(backend, poll_interval=settings.poll_interval())
+    return [health_check, *update.all(), *network.all()]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
