@@ -1,0 +1,76 @@
+"""The Kubernetes fleet backend: real clusters through Cluster API and Cilium.
+
+Public surface:
+
+- :func:`open_kubernetes_backend` — what ``meshfleet worker --backend kubernetes
+  --access FILE`` calls: read the access file, return the backend.
+- :class:`KubernetesBackend` — the :class:`~engine.domain.backend.FleetBackend`.
+- :class:`KubernetesAccess` / :func:`load_access` — the access file.
+- :data:`API_CALLS` / :func:`rbac_rules` — every API call the backend makes
+  (the source of the worker's RBAC).
+- :class:`PodExec` / :class:`ExecTarget` / :func:`stream_exec` — the exec seam.
+
+Does I/O (Kubernetes API calls, kubeconfig files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from activities.backends.kubernetes._access import (
+    CiliumManagement,
+    ClusterApiRef,
+    Discovery,
+    KubernetesAccess,
+    MemberAccess,
+    load_access,
+)
+from activities.backends.kubernetes._api import (
+    API_CALLS,
+    ApiCall,
+    KubernetesAccessError,
+    KubernetesApiError,
+    Scope,
+    rbac_rules,
+)
+from activities.backends.kubernetes._backend import (
+    ANNOTATION_MIN_READY_ENDPOINTS,
+    ANNOTATION_OPERATIONS,
+    LABEL_NETWORK,
+    CiliumUpgradeNotPossibleError,
+    ControlPlaneUpgradeNotPossibleError,
+    KubernetesBackend,
+)
+from activities.backends.kubernetes._drain import ANNOTATION_DRAINED
+from activities.backends.kubernetes._exec import ExecTarget, PodExec, stream_exec
+
+__all__ = [
+    "ANNOTATION_DRAINED",
+    "ANNOTATION_MIN_READY_ENDPOINTS",
+    "ANNOTATION_OPERATIONS",
+    "API_CALLS",
+    "LABEL_NETWORK",
+    "ApiCall",
+    "CiliumManagement",
+    "CiliumUpgradeNotPossibleError",
+    "ClusterApiRef",
+    "ControlPlaneUpgradeNotPossibleError",
+    "Discovery",
+    "ExecTarget",
+    "KubernetesAccess",
+    "KubernetesAccessError",
+    "KubernetesApiError",
+    "KubernetesBackend",
+    "MemberAccess",
+    "PodExec",
+    "Scope",
+    "load_access",
+    "open_kubernetes_backend",
+    "rbac_rules",
+    "stream_exec",
+]
+
+
+def open_kubernetes_backend(access_file: Path) -> KubernetesBackend:
+    """Read ``access_file`` (raising InvalidInputError with field paths) and build the backend."""
+    return KubernetesBackend(load_access(access_file))

@@ -1,0 +1,231 @@
+"""Reading Kubernetes, Cilium and Cluster API objects into meshfleet's terms.
+
+Purely data-manipulative: every function takes parsed JSON objects (as the API
+returns them) and returns values or domain models. No I/O here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from engine.domain.backend import RemoteClusterStatus, RolloutStatus
+from engine.domain.fleet import NetworkMode
+
+KubeObject = Mapping[str, Any]
+
+_SEMVER_PREFIX = re.compile(r"^v?(\d+\.\d+\.\d+)")
+
+
+def meta(obj: KubeObject, key: str) -> dict[str, str]:
+    """``metadata.labels`` or ``metadata.annotations`` (never None)."""
+    value = (obj.get("metadata") or {}).get(key) or {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def kubernetes_version(version_info: KubeObject) -> str:
+    """``/version`` ``gitVersion`` bare: ``v1.33.2+k3s1`` -> ``1.33.2``."""
+    git = str(version_info.get("gitVersion") or "")
+    match = _SEMVER_PREFIX.match(git)
+    if match:
+        return match.group(1)
+    major = str(version_info.get("major") or "").rstrip("+")
+    minor = str(version_info.get("minor") or "").rstrip("+")
+    return f"{major}.{minor}" if major and minor else git
+
+
+def image_version(image: str) -> str | None:
+    """The version in an image tag: ``quay.io/cilium/cilium:v1.17.9@sha256:..`` -> ``1.17.9``.
+
+    Vendor builds append a suffix (``1.17.9-250818`` on AKS); only the semver is kept.
+    """
+    reference = image.split("@", 1)[0]
+    last = reference.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    match = _SEMVER_PREFIX.match(last.rsplit(":", 1)[1])
+    return match.group(1) if match else None
+
+
+def workload_version(obj: KubeObject, container: str) -> str | None:
+    """The image version of ``container`` (or of the first container) of a pod template."""
+    containers = ((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get(
+        "containers"
+    ) or []
+    chosen = next((c for c in containers if c.get("name") == container), None)
+    if chosen is None and containers:
+        chosen = containers[0]
+    return image_version(str(chosen.get("image") or "")) if chosen else None
+
+
+def _observed(obj: KubeObject) -> bool:
+    """The controller has seen the latest spec (else its counts describe the old one)."""
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return generation is None or observed is None or int(observed) >= int(generation)
+
+
+def daemonset_rollout(obj: KubeObject, container: str) -> RolloutStatus:
+    """A DaemonSet's rollout: scheduled, updated and ready (and available) pods."""
+    status = obj.get("status") or {}
+    desired = int(status.get("desiredNumberScheduled") or 0)
+    ready = min(int(status.get("numberReady") or 0), int(status.get("numberAvailable") or 0))
+    updated = int(status.get("updatedNumberScheduled") or 0) if _observed(obj) else 0
+    return RolloutStatus(
+        name=str(obj["metadata"]["name"]),
+        kind="DaemonSet",
+        version=workload_version(obj, container),
+        desired=desired,
+        updated=updated,
+        ready=ready,
+    )
+
+
+def deployment_rollout(obj: KubeObject, container: str) -> RolloutStatus:
+    """A Deployment's rollout: wanted, updated and ready-and-available replicas."""
+    status = obj.get("status") or {}
+    spec_replicas = (obj.get("spec") or {}).get("replicas")
+    desired = 1 if spec_replicas is None else int(spec_replicas)
+    ready = min(int(status.get("readyReplicas") or 0), int(status.get("availableReplicas") or 0))
+    updated = int(status.get("updatedReplicas") or 0) if _observed(obj) else 0
+    return RolloutStatus(
+        name=str(obj["metadata"]["name"]),
+        kind="Deployment",
+        version=workload_version(obj, container),
+        desired=desired,
+        updated=updated,
+        ready=ready,
+    )
+
+
+def network_mode(config: Mapping[str, str]) -> NetworkMode:
+    """Flat (native routing) or overlay, from ``cilium-config``.
+
+    ``routing-mode`` (Cilium >= 1.14) wins; before it, ``tunnel: disabled`` meant
+    native routing. Cilium's default is tunnelling, so an empty config is overlay.
+    """
+    routing = config.get("routing-mode")
+    if routing:
+        return NetworkMode.FLAT if routing == "native" else NetworkMode.OVERLAY
+    if config.get("tunnel") == "disabled":
+        return NetworkMode.FLAT
+    return NetworkMode.OVERLAY
+
+
+def decoded_secret(secret: KubeObject | None) -> dict[str, str]:
+    """A Secret's ``data`` decoded to text (undecodable entries are skipped)."""
+    out: dict[str, str] = {}
+    for key, value in ((secret or {}).get("data") or {}).items():
+        try:
+            out[str(key)] = base64.b64decode(str(value)).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+    return out
+
+
+def mesh_peers(secret: KubeObject | None) -> list[str]:
+    """Peers configured in ``cilium-clustermesh``: keys whose data contains ``endpoints:``."""
+    return sorted(k for k, v in decoded_secret(secret).items() if "endpoints:" in v)
+
+
+def pod_cidrs(nodes: Iterable[KubeObject], config: Mapping[str, str]) -> list[str]:
+    """Pod CIDRs from the nodes (``spec.podCIDRs``), else Cilium's cluster-pool ranges."""
+    found: list[str] = []
+    for node in nodes:
+        spec = node.get("spec") or {}
+        for cidr in spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []):
+            if cidr not in found:
+                found.append(str(cidr))
+    if not found:
+        for key in ("cluster-pool-ipv4-cidr", "cluster-pool-ipv6-cidr"):
+            found.extend(c for c in config.get(key, "").split() if c not in found)
+    return found
+
+
+def node_ready(node: KubeObject) -> bool:
+    """The node's ``Ready`` condition is True."""
+    return condition(node, "Ready").get("status") == "True"
+
+
+def condition(obj: KubeObject, kind: str) -> dict[str, Any]:
+    """``status.conditions[type=kind]`` or an empty dict."""
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return {}
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes LabelSelector (``matchLabels``, ``matchExpressions``) against labels.
+
+    An empty selector matches everything (as in Cluster API's ``clusterSelector``).
+    """
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def endpoint_counts(slices: Iterable[KubeObject]) -> tuple[int, int]:
+    """(endpoints, ready endpoints) across a service's EndpointSlices.
+
+    A pod in an IPv4 and an IPv6 slice counts once. ``conditions.ready`` unset
+    means ready, as the EndpointSlice API defines ("interpret as ready").
+    """
+    seen: dict[tuple[str, ...], bool] = {}
+    for item in slices:
+        for endpoint in item.get("endpoints") or []:
+            ref = endpoint.get("targetRef") or {}
+            identity: tuple[str, ...] = (
+                (str(ref.get("kind")), str(ref.get("namespace")), str(ref.get("name")))
+                if ref.get("name")
+                else tuple(str(a) for a in endpoint.get("addresses") or [])
+            )
+            ready = (endpoint.get("conditions") or {}).get("ready")
+            seen[identity] = seen.get(identity, False) or ready is not False
+    return len(seen), sum(seen.values())
+
+
+def parse_agent_status(output: str) -> list[RemoteClusterStatus]:
+    """``cluster-mesh.clusters`` of ``cilium-dbg status -o json`` (absent = no peers)."""
+    data = json.loads(output)
+    mesh = data.get("cluster-mesh") if isinstance(data, dict) else None
+    clusters = (mesh or {}).get("clusters") or []
+    return [RemoteClusterStatus.from_cilium(c) for c in clusters if isinstance(c, dict)]
+
+
+def merge_agent_views(
+    agents: Sequence[Sequence[RemoteClusterStatus]], peers: Iterable[str]
+) -> list[RemoteClusterStatus]:
+    """One member's view of each peer from all its agents, the way the gate must see it.
+
+    A peer missing from any agent is left out (so it reads as missing); otherwise
+    the first agent that does not see it fully ready speaks for the member, and
+    ``numFailures`` is summed so growth on any agent is noticed.
+    """
+    merged: list[RemoteClusterStatus] = []
+    for peer in peers:
+        entries = [next((r for r in agent if r.name == peer), None) for agent in agents]
+        present = [e for e in entries if e is not None]
+        if not agents or len(present) != len(entries):
+            continue
+        worst = next((e for e in present if not e.fully_ready), present[0])
+        failures = sum(e.num_failures for e in present)
+        merged.append(worst.model_copy(update={"num_failures": failures}))
+    return merged
