@@ -85,10 +85,12 @@ __all__ = [
     "NetworkExistsError",
     "NetworkInput",
     "NetworkMember",
+    "NetworkRequestError",
     "NetworkService",
     "NetworkSettings",
     "NetworkState",
     "NetworkStatus",
+    "NetworkSummary",
     "OperationKind",
     "OperationResult",
     "PeersInput",
@@ -107,6 +109,7 @@ __all__ = [
     "evaluate_candidates",
     "join_problems",
     "lowest_free_cluster_id",
+    "member_list_problems",
     "network_name_problem",
     "network_workflow_id",
     "remove_problems",
@@ -148,6 +151,12 @@ def network_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a network (Fleet's resource-name rule), or None."""
     problem = resource_name_problem(name)
     return f"network name {name!r} {problem}" if problem else None
+
+
+class NetworkRequestError(MeshfleetError):
+    """A membership request broke a rule that needs no I/O (rejected before it was accepted)."""
+
+    exit_code = 2
 
 
 class NetworkExistsError(MeshfleetError):
@@ -324,6 +333,17 @@ class NetworkDescription(DomainModel):
         )
 
 
+class NetworkSummary(DomainModel):
+    """One line of ``list_networks``: status and counts (None when the network did not answer)."""
+
+    name: str
+    status: NetworkStatus | None = None
+    members: int | None = None
+    holder: str | None = None
+    pending: int | None = None
+    started_at: dt.datetime | None = None
+
+
 # --- requests and results -----------------------------------------------------------------
 
 
@@ -409,7 +429,8 @@ DeleteResult: TypeAlias = OperationResult
 # --- rules that need no I/O (update validators; the client checks them too) --------------
 
 
-def _names_problems(members: Sequence[str]) -> list[str]:
+def member_list_problems(members: Sequence[str]) -> list[str]:
+    """Why a list of cluster names cannot be a request: empty, a bad name, a duplicate."""
     problems: list[str] = []
     if not members:
         problems.append("name at least one cluster")
@@ -432,7 +453,7 @@ def _deleting_problem(state: NetworkState) -> str | None:
 
 def join_problems(state: NetworkState, members: Sequence[str]) -> list[str]:
     """Why joining ``members`` must be rejected before it is accepted (empty: accept)."""
-    problems = _names_problems(members)
+    problems = member_list_problems(members)
     deleting = _deleting_problem(state)
     if deleting:
         problems.append(deleting)
@@ -455,7 +476,7 @@ def join_problems(state: NetworkState, members: Sequence[str]) -> list[str]:
 
 def remove_problems(state: NetworkState, members: Sequence[str]) -> list[str]:
     """Why removing ``members`` must be rejected before it is accepted (empty: accept)."""
-    problems = _names_problems(members)
+    problems = member_list_problems(members)
     deleting = _deleting_problem(state)
     if deleting:
         problems.append(deleting)

@@ -14,12 +14,101 @@ Methods validate their input before anything reaches Temporal and raise
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
+from engine.domain.errors import MeshfleetError, NotFoundError, UnavailableError
+from engine.domain.model import DomainModel
+from engine.domain.network import (
+    NETWORK_SEARCH_ATTRIBUTE,
+    NETWORK_WORKFLOW,
+    QUERY_DESCRIBE,
+    UPDATE_DELETE,
+    UPDATE_JOIN,
+    UPDATE_REMOVE,
+    UPDATE_SERVICES,
+    DeleteRequest,
+    DeleteResult,
+    JoinRequest,
+    JoinResult,
+    NetworkDescription,
+    NetworkExistsError,
+    NetworkInput,
+    NetworkRequestError,
+    NetworkSettings,
+    NetworkSummary,
+    OperationResult,
+    RemoveRequest,
+    RemoveResult,
+    ServicesReport,
+    ServicesRequest,
+    member_list_problems,
+    network_name_problem,
+    network_workflow_id,
+)
+from engine.runtime import settings as runtime_settings
 from engine.runtime.connection import Connection, ConnectionSettings, connect
 from engine.runtime.settings import task_queue as default_task_queue
+
+T = TypeVar("T")
+
+NETWORK_KEY = SearchAttributeKey.for_keyword(NETWORK_SEARCH_ATTRIBUTE)
+#: ``list_networks`` asks each network for its status; one that does not answer
+#: within this (no worker running) is listed without it.
+LIST_QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+def default_network_settings() -> NetworkSettings:
+    """A new network's settings, from the runtime settings (environment)."""
+    return NetworkSettings(mesh_ready_timeout=runtime_settings.mesh_ready_timeout())
+
+
+def _check_network_name(name: str) -> None:
+    problem = network_name_problem(name)
+    if problem:
+        raise NetworkRequestError(problem)
+
+
+def _check_members(members: Sequence[str]) -> None:
+    problems = member_list_problems(members)
+    if problems:
+        raise NetworkRequestError("; ".join(problems))
+
+
+def _network_error(name: str, error: BaseException) -> MeshfleetError:
+    """Temporal's errors about a network, as one sentence for a person."""
+    if isinstance(error, MeshfleetError):
+        return error
+    if isinstance(error, WorkflowUpdateFailedError):
+        cause = error.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+        return NetworkRequestError(message)
+    if isinstance(error, RPCError):
+        if error.status is RPCStatusCode.NOT_FOUND:
+            return NotFoundError(f"network {name!r} does not exist")
+        if error.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return UnavailableError(f"Temporal is unavailable: {error.message}")
+        return UnavailableError(f"Temporal refused the request: {error.message}")
+    return MeshfleetError(f"{type(error).__name__}: {error}")
 
 
 class MeshfleetClient:
@@ -62,5 +151,154 @@ class MeshfleetClient:
             self._connection.close()
 
     # --- networks (engine/runtime/client.py, section owned by the network lifecycle) ---
+
+    async def create_network(
+        self,
+        name: str,
+        members: Sequence[str] = (),
+        *,
+        settings: NetworkSettings | None = None,
+    ) -> JoinResult | None:
+        """Start the network's workflow and join ``members`` through the same join path.
+
+        Returns the initial join's result (None when created empty). Raises
+        :class:`NetworkExistsError` when a network of that name is running.
+        """
+        _check_network_name(name)
+        if members:
+            _check_members(members)
+        network_input = NetworkInput(name=name, settings=settings or default_network_settings())
+        options: dict[str, Any] = {
+            "id": network_workflow_id(name),
+            "task_queue": self.task_queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+            "search_attributes": TypedSearchAttributes([SearchAttributePair(NETWORK_KEY, name)]),
+            "static_summary": f"Cross-cluster network {name}",
+            "static_details": (
+                f"Network **{name}**: a Cilium ClusterMesh of up to 255 clusters. "
+                "Membership changes run here as updates (join, remove, delete); "
+                "update runs take it with acquire and give it back with release."
+            ),
+        }
+        try:
+            if not members:
+                await self.temporal.start_workflow(NETWORK_WORKFLOW, network_input, **options)
+                return None
+            start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+                NETWORK_WORKFLOW, network_input, **options
+            )
+            result: JoinResult = await self.temporal.execute_update_with_start_workflow(
+                UPDATE_JOIN,
+                JoinRequest(members=list(members)),
+                start_workflow_operation=start,
+                result_type=OperationResult,
+            )
+            return result
+        except WorkflowAlreadyStartedError:
+            raise NetworkExistsError(name) from None
+        except Exception as error:
+            raise _network_error(name, error) from None
+
+    async def join(self, name: str, members: Sequence[str]) -> JoinResult:
+        """Join clusters; per member: joined, rejected (with the rule), failed, or queued."""
+        _check_network_name(name)
+        _check_members(members)
+        result: JoinResult = await self._network_update(
+            name, UPDATE_JOIN, JoinRequest(members=list(members)), OperationResult
+        )
+        return result
+
+    async def remove(self, name: str, members: Sequence[str]) -> RemoveResult:
+        """Remove members (drained first, then disconnected); queued while a run holds it."""
+        _check_network_name(name)
+        _check_members(members)
+        result: RemoveResult = await self._network_update(
+            name, UPDATE_REMOVE, RemoveRequest(members=list(members)), OperationResult
+        )
+        return result
+
+    async def delete_network(self, name: str, *, force: bool = False) -> DeleteResult:
+        """Delete an empty network (or, with ``force``, remove every member first)."""
+        _check_network_name(name)
+        result: DeleteResult = await self._network_update(
+            name, UPDATE_DELETE, DeleteRequest(force=force), OperationResult
+        )
+        return result
+
+    async def describe_network(self, name: str) -> NetworkDescription:
+        """Members, ids, status, holder, pending operations and the recent log."""
+        _check_network_name(name)
+        handle = await self._running_network(name)
+        try:
+            described: NetworkDescription = await handle.query(
+                QUERY_DESCRIBE, result_type=NetworkDescription
+            )
+        except Exception as error:
+            raise _network_error(name, error) from None
+        return described
+
+    async def list_networks(self) -> list[NetworkSummary]:
+        """Every running network, found by its search attribute, with its status."""
+        query = (
+            f'WorkflowType = "{NETWORK_WORKFLOW}" AND ExecutionStatus = "Running" '
+            f"AND {NETWORK_SEARCH_ATTRIBUTE} IS NOT NULL"
+        )
+        found: list[NetworkSummary] = []
+        try:
+            async for execution in self.temporal.list_workflows(query):
+                name = execution.typed_search_attributes.get(NETWORK_KEY)
+                if name is None:
+                    continue
+                found.append(NetworkSummary(name=name, started_at=execution.start_time))
+        except RPCError as error:
+            raise _network_error("", error) from None
+
+        async def status(summary: NetworkSummary) -> NetworkSummary:
+            handle = self.temporal.get_workflow_handle(network_workflow_id(summary.name))
+            try:
+                described: NetworkDescription = await handle.query(
+                    QUERY_DESCRIBE, result_type=NetworkDescription, rpc_timeout=LIST_QUERY_TIMEOUT
+                )
+            except Exception:  # a network no worker answers for is still listed
+                return summary
+            return summary.model_copy(
+                update={
+                    "status": described.status,
+                    "members": len(described.members),
+                    "holder": described.holder,
+                    "pending": len(described.pending),
+                }
+            )
+
+        summaries = await asyncio.gather(*(status(s) for s in found))
+        return sorted(summaries, key=lambda s: s.name)
+
+    async def network_services(self, name: str) -> ServicesReport:
+        """Every global service of the members, with endpoints per cluster and flagged mistakes."""
+        _check_network_name(name)
+        report: ServicesReport = await self._network_update(
+            name, UPDATE_SERVICES, ServicesRequest(), ServicesReport
+        )
+        return report
+
+    async def _running_network(self, name: str) -> WorkflowHandle[Any, Any]:
+        handle = self.temporal.get_workflow_handle(network_workflow_id(name))
+        try:
+            description = await handle.describe()
+        except Exception as error:
+            raise _network_error(name, error) from None
+        if description.status is not WorkflowExecutionStatus.RUNNING:
+            raise NotFoundError(f"network {name!r} does not exist (it was deleted)")
+        return handle
+
+    async def _network_update(
+        self, name: str, update: str, request: DomainModel, result_type: type[T]
+    ) -> T:
+        handle = await self._running_network(name)
+        try:
+            result: T = await handle.execute_update(update, request, result_type=result_type)
+        except Exception as error:
+            raise _network_error(name, error) from None
+        return result
 
     # --- update runs ---
