@@ -22,7 +22,7 @@ import datetime as dt
 import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
@@ -50,7 +50,14 @@ from engine.domain.backend import (
     RoutingView,
 )
 from engine.domain.errors import NotFoundError
-from engine.domain.fleet import Fault, FaultKind, FaultTrigger, SimulatedCluster, SimulatedFleet
+from engine.domain.fleet import (
+    Fault,
+    FaultKind,
+    FaultTrigger,
+    GlobalServiceSpec,
+    SimulatedCluster,
+    SimulatedFleet,
+)
 from engine.domain.model import DomainModel
 from engine.domain.versions import Version
 
@@ -167,13 +174,6 @@ class IdempotencyRecord(DomainModel):
     result: dict[str, Any] | None = None
 
 
-class CacheEntry(DomainModel):
-    """A viewer's last-known backends of one service from one peer (no cache TTL)."""
-
-    value: int
-    as_of: float
-
-
 class Scheduled(DomainModel):
     """A transition due at ``at`` (ties broken by ``seq``, the order of scheduling)."""
 
@@ -225,8 +225,9 @@ class World(DomainModel):
     events: list[Scheduled] = Field(default_factory=list)
     #: "cluster|ns/name" -> the backends the cluster exports now.
     exports: dict[str, int] = Field(default_factory=dict)
-    #: "viewer|source|ns/name" -> the viewer's last-known backends from source.
-    cache: dict[str, CacheEntry] = Field(default_factory=dict)
+    #: service -> viewer -> source -> [backends, as of]: each viewer's last-known
+    #: backends from each source (no cache TTL: kept while the source is unreachable).
+    cache: dict[str, dict[str, dict[str, list[float]]]] = Field(default_factory=dict)
     #: "viewer|peer" links that were ready at the last transition point.
     links_ready: list[str] = Field(default_factory=list)
     violations: list[ViolationRecord] = Field(default_factory=list)
@@ -238,6 +239,50 @@ class World(DomainModel):
 
 def service_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
+
+
+#: Synchronization flags of a converged link (True) and of one still syncing (False).
+_SYNCED = {
+    ready: RemoteClusterSynced(nodes=ready, endpoints=ready, identities=ready, services=ready)
+    for ready in (True, False)
+}
+
+
+class _Counts(NamedTuple):
+    routable: int
+    ready_routable: int
+
+
+class _Instant:
+    """The disturbances active at one instant, indexed for the hot paths."""
+
+    __slots__ = ("api_down", "cut", "cut_off", "lost", "ready", "restarting", "t")
+
+    def __init__(self, t: float, conditions: Iterable[Condition]) -> None:
+        self.t = t
+        self.restarting: set[str] = set()
+        self.api_down: set[str] = set()
+        #: Partitioned from every peer.
+        self.cut_off: set[str] = set()
+        #: Partitioned from the listed peers.
+        self.cut: dict[str, set[str]] = {}
+        #: Services (None = all) whose endpoints are lost, per cluster.
+        self.lost: dict[str, set[str | None]] = {}
+        #: Memo of ready endpoints: service -> cluster -> count.
+        self.ready: dict[str, dict[str, int]] = {}
+        for c in conditions:
+            if not c.active(t):
+                continue
+            if c.kind is ConditionKind.AGENT_RESTART:
+                self.restarting.add(c.cluster)
+            elif c.kind is ConditionKind.API_UNAVAILABLE:
+                self.api_down.add(c.cluster)
+            elif c.kind is ConditionKind.ENDPOINTS_LOST:
+                self.lost.setdefault(c.cluster, set()).add(c.service)
+            elif c.peers is None:
+                self.cut_off.add(c.cluster)
+            else:
+                self.cut.setdefault(c.cluster, set()).update(c.peers)
 
 
 class _Link:
@@ -267,6 +312,14 @@ class Simulation:
         self.audit: list[AuditEntry] = []
         self._links_ready = set(world.links_ready)
         self._by_cluster: dict[str, list[Condition]] | None = None
+        self._instant: _Instant | None = None
+        self._specs = {
+            service_key(s.namespace, s.name): s for s in world.fleet.spec.global_services
+        }
+        self._config_changed = False
+        self._configs: dict[str, RemoteClusterConfig] = {}
+        #: Clusters whose links may have changed since the last settle (None: all).
+        self._dirty: set[str] | None = set()
 
     # --- loading -----------------------------------------------------------------------
 
@@ -275,6 +328,7 @@ class Simulation:
         """A fresh world from a fleet file: declared networks are already converged."""
         world = World(fleet=fleet, loaded_wall=wall)
         sim = cls(world, wall)
+        sim._dirty = None
         namespaces_global: dict[str, bool] = {}
         for service in fleet.spec.global_services:
             ns_ok = namespaces_global.get(service.namespace, True)
@@ -314,9 +368,7 @@ class Simulation:
         for link in sim._links_ready:
             viewer, peer = link.split("|")
             for key in sim._service_keys():
-                world.cache[f"{viewer}|{peer}|{key}"] = CacheEntry(
-                    value=world.exports[f"{peer}|{key}"], as_of=0.0
-                )
+                sim._cache_set(key, viewer, peer, world.exports[f"{peer}|{key}"], 0.0)
         sim._step(0.0)
         return sim
 
@@ -337,7 +389,7 @@ class Simulation:
             self._step(t)
         if math.isfinite(target) and target > world.now:
             world.now = target
-        world.links_ready = sorted(self._links_ready)
+        world.links_ready = list(self._links_ready)
 
     def _schedule(self, at: float, kind: str, **data: Any) -> None:
         item = Scheduled(at=at, seq=self._new_id(), kind=kind, data=data)
@@ -362,10 +414,10 @@ class Simulation:
             if not (world.events and world.events[0].at <= t):
                 break
         self._monitor(t)
-        world.links_ready = sorted(self._links_ready)
+        world.links_ready = list(self._links_ready)
 
     def _handle(self, item: Scheduled, t: float) -> None:
-        self._by_cluster = None
+        self._invalidate()
         if item.kind == "complete":
             self._complete(item.data["key"], t)
         elif item.kind == "deliver":
@@ -374,18 +426,38 @@ class Simulation:
             record = self._fault(item.data["id"])
             if not record.cleared and record.remaining > 0:
                 self._fire(record, t, trigger="atSimTime")
-        # "tick" items only mark a transition point (a window opening or closing).
+        elif item.kind == "tick":  # a window opening or closing, a link converging
+            self._touch(*item.data.get("clusters", []))
 
     # --- derived state -------------------------------------------------------------------
 
     def _service_keys(self) -> list[str]:
         return [service_key(s.namespace, s.name) for s in self.world.fleet.spec.global_services]
 
-    def _service_spec(self, key: str) -> Any:
-        for service in self.world.fleet.spec.global_services:
-            if service_key(service.namespace, service.name) == key:
-                return service
-        raise NotFoundError(f"no global service {key!r} in the simulated fleet")
+    def _service_spec(self, key: str) -> GlobalServiceSpec:
+        spec = self._specs.get(key)
+        if spec is None:
+            raise NotFoundError(f"no global service {key!r} in the simulated fleet")
+        return spec
+
+    def _touch(self, *clusters: str) -> None:
+        """These clusters' links must be recomputed at the next settle."""
+        if self._dirty is not None:
+            self._dirty.update(clusters)
+
+    def _invalidate(self) -> None:
+        """Conditions changed: forget what was derived from them."""
+        self._by_cluster = None
+        self._instant = None
+
+    def _at(self, t: float) -> _Instant:
+        """Which disturbances are active at ``t`` (computed once per instant)."""
+        if self._instant is None or self._instant.t != t:
+            self._instant = _Instant(t, self.world.conditions)
+        return self._instant
+
+    def _cache_set(self, key: str, viewer: str, source: str, value: float, as_of: float) -> None:
+        self.world.cache.setdefault(key, {}).setdefault(viewer, {})[source] = [value, as_of]
 
     def _conditions_of(self, cluster: str) -> list[Condition]:
         if self._by_cluster is None:
@@ -395,31 +467,32 @@ class Simulation:
             self._by_cluster = index
         return self._by_cluster.get(cluster, [])
 
-    def _active(self, cluster: str, kind: ConditionKind, t: float) -> list[Condition]:
-        return [c for c in self._conditions_of(cluster) if c.kind is kind and c.active(t)]
-
     def api_available(self, cluster: str, t: float) -> bool:
-        return not self._active(cluster, ConditionKind.API_UNAVAILABLE, t)
+        return cluster not in self._at(t).api_down
 
     def _partitioned(self, viewer: str, peer: str, t: float) -> bool:
-        for a, b in ((viewer, peer), (peer, viewer)):
-            for c in self._active(a, ConditionKind.MESH_PARTITION, t):
-                if c.peers is None or b in c.peers:
-                    return True
-        return False
+        instant = self._at(t)
+        if not instant.cut_off and not instant.cut:
+            return False
+        if viewer in instant.cut_off or peer in instant.cut_off:
+            return True
+        return peer in instant.cut.get(viewer, ()) or viewer in instant.cut.get(peer, ())
 
     def _restarting(self, cluster: str, t: float) -> bool:
-        return bool(self._active(cluster, ConditionKind.AGENT_RESTART, t))
+        return cluster in self._at(t).restarting
 
     def ready_endpoints(self, cluster: str, key: str, t: float) -> int:
         """The cluster's own ready endpoints of a service (0 while its agents restart)."""
-        spec = self._service_spec(key)
-        count = int(spec.clusters.get(cluster, 0))
-        if self._restarting(cluster, t):
-            return 0
-        for c in self._active(cluster, ConditionKind.ENDPOINTS_LOST, t):
-            if c.service is None or c.service == key:
-                return 0
+        instant = self._at(t)
+        memo = instant.ready.setdefault(key, {})
+        count = memo.get(cluster)
+        if count is None:
+            lost = instant.lost.get(cluster, set())
+            if cluster in instant.restarting or None in lost or key in lost:
+                count = 0
+            else:
+                count = int(self._service_spec(key).clusters.get(cluster, 0))
+            memo[cluster] = count
         return count
 
     def _is_global(self, cluster: str, key: str) -> bool:
@@ -474,6 +547,16 @@ class Simulation:
                 ready = max(ready, reverse + delay + delay)
         return ready
 
+    def _link_ready(self, viewer: str, peer: str, t: float) -> bool:
+        """Whether ``viewer -> peer`` is ready at ``t`` (the fast path of ``link``)."""
+        ready_at = self._ready_at(viewer, peer)
+        if ready_at is None or t < ready_at:
+            return False
+        instant = self._at(t)
+        if viewer in instant.restarting or peer in instant.restarting:
+            return False
+        return not self._partitioned(viewer, peer, t)
+
     def link(self, viewer: str, peer: str, t: float) -> _Link:
         """The directed link's state at ``t``."""
         state = _Link()
@@ -508,23 +591,40 @@ class Simulation:
         """Recompute links and exports at a transition point; resync newly-ready links."""
         world = self.world
         keys = self._service_keys()
-        ready_now: set[str] = set()
-        for viewer, state in world.clusters.items():
-            for peer in state.peers:
-                if self.link(viewer, peer, t).ready:
-                    ready_now.add(f"{viewer}|{peer}")
+        dirty = self._dirty
+        self._dirty = set()
+        if dirty is None:
+            candidates = [(v, p) for v, state in world.clusters.items() for p in state.peers]
+            ready_now: set[str] = set()
+        else:
+            # Only links touching a cluster that changed can have changed.
+            candidates = [(v, p) for v in dirty for p in world.clusters[v].peers]
+            candidates += [
+                (v, p)
+                for v, state in world.clusters.items()
+                if v not in dirty
+                for p in dirty
+                if p in state.peers
+            ]
+            ready_now = set(self._links_ready)
+            for viewer, peer in candidates:
+                ready_now.discard(f"{viewer}|{peer}")
+        for viewer, peer in candidates:
+            if self._link_ready(viewer, peer, t):
+                ready_now.add(f"{viewer}|{peer}")
         for link in sorted(ready_now - self._links_ready):
             viewer, peer = link.split("|")
             for key in keys:  # a (re)connected agent resynchronizes everything
-                world.cache[f"{viewer}|{peer}|{key}"] = CacheEntry(
-                    value=self._export(peer, key, t), as_of=t
-                )
+                self._cache_set(key, viewer, peer, self._export(peer, key, t), t)
         self._links_ready = ready_now
-        # A peer removed from the configuration takes its backends with it.
-        for cache_key in list(world.cache):
-            viewer, peer, _ = cache_key.split("|")
-            if peer not in world.clusters[viewer].peers:
-                del world.cache[cache_key]
+        if self._config_changed:
+            # A peer removed from the configuration takes its backends with it.
+            self._config_changed = False
+            for views in world.cache.values():
+                for viewer, sources in views.items():
+                    configured = world.clusters[viewer].peers
+                    for source in [s for s in sources if s not in configured]:
+                        del sources[source]
         delay = world.fleet.spec.durations.mesh_propagation.total_seconds()
         for key in keys:
             for name in world.clusters:
@@ -539,30 +639,53 @@ class Simulation:
     def _deliver(self, data: Mapping[str, Any], t: float) -> None:
         """An export change reaches every peer whose link to the source is up now."""
         source, key, value, as_of = data["source"], data["service"], data["value"], data["asOf"]
+        views = self.world.cache.setdefault(key, {})
         for viewer, state in self.world.clusters.items():
-            if source not in state.peers or not self.link(viewer, source, t).ready:
+            if source not in state.peers or not self._link_ready(viewer, source, t):
                 continue  # dropped: the viewer keeps its last-known backends
-            slot = f"{viewer}|{source}|{key}"
-            entry = self.world.cache.get(slot)
-            if entry is None or entry.as_of <= as_of:
-                self.world.cache[slot] = CacheEntry(value=value, as_of=as_of)
+            entry = views.get(viewer, {}).get(source)
+            if entry is None or entry[1] <= as_of:
+                self._cache_set(key, viewer, source, value, as_of)
 
     def routing_view(self, viewer: str, key: str, t: float) -> RoutingView:
         """Where ``viewer`` routes a service: local ready backends plus its cached remote ones."""
         local = self.ready_endpoints(viewer, key, t)
         backends = [BackendSource(cluster=viewer, routable=local, ready=local)] if local else []
-        if self._is_global(viewer, key):
-            for peer in sorted(self.world.clusters[viewer].peers):
-                entry = self.world.cache.get(f"{viewer}|{peer}|{key}")
-                if entry is None or entry.value <= 0:
-                    continue
-                reachable = not self._partitioned(viewer, peer, t)
-                ready = min(entry.value, self.ready_endpoints(peer, key, t)) if reachable else 0
-                stale = f"{viewer}|{peer}" not in self._links_ready
-                backends.append(
-                    BackendSource(cluster=peer, routable=entry.value, ready=ready, stale=stale)
-                )
+        for peer, routable, ready in self._remote_backends(viewer, key, t):
+            stale = f"{viewer}|{peer}" not in self._links_ready
+            backends.append(
+                BackendSource(cluster=peer, routable=routable, ready=ready, stale=stale)
+            )
         return RoutingView(viewer=viewer, backends=backends)
+
+    def _remote_backends(self, viewer: str, key: str, t: float) -> list[tuple[str, int, int]]:
+        """(source, routable, ready) for each peer whose backends ``viewer`` routes to."""
+        if not self._is_global(viewer, key):
+            return []
+        found = []
+        for peer, (value, _) in sorted(self.world.cache.get(key, {}).get(viewer, {}).items()):
+            routable = int(value)
+            if routable <= 0:
+                continue
+            reachable = not self._partitioned(viewer, peer, t)
+            ready = min(routable, self.ready_endpoints(peer, key, t)) if reachable else 0
+            found.append((peer, routable, ready))
+        return found
+
+    def _counts(self, viewer: str, key: str, t: float, ready: Mapping[str, int]) -> _Counts:
+        """``routing_view``'s totals without building it (the monitor's hot path)."""
+        routable = ready_routable = ready.get(viewer, 0)
+        if self._is_global(viewer, key):
+            instant = self._at(t)
+            partitions = bool(instant.cut_off or instant.cut)
+            for peer, (value, _) in self.world.cache.get(key, {}).get(viewer, {}).items():
+                if value <= 0:
+                    continue
+                routable += int(value)
+                if partitions and self._partitioned(viewer, peer, t):
+                    continue  # last-known backends across a partition answer nothing
+                ready_routable += min(int(value), ready.get(peer, 0))
+        return _Counts(routable=routable, ready_routable=ready_routable)
 
     def _monitor(self, t: float) -> None:
         """The continuity monitor: record every viewpoint below its minimum."""
@@ -570,10 +693,11 @@ class Simulation:
         open_ = {(v.service, v.viewpoint): v for v in world.violations if v.ended is None}
         for spec in world.fleet.spec.global_services:
             key = service_key(spec.namespace, spec.name)
+            ready = {name: self.ready_endpoints(name, key, t) for name in world.clusters}
             for viewer in spec.clusters:
                 if viewer not in world.clusters or not self._is_global(viewer, key):
                     continue
-                view = self.routing_view(viewer, key, t)
+                view = self._counts(viewer, key, t, ready)
                 current = open_.get((key, viewer))
                 if view.ready_routable < spec.min_ready_endpoints:
                     if current is None:
@@ -660,6 +784,7 @@ class Simulation:
                 continue
             record.cleared = True
             record.armed = False
+            self._touch(record.cluster)
             cleared.append(record.id)
             for condition in self.world.conditions:
                 if condition.fault_id == record.id and (condition.end is None or condition.end > t):
@@ -669,7 +794,7 @@ class Simulation:
                     op.hung_by = None
                     self._plan(op, t)
             self._record(AuditEvent.FAULT_INJECTED, record.cluster, action="cleared", id=record.id)
-        self._by_cluster = None
+        self._invalidate()
         if fault_id is not None and not cleared:
             raise NotFoundError(f"no active fault with id {fault_id}")
         self._step(t)
@@ -721,10 +846,11 @@ class Simulation:
             id=self._new_id(), kind=kind, cluster=cluster, start=start, end=end, **extra
         )
         self.world.conditions.append(condition)
-        self._by_cluster = None
-        self._schedule(start, "tick")
+        self._invalidate()
+        self._touch(cluster)
+        self._schedule(start, "tick", clusters=[cluster])
         if end is not None:
-            self._schedule(end, "tick")
+            self._schedule(end, "tick", clusters=[cluster])
         return condition
 
     def _trigger(self, cluster: str, trigger: FaultTrigger, t: float) -> None:
@@ -974,13 +1100,17 @@ class Simulation:
     def _schedule_links(self, cluster: str) -> None:
         """Mark the moments the cluster's links (both directions) will converge."""
         t = self.world.now
+        self._touch(cluster)
+        moments: set[float] = set()
         for viewer, state in self.world.clusters.items():
             for peer in state.peers:
                 if cluster not in (viewer, peer):
                     continue
                 ready_at = self._ready_at(viewer, peer)
                 if ready_at is not None and ready_at > t:
-                    self._schedule(ready_at, "tick")
+                    moments.add(ready_at)
+        for moment in sorted(moments):
+            self._schedule(moment, "tick", clusters=[cluster])
 
     def progress(self, key: str) -> OperationProgress:
         """An operation as a reader sees it now."""
@@ -1082,15 +1212,18 @@ class Simulation:
         state.mesh_enabled_at = None
         state.network = None
         state.peers = {}
+        self._config_changed = True
+        self._dirty = None  # links to and from it vanish: recompute them all
         self._record(AuditEvent.MEMBER_REMOVED, cluster, network=network)
         self._step(self.world.now)
 
     def connect(self, cluster: str, peers: Sequence[str]) -> None:
         state = self._require(cluster)
         self.require_api(cluster)
+        for peer in peers:
+            self._require(peer)  # all of them before changing anything
         added = []
         for peer in peers:
-            self._require(peer)
             if peer != cluster and peer not in state.peers:
                 state.peers[peer] = self.world.now
                 added.append(peer)
@@ -1102,6 +1235,8 @@ class Simulation:
         state = self._require(cluster)
         self.require_api(cluster)
         removed = [peer for peer in peers if state.peers.pop(peer, None) is not None]
+        self._config_changed = True
+        self._dirty = None  # removed links are no longer candidates: recompute them all
         self._record(AuditEvent.MESH_DISCONNECTED, cluster, peers=list(peers), removed=removed)
         self._step(self.world.now)
 
@@ -1169,6 +1304,8 @@ class Simulation:
             kubernetes_version=state.kubernetes_version,
             cilium_version=state.cilium_version,
             labels=dict(spec.labels),
+            update_group=spec.update_group,
+            maintenance_window=spec.maintenance_window,
             cluster_id=spec.cluster_id,
             pod_cidrs=list(spec.pod_cidrs),
             network_mode=spec.network_mode,
@@ -1237,27 +1374,26 @@ class Simulation:
                     last_failure=self.wall_at(link.last_failure)
                     if link.last_failure is not None
                     else None,
-                    config=RemoteClusterConfig(
-                        cluster_id=peer_state.spec.cluster_id,
-                        kvstoremesh=True,
-                        required=True,
-                        retrieved=True,
-                    )
-                    if configured
-                    else None,
-                    synced=RemoteClusterSynced(
-                        nodes=link.ready,
-                        endpoints=link.ready,
-                        identities=link.ready,
-                        services=link.ready,
-                    )
-                    if configured
-                    else None,
+                    config=self._remote_config(peer) if configured else None,
+                    synced=_SYNCED[link.ready] if configured else None,
                 )
             )
         return MemberMeshView(
             cluster=cluster, agent=agent, clustermesh_apiserver=apiserver, remote_clusters=remotes
         )
+
+    def _remote_config(self, peer: str) -> RemoteClusterConfig:
+        """The configuration an agent retrieves from ``peer`` (one shared value per peer)."""
+        cached = self._configs.get(peer)
+        if cached is None:
+            cached = RemoteClusterConfig(
+                cluster_id=self.world.clusters[peer].spec.cluster_id,
+                kvstoremesh=True,
+                required=True,
+                retrieved=True,
+            )
+            self._configs[peer] = cached
+        return cached
 
     def mesh_health(self, members: Sequence[str]) -> MeshHealth:
         return MeshHealth(
