@@ -1,0 +1,730 @@
+"""An emulated fleet for the Kubernetes backend: kmock API servers on loopback, real client.
+
+Each member cluster and the Cluster API management cluster is a
+``kmock.KubernetesEmulator`` served on its own loopback port and seeded with
+realistic objects. The backend reaches them through a real kubeconfig file
+(with bearer tokens, so tests can check no token leaks) and, for the Cluster
+API member, through the ``<cluster>-kubeconfig`` Secret on the management
+cluster. The exec API is the one seam: :class:`FakeAgents` answers
+``cilium-dbg status -o json`` with real-shaped output. :class:`Controllers`
+moves emulated status the way Cluster API, the Helm add-on provider and the
+kubelet would.
+
+kmock limitations worked around here (and only here): it ignores
+``labelSelector`` on lists (:class:`ClusterEmulator` filters), and its
+``/version`` is fixed (``ClusterEmulator.git_version`` replaces it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import attrs
+import kmock
+import pytest_asyncio
+import yaml
+
+from activities.backends.kubernetes import ExecTarget, KubernetesBackend, load_access
+from activities.backends.kubernetes._api import ClusterApi
+
+SAMPLES = Path(__file__).parent / "samples"
+MEMBERS = ("ap-south-1", "us-east-1", "eu-north-1")
+CAPI_MEMBER = "eu-north-1"
+OFFLINE = "offline-1"
+FLEET_NAMESPACE = "fleet"
+
+RESOURCES = (
+    "v1/namespaces",
+    "v1/nodes",
+    "v1/pods",
+    "v1/services",
+    "v1/secrets",
+    "v1/configmaps",
+    "apps/v1/daemonsets",
+    "apps/v1/deployments",
+    "discovery.k8s.io/v1/endpointslices",
+    "cluster.x-k8s.io/v1beta1/clusters",
+    "controlplane.cluster.x-k8s.io/v1beta1/kubeadmcontrolplanes",
+    "addons.cluster.x-k8s.io/v1alpha1/helmchartproxies",
+)
+
+
+@attrs.define(kw_only=True)
+class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock's emulator with a settable ``/version`` and label-selector filtering on lists."""
+
+    git_version: str = "v1.33.2"
+
+    async def _serve_server_version(self, request: kmock.Request) -> dict[str, str]:
+        major, minor = self.git_version.lstrip("v").split(".")[:2]
+        return {"major": major, "minor": minor, "gitVersion": self.git_version}
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        payload = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector:
+            payload["items"] = [i for i in payload["items"] if _selected(selector, i)]
+        return payload
+
+    def obj(self, resource: str, namespace: str | None, name: str) -> dict[str, Any]:
+        """The current state of an object (a deep copy)."""
+        return copy.deepcopy(self.objects[resource, namespace, name].raw)
+
+    def patch(self, resource: str, namespace: str | None, name: str, body: dict[str, Any]) -> None:
+        """Change an object as a controller would (merge; None removes)."""
+        self.objects[resource, namespace, name].patch(body)
+
+
+def _selected(selector: str, item: dict[str, Any]) -> bool:
+    labels = (item.get("metadata") or {}).get("labels") or {}
+    for term in selector.split(","):
+        key, _, value = term.partition("=")
+        if (value and labels.get(key) != value) or (not value and key not in labels):
+            return False
+    return True
+
+
+# --- seeding realistic objects ----------------------------------------------------------------
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@dataclass
+class MemberSpec:
+    name: str
+    cluster_id: int
+    cidr: str
+    kubernetes: str = "1.33.2"
+    cilium: str = "1.17.9"
+    peers: tuple[str, ...] = ()
+    nodes: int = 2
+
+
+def cilium_images(version: str) -> dict[str, str]:
+    return {
+        "agent": f"quay.io/cilium/cilium:v{version}@sha256:{'a' * 64}",
+        "operator": f"quay.io/cilium/operator-generic:v{version}@sha256:{'b' * 64}",
+        "apiserver": f"quay.io/cilium/clustermesh-apiserver:v{version}@sha256:{'c' * 64}",
+    }
+
+
+def seed_member(emu: ClusterEmulator, spec: MemberSpec, key_material: str) -> None:
+    """A member as a Helm-installed Cilium with ClusterMesh leaves it."""
+    for resource in RESOURCES[:8]:
+        emu.resources[resource] = {}
+    emu.git_version = f"v{spec.kubernetes}"
+    images = cilium_images(spec.cilium)
+    for ns, ns_annotations in (
+        ("kube-system", {}),
+        ("default", {}),
+        ("shop", {"clustermesh.cilium.io/global": "true"}),
+        ("internal", {}),
+    ):
+        emu.objects["v1/namespaces", None, ns] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns, "annotations": ns_annotations},
+        }
+    octets = spec.cidr.split(".")
+    for index in range(spec.nodes):
+        node = f"{spec.name}-node-{index}"
+        emu.objects["v1/nodes", None, node] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
+            "spec": {"podCIDRs": [f"{octets[0]}.{octets[1]}.{index}.0/24"]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        emu.objects["v1/pods", "kube-system", f"cilium-{spec.name}-{index}"] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"cilium-{spec.name}-{index}",
+                "namespace": "kube-system",
+                "labels": {"k8s-app": "cilium"},
+            },
+            "spec": {"nodeName": node, "containers": [{"name": "cilium-agent"}]},
+            "status": {"phase": "Running"},
+        }
+    emu.objects["v1/pods", "kube-system", "coredns-1"] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "coredns-1", "namespace": "kube-system", "labels": {"k8s-app": "dns"}},
+        "status": {"phase": "Running"},
+    }
+    emu.objects["v1/configmaps", "kube-system", "cilium-config"] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "cilium-config",
+            "namespace": "kube-system",
+            "labels": {"meshfleet.io/network": "prod", "app.kubernetes.io/managed-by": "Helm"},
+        },
+        "data": {
+            "cluster-name": spec.name,
+            "cluster-id": str(spec.cluster_id),
+            "max-connected-clusters": "255",
+            "routing-mode": "native",
+            "ipam": "kubernetes",
+            "clustermesh-default-global-namespace": "false",
+        },
+    }
+    emu.objects["apps/v1/daemonsets", "kube-system", "cilium"] = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "cilium", "namespace": "kube-system", "generation": 4},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "cilium-agent", "image": images["agent"]}],
+                    "initContainers": [{"name": "config", "image": images["agent"]}],
+                }
+            }
+        },
+        "status": {
+            "desiredNumberScheduled": spec.nodes,
+            "currentNumberScheduled": spec.nodes,
+            "updatedNumberScheduled": spec.nodes,
+            "numberReady": spec.nodes,
+            "numberAvailable": spec.nodes,
+            "observedGeneration": 4,
+        },
+    }
+    for name, containers in (
+        ("cilium-operator", [("cilium-operator", images["operator"])]),
+        (
+            "clustermesh-apiserver",
+            [
+                ("etcd", "quay.io/cilium/cilium-etcd:v3.5.21"),
+                ("apiserver", images["apiserver"]),
+                ("kvstoremesh", images["apiserver"]),
+            ],
+        ),
+    ):
+        emu.objects["apps/v1/deployments", "kube-system", name] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "kube-system", "generation": 2},
+            "spec": {
+                "replicas": 2,
+                "template": {
+                    "spec": {"containers": [{"name": n, "image": i} for n, i in containers]}
+                },
+            },
+            "status": {
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "observedGeneration": 2,
+            },
+        }
+    data: dict[str, str] = {}
+    for peer in spec.peers:
+        data[peer] = b64(
+            f"endpoints:\n- https://{peer}.mesh.cilium.io:2379\n"
+            f"trusted-ca-file: /var/lib/cilium/clustermesh/{peer}.etcd-client-ca.crt\n"
+            f"key-file: /var/lib/cilium/clustermesh/{peer}.etcd-client.key\n"
+            f"cert-file: /var/lib/cilium/clustermesh/{peer}.etcd-client.crt\n"
+        )
+        data[f"{peer}.etcd-client.key"] = b64(
+            f"-----BEGIN EC PRIVATE KEY-----\n{key_material}\n-----END EC PRIVATE KEY-----\n"
+        )
+        data[f"{peer}.etcd-client-ca.crt"] = b64("-----BEGIN CERTIFICATE-----\nMIIB\n")
+    emu.objects["v1/secrets", "kube-system", "cilium-clustermesh"] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "cilium-clustermesh", "namespace": "kube-system"},
+        "type": "Opaque",
+        "data": data,
+    }
+    seed_service(emu, spec.name, "shop", "cart", ready=2, not_ready=1, shared=None)
+    seed_service(emu, spec.name, "shop", "checkout", ready=1, not_ready=0, shared="true")
+    seed_service(emu, spec.name, "internal", "ledger", ready=1, not_ready=0, shared=None)
+
+
+def seed_service(
+    emu: ClusterEmulator,
+    cluster: str,
+    namespace: str,
+    name: str,
+    *,
+    ready: int,
+    not_ready: int,
+    shared: str | None,
+) -> None:
+    """A global Service with dual-stack EndpointSlices (each pod appears in both)."""
+    annotations = {
+        "service.cilium.io/global": "true",
+        "meshfleet.io/min-ready-endpoints": "2",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+    }
+    if shared is not None:
+        annotations["service.cilium.io/shared"] = shared
+    emu.objects["v1/services", namespace, name] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": name}},
+    }
+    pods = [(f"{name}-{cluster}-{i}", i < ready) for i in range(ready + not_ready)]
+    for family, suffix in (("IPv4", "v4"), ("IPv6", "v6")):
+        endpoints = []
+        for index, (pod, is_ready) in enumerate(pods):
+            address = f"10.0.0.{index + 10}" if family == "IPv4" else f"fd00::{index + 10}"
+            conditions: dict[str, bool] = {"serving": is_ready, "terminating": False}
+            if not (is_ready and index == 0):  # omitempty: an unset `ready` means ready
+                conditions["ready"] = is_ready
+            endpoints.append(
+                {
+                    "addresses": [address],
+                    "conditions": conditions,
+                    "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod},
+                }
+            )
+        emu.objects["discovery.k8s.io/v1/endpointslices", namespace, f"{name}-{suffix}"] = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-{suffix}",
+                "namespace": namespace,
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": family,
+            "endpoints": endpoints,
+        }
+
+
+def seed_management(emu: ClusterEmulator, member_kubeconfig: str) -> None:
+    """Cluster API objects for the one Cluster API member, plus a Cluster not in the fleet."""
+    for resource in RESOURCES:
+        emu.resources[resource] = {}
+    for name, labels, version in (
+        (CAPI_MEMBER, {"meshfleet.io/fleet": "test", "env": "prod"}, "v1.32.6"),
+        ("sandbox", {"env": "dev"}, "v1.33.2"),
+    ):
+        labels = {**labels, "cluster.x-k8s.io/cluster-name": name}
+        emu.objects["cluster.x-k8s.io/v1beta1/clusters", FLEET_NAMESPACE, name] = {
+            "apiVersion": "cluster.x-k8s.io/v1beta1",
+            "kind": "Cluster",
+            "metadata": {"name": name, "namespace": FLEET_NAMESPACE, "labels": labels},
+            "spec": {
+                "topology": {"class": "quick-start", "version": version},
+                "controlPlaneRef": {
+                    "apiVersion": "controlplane.cluster.x-k8s.io/v1beta1",
+                    "kind": "KubeadmControlPlane",
+                    "name": f"{name}-control-plane",
+                    "namespace": FLEET_NAMESPACE,
+                },
+            },
+            "status": {
+                "phase": "Provisioned",
+                "conditions": [
+                    {"type": "Ready", "status": "True"},
+                    {"type": "ControlPlaneReady", "status": "True"},
+                    {"type": "TopologyReconciled", "status": "True"},
+                ],
+            },
+        }
+        emu.objects[
+            "controlplane.cluster.x-k8s.io/v1beta1/kubeadmcontrolplanes",
+            FLEET_NAMESPACE,
+            f"{name}-control-plane",
+        ] = {
+            "apiVersion": "controlplane.cluster.x-k8s.io/v1beta1",
+            "kind": "KubeadmControlPlane",
+            "metadata": {"name": f"{name}-control-plane", "namespace": FLEET_NAMESPACE},
+            "spec": {"replicas": 3, "version": version},
+            "status": {
+                "version": version,
+                "replicas": 3,
+                "updatedReplicas": 3,
+                "readyReplicas": 3,
+                "unavailableReplicas": 0,
+            },
+        }
+    emu.objects["v1/secrets", FLEET_NAMESPACE, f"{CAPI_MEMBER}-kubeconfig"] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{CAPI_MEMBER}-kubeconfig",
+            "namespace": FLEET_NAMESPACE,
+            "labels": {"cluster.x-k8s.io/cluster-name": CAPI_MEMBER},
+        },
+        "type": "cluster.x-k8s.io/secret",
+        "data": {"value": b64(member_kubeconfig)},
+    }
+    emu.objects[
+        "addons.cluster.x-k8s.io/v1alpha1/helmchartproxies", FLEET_NAMESPACE, "cilium-eu"
+    ] = {
+        "apiVersion": "addons.cluster.x-k8s.io/v1alpha1",
+        "kind": "HelmChartProxy",
+        "metadata": {"name": "cilium-eu", "namespace": FLEET_NAMESPACE},
+        "spec": {
+            "clusterSelector": {"matchLabels": {"cluster.x-k8s.io/cluster-name": CAPI_MEMBER}},
+            "repoURL": "https://helm.cilium.io/",
+            "chartName": "cilium",
+            "releaseName": "cilium",
+            "namespace": "kube-system",
+            "version": "1.17.9",
+            "valuesTemplate": VALUES_TEMPLATE,
+        },
+    }
+
+
+VALUES_TEMPLATE = """\
+cluster:
+  name: {{ .Cluster.metadata.name }}
+  id: 4
+routingMode: native
+clustermesh:
+  useAPIServer: true
+  config:
+    enabled: true
+    clusters:
+    - name: ap-south-1
+      port: 2379
+      ips: [192.0.2.3]
+    - name: us-east-1
+      port: 2379
+      ips: [192.0.2.9]
+"""
+
+
+# --- the fake exec: cilium-dbg status -o json ------------------------------------------------
+
+
+def remote_cluster(name: str, cluster_id: int, *, failures: int = 0) -> dict[str, Any]:
+    """A fully ready RemoteCluster, shaped like the healthy sample."""
+    return {
+        "name": name,
+        "ready": True,
+        "connected": True,
+        "status": f"etcd: 1/1 connected, leases=0, lock leases=0, has-quorum=true: "
+        f"https://{name}.mesh.cilium.io:2379 - 3.5.21 (Leader), ID: 19fe0b22c7a3d511",
+        "num-nodes": 2,
+        "num-endpoints": 40,
+        "num-identities": 57,
+        "num-shared-services": 3,
+        "num-failures": failures,
+        "config": {
+            "cluster-id": cluster_id,
+            "kvstoremesh": True,
+            "required": True,
+            "retrieved": True,
+            "sync-canaries": True,
+        },
+        "synced": {"nodes": True, "endpoints": True, "identities": True, "services": True},
+    }
+
+
+def agent_status(clusters: list[dict[str, Any]] | None) -> str:
+    """A whole ``cilium-dbg status -o json`` document (omitting ``cluster-mesh`` if None)."""
+    document: dict[str, Any] = {
+        "kvstore": {"state": "Disabled"},
+        "kubernetes": {"state": "Ok", "msg": "1.33 (v1.33.2) [linux/amd64]"},
+        "cilium": {"state": "Ok", "msg": "Ok"},
+        "stale": {},
+    }
+    if clusters is not None:
+        document["cluster-mesh"] = {"clusters": clusters}
+    return json.dumps(document, indent=2)
+
+
+IDS = {"ap-south-1": 3, "us-east-1": 9, "eu-north-1": 4}
+
+
+@dataclass
+class FakeAgents:
+    """Answers ``cilium-dbg status -o json`` per member (or per pod), like the agents would."""
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    calls: list[ExecTarget] = field(default_factory=list)
+
+    def healthy(self, members: tuple[str, ...] = MEMBERS) -> None:
+        for member in members:
+            peers = [remote_cluster(p, IDS[p]) for p in members if p != member]
+            self.outputs[member] = agent_status(peers)
+
+    async def __call__(self, api: ClusterApi, target: ExecTarget) -> str:
+        self.calls.append(target)
+        assert target.command == ("cilium-dbg", "status", "-o", "json")
+        assert target.container == "cilium-agent"
+        output = self.outputs.get(target.pod, self.outputs.get(target.cluster))
+        if output is None:
+            raise RuntimeError("container not found")
+        return output
+
+
+# --- controllers: Cluster API, the Helm add-on provider, the kubelet ---------------------------
+
+
+@dataclass
+class Controllers:
+    """Moves emulated status as the real controllers would, one step per tick."""
+
+    management: ClusterEmulator
+    member: ClusterEmulator
+    tick: float = 0.02
+    #: A control plane that never gets past its first machine (a stuck upgrade).
+    stuck: bool = False
+    #: The Helm add-on provider, with ``install_cilium``, rolls HelmChartProxy versions out.
+    install_cilium: bool = True
+
+    async def run(self) -> None:
+        while True:
+            self._cluster_api()
+            if self.install_cilium:
+                self._helm_and_kubelet()
+            await asyncio.sleep(self.tick)
+
+    def _cluster_api(self) -> None:
+        clusters = "cluster.x-k8s.io/v1beta1/clusters"
+        kcps = "controlplane.cluster.x-k8s.io/v1beta1/kubeadmcontrolplanes"
+        cluster = self.management.obj(clusters, FLEET_NAMESPACE, CAPI_MEMBER)
+        want = cluster["spec"]["topology"]["version"]
+        name = f"{CAPI_MEMBER}-control-plane"
+        plane = self.management.obj(kcps, FLEET_NAMESPACE, name)
+        status = plane["status"]
+        if plane["spec"]["version"] != want:  # the topology controller
+            self.management.patch(kcps, FLEET_NAMESPACE, name, {"spec": {"version": want}})
+            self.management.patch(kcps, FLEET_NAMESPACE, name, {"status": {"updatedReplicas": 0}})
+            self._conditions(False, "RollingUpdateInProgress")
+            return
+        replicas = plane["spec"]["replicas"]
+        if status["updatedReplicas"] < replicas:  # one machine replaced per tick
+            if self.stuck and status["updatedReplicas"] >= 1:
+                return
+            self.management.patch(
+                kcps,
+                FLEET_NAMESPACE,
+                name,
+                {"status": {"updatedReplicas": status["updatedReplicas"] + 1}},
+            )
+            return
+        if status["version"] != want:
+            self.management.patch(kcps, FLEET_NAMESPACE, name, {"status": {"version": want}})
+            self.member.git_version = want
+            self._conditions(True, None)
+
+    def _conditions(self, ready: bool, reason: str | None) -> None:
+        condition: dict[str, Any] = {"type": "ControlPlaneReady", "status": str(ready)}
+        if reason:
+            condition.update(reason=reason, severity="Warning", message="Rolling 3 replicas")
+        self.management.patch(
+            "cluster.x-k8s.io/v1beta1/clusters",
+            FLEET_NAMESPACE,
+            CAPI_MEMBER,
+            {"status": {"conditions": [{"type": "Ready", "status": str(ready)}, condition]}},
+        )
+
+    def _helm_and_kubelet(self) -> None:
+        proxies = "addons.cluster.x-k8s.io/v1alpha1/helmchartproxies"
+        version = self.management.obj(proxies, FLEET_NAMESPACE, "cilium-eu")["spec"]["version"]
+        images = cilium_images(version.lstrip("v"))
+        agent = self.member.obj("apps/v1/daemonsets", "kube-system", "cilium")
+        if agent["spec"]["template"]["spec"]["containers"][0]["image"] != images["agent"]:
+            # helm upgrade: new pod templates, counts restart
+            generation = agent["metadata"]["generation"] + 1
+            self.member.patch(
+                "apps/v1/daemonsets",
+                "kube-system",
+                "cilium",
+                {
+                    "metadata": {"generation": generation},
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [{"name": "cilium-agent", "image": images["agent"]}]
+                            }
+                        }
+                    },
+                    "status": {"updatedNumberScheduled": 0, "observedGeneration": generation},
+                },
+            )
+            for name, container in (
+                ("cilium-operator", "operator"),
+                ("clustermesh-apiserver", "apiserver"),
+            ):
+                deployment = self.member.obj("apps/v1/deployments", "kube-system", name)
+                containers = deployment["spec"]["template"]["spec"]["containers"]
+                for item in containers:
+                    if item["name"] in ("cilium-operator", "apiserver", "kvstoremesh"):
+                        item["image"] = images[container]
+                self.member.patch(
+                    "apps/v1/deployments",
+                    "kube-system",
+                    name,
+                    {
+                        "spec": {"template": {"spec": {"containers": containers}}},
+                        "status": {"updatedReplicas": 0},
+                    },
+                )
+            return
+        desired = agent["status"]["desiredNumberScheduled"]
+        if agent["status"]["updatedNumberScheduled"] < desired:  # the kubelet restarts a pod
+            self.member.patch(
+                "apps/v1/daemonsets",
+                "kube-system",
+                "cilium",
+                {
+                    "status": {
+                        "updatedNumberScheduled": agent["status"]["updatedNumberScheduled"] + 1
+                    }
+                },
+            )
+            return
+        for name in ("cilium-operator", "clustermesh-apiserver"):
+            deployment = self.member.obj("apps/v1/deployments", "kube-system", name)
+            if deployment["status"]["updatedReplicas"] < deployment["spec"]["replicas"]:
+                self.member.patch(
+                    "apps/v1/deployments",
+                    "kube-system",
+                    name,
+                    {"status": {"updatedReplicas": deployment["status"]["updatedReplicas"] + 1}},
+                )
+                return
+
+
+# --- the fleet fixture --------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    """Three members (one through Cluster API), a management cluster, and their secrets."""
+
+    members: dict[str, ClusterEmulator]
+    management: ClusterEmulator
+    access_file: Path
+    kubeconfig: Path
+    agents: FakeAgents
+    #: Strings that must never appear in an error or a log line.
+    secrets: list[str]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def backend(self) -> KubernetesBackend:
+        """A fresh backend, as a (re)started worker would build it."""
+        return KubernetesBackend(load_access(self.access_file), pod_exec=self.agents)
+
+    def write_access(self, extra: dict[str, Any]) -> None:
+        access = yaml.safe_load(self.access_file.read_text())
+        access.update(extra)
+        self.access_file.write_text(yaml.safe_dump(access))
+
+    def start_controllers(self, **options: Any) -> Controllers:
+        controllers = Controllers(self.management, self.members[CAPI_MEMBER], **options)
+        self._tasks.append(asyncio.create_task(controllers.run()))
+        return controllers
+
+
+def kubeconfig(servers: dict[str, str], tokens: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": n, "cluster": {"server": url}} for n, url in servers.items()],
+        "users": [{"name": f"{n}-admin", "user": {"token": tokens[n]}} for n in servers],
+        "contexts": [{"name": n, "context": {"cluster": n, "user": f"{n}-admin"}} for n in servers],
+        "current-context": next(iter(servers)),
+    }
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """A fresh emulated fleet per test; every server and controller stopped afterwards."""
+    async with contextlib.AsyncExitStack() as stack:
+        emulators: dict[str, ClusterEmulator] = {}
+        urls: dict[str, str] = {}
+        for name in (*MEMBERS, "management"):
+            emu = await stack.enter_async_context(ClusterEmulator())
+            server = await stack.enter_async_context(kmock.Server(emu))
+            emulators[name] = emu
+            urls[name] = str(server.url).rstrip("/")
+        tokens = {n: f"tok-{n}-{secrets.token_hex(12)}" for n in (*urls, OFFLINE)}
+        key_material = f"MHcCAQEEI{secrets.token_hex(16)}"
+        capi_kubeconfig = kubeconfig({CAPI_MEMBER: urls[CAPI_MEMBER]}, tokens)
+        for spec in (
+            MemberSpec("ap-south-1", 3, "10.3.0.0/16", peers=("eu-north-1", "us-east-1")),
+            MemberSpec("us-east-1", 9, "10.9.0.0/16", peers=("ap-south-1", "eu-north-1")),
+            MemberSpec(
+                "eu-north-1",
+                4,
+                "10.4.0.0/16",
+                kubernetes="1.32.6",
+                peers=("ap-south-1", "us-east-1"),
+            ),
+        ):
+            seed_member(emulators[spec.name], spec, key_material)
+        seed_management(emulators["management"], yaml.safe_dump(capi_kubeconfig))
+        direct = {n: urls[n] for n in ("ap-south-1", "us-east-1", "management")}
+        direct[OFFLINE] = "http://127.0.0.1:9"  # discard port: nothing listens
+        config_path = tmp_path / "kubeconfig"
+        config_path.write_text(yaml.safe_dump(kubeconfig(direct, tokens)))
+        access_file = tmp_path / "access.yaml"
+        access_file.write_text(
+            yaml.safe_dump(
+                {
+                    "kubeconfig": "kubeconfig",
+                    "requestTimeout": "5s",
+                    "members": [
+                        {"name": "ap-south-1", "context": "ap-south-1", "updateGroup": "canary"},
+                        {"name": "us-east-1", "context": "us-east-1", "labels": {"env": "prod"}},
+                        {"name": OFFLINE, "context": OFFLINE},
+                    ],
+                    "discover": [
+                        {
+                            "managementContext": "management",
+                            "namespace": FLEET_NAMESPACE,
+                            "labelSelector": "meshfleet.io/fleet=test",
+                        }
+                    ],
+                }
+            )
+        )
+        agents = FakeAgents()
+        agents.healthy()
+        fleet = Fleet(
+            members={n: emulators[n] for n in MEMBERS},
+            management=emulators["management"],
+            access_file=access_file,
+            kubeconfig=config_path,
+            agents=agents,
+            secrets=[*tokens.values(), key_material, b64(key_material)],
+        )
+        try:
+            yield fleet
+        finally:
+            for task in fleet._tasks:
+                task.cancel()
+            for task in fleet._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def sample(name: str) -> str:
+    return (SAMPLES / f"cilium-dbg-status.cluster-mesh.{name}.json").read_text()
+
+
+def walk_strings(value: Any) -> Iterator[str]:
+    """Every string inside a nested structure (for secret scans)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from walk_strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from walk_strings(item)
+    else:
+        yield repr(value)
