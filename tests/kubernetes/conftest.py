@@ -10,9 +10,12 @@ cluster. The exec API is the one seam: :class:`FakeAgents` answers
 moves emulated status the way Cluster API, the Helm add-on provider and the
 kubelet would.
 
-kmock limitations worked around here (and only here): it ignores
-``labelSelector`` on lists (:class:`ClusterEmulator` filters), and its
-``/version`` is fixed (``ClusterEmulator.git_version`` replaces it).
+kmock 0.8 limitations worked around here (and only here): it ignores
+``labelSelector`` on lists (:class:`ClusterEmulator` filters); its
+``/version`` is fixed (``ClusterEmulator.git_version`` replaces it); and it
+parses ``/api/v1/namespaces`` and ``/api/v1/namespaces/{name}`` as a namespace
+prefix, not as the Namespace resource (a 500 on list, a 404 on get and patch;
+:func:`_namespaces_are_a_resource` corrects the parse).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from typing import Any
 
 import attrs
 import kmock
+import pytest
 import pytest_asyncio
 import yaml
+from kmock._internal import parsing
 
 from activities.backends.kubernetes import ExecTarget, KubernetesBackend, load_access
 from activities.backends.kubernetes._api import ClusterApi
@@ -91,6 +96,23 @@ def _selected(selector: str, item: dict[str, Any]) -> bool:
         if (value and labels.get(key) != value) or (not value and key not in labels):
             return False
     return True
+
+
+_parse_path = parsing.parse_path
+
+
+def _parse_namespaces(path: str) -> parsing.ParsedPath:
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (3, 4):
+        name = parts[3] if len(parts) == 4 else None
+        return parsing.ParsedPath(group="", version="v1", plural="namespaces", name=name)
+    return _parse_path(path)
+
+
+@pytest.fixture(autouse=True)
+def _namespaces_are_a_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/api/v1/namespaces[/{name}]`` is the Namespace resource (kmock 0.8 misparses it)."""
+    monkeypatch.setattr(parsing, "parse_path", _parse_namespaces)
 
 
 # --- seeding realistic objects ----------------------------------------------------------------

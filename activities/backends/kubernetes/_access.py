@@ -276,7 +276,7 @@ class ClusterClients:
     def __init__(self, access: KubernetesAccess, *, discovery_ttl: float = 30.0) -> None:
         self.access = access
         self._timeout = access.request_timeout.total_seconds()
-        self._explicit = {m.name: _target(m) for m in access.members}
+        self._explicit = {m.name: _target(m, access) for m in access.members}
         self._discovered: dict[str, MemberTarget] = {}
         self._discovered_at: float | None = None
         self._discovery_ttl = discovery_ttl
@@ -391,11 +391,11 @@ class ClusterClients:
         return await asyncio.to_thread(_client_from_dict, config_dict, where, name)
 
 
-def _target(member: MemberAccess) -> MemberTarget:
+def _target(member: MemberAccess, access: KubernetesAccess) -> MemberTarget:
     return MemberTarget(
         name=member.name,
         context=member.context,
-        kubeconfig=member.kubeconfig,
+        kubeconfig=access.kubeconfig_path(member),
         cluster_api=member.cluster_api,
         labels=member.labels,
         update_group=member.update_group,

@@ -242,7 +242,9 @@ class KubernetesBackend:
             pod_cidrs=pod_cidrs(nodes, data),
             network_mode=network_mode(data),
             acns=agent is not None,
-            self_managed_mesh=network is None and (apiserver is not None or bool(peers)),
+            # A clustermesh-apiserver alone is a mesh-ready install; peers without our record
+            # are a mesh someone else runs.
+            self_managed_mesh=network is None and bool(peers),
             mesh_enabled=network is not None and apiserver is not None,
             network=network,
             mesh_peers=peers,
