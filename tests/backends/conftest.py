@@ -95,11 +95,11 @@ def world_dir(tmp_path: Path) -> Path:
     return path
 
 
-LoadFleet = Callable[..., SimulatedFleetBackend]
+LoadWorld = Callable[..., SimulatedFleetBackend]
 
 
 @pytest.fixture
-def load_fleet(world_dir: Path, clock: FakeClock) -> LoadFleet:
+def load_world(world_dir: Path, clock: FakeClock) -> LoadWorld:
     """Load ``fleet_document(**spec)`` into a fresh world and return its backend."""
 
     def load(**spec: Any) -> SimulatedFleetBackend:
@@ -111,6 +111,6 @@ def load_fleet(world_dir: Path, clock: FakeClock) -> LoadFleet:
 
 
 @pytest.fixture
-def backend(load_fleet: LoadFleet) -> SimulatedFleetBackend:
+def backend(load_world: LoadWorld) -> SimulatedFleetBackend:
     """The default three-member fleet, loaded."""
-    return load_fleet()
+    return load_world()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,30 @@ def test_show_without_a_loaded_world_says_how_to_load_one(run: CliRunner) -> Non
     result = run.invoke(app, ["sim", "show"])
     assert result.exit_code == 1
     assert "meshfleet sim load" in result.output
+
+
+def test_audit_follow_prints_new_entries_as_json_lines(
+    run: CliRunner, tmp_path: Path, world_dir: Path
+) -> None:
+    """A follower in another process sees entries written after it started."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(run.invoke(app, ["sim", "init", "--example", "minimal"]).stdout)
+    assert run.invoke(app, ["sim", "load", str(fleet)]).exit_code == 0
+    command = "from engine.runtime.cli import main; main()"
+    arguments = ["sim", "audit", "--follow", "--output", "json", "--state-dir", str(world_dir)]
+    follower = subprocess.Popen(
+        [sys.executable, "-c", command, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        added = run.invoke(app, ["sim", "fault", "add", "beta", "--kind", "hang", "--on", "join"])
+        assert added.exit_code == 0, added.output
+        time.sleep(1.5)
+    finally:
+        follower.terminate()
+        out, _ = follower.communicate(timeout=10)
+    events = [json.loads(line)["event"] for line in out.splitlines() if line.strip()]
+    assert events == ["faultInjected"]

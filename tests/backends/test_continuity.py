@@ -11,7 +11,7 @@ from tests.backends.conftest import (
     SERVICE,
     SHARED,
     FakeClock,
-    LoadFleet,
+    LoadWorld,
 )
 
 #: checkout served only by alpha and bravo; charlie only consumes it.
@@ -26,12 +26,12 @@ TWO_SERVERS = [
 
 
 async def test_taking_down_the_only_two_servers_records_violations_from_every_viewpoint(
-    load_fleet: LoadFleet, clock: FakeClock
+    load_world: LoadWorld, clock: FakeClock
 ) -> None:
     """Both servers lose their endpoints 50-70 s in; nobody reads until 100 s, yet each
     viewpoint's violation is recorded at 50 s with its counts. The servers recover at
     70 s; charlie only when the recovered backends reach it, 10 s later."""
-    backend = load_fleet(globalServices=TWO_SERVERS)
+    backend = load_world(globalServices=TWO_SERVERS)
     for member in ("alpha", "bravo"):
         backend.add_fault(
             member,
@@ -65,10 +65,10 @@ async def test_taking_down_the_only_two_servers_records_violations_from_every_vi
 
 
 async def test_losing_one_of_two_servers_is_a_violation_only_where_too_few_remain(
-    load_fleet: LoadFleet, clock: FakeClock
+    load_world: LoadWorld, clock: FakeClock
 ) -> None:
     """With alpha down, bravo still offers 3 >= 2: no viewpoint falls short."""
-    backend = load_fleet(globalServices=TWO_SERVERS)
+    backend = load_world(globalServices=TWO_SERVERS)
     backend.add_fault("alpha", Fault(kind=FaultKind.ENDPOINTS_LOST, at_sim_time=0))
     clock.advance(30)
     assert backend.violations() == []
@@ -92,7 +92,7 @@ async def test_a_drained_member_upgrades_without_a_violation(
 
 
 async def test_an_undrained_restart_leaves_peers_routing_to_unready_backends(
-    load_fleet: LoadFleet, clock: FakeClock
+    load_world: LoadWorld, clock: FakeClock
 ) -> None:
     """Without a drain, peers keep alpha's unready backends in their tables during the
     restart: routable but not ready. With a minimum of 7 out of 9 that is a violation."""
@@ -104,7 +104,7 @@ async def test_an_undrained_restart_leaves_peers_routing_to_unready_backends(
             "minReadyEndpoints": 7,
         }
     ]
-    backend = load_fleet(globalServices=services)
+    backend = load_world(globalServices=services)
     await backend.start_cilium_upgrade("alpha", "1.18.6", idempotency_key="cilium")
     clock.advance(40)
     service = (await backend.list_global_services(MEMBERS))[0]

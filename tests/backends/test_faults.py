@@ -14,7 +14,7 @@ from tests.backends.conftest import (
     SERVICE,
     SHARED,
     FakeClock,
-    LoadFleet,
+    LoadWorld,
     cluster,
 )
 
@@ -28,10 +28,10 @@ def with_faults(name: str, *faults: dict[str, object]) -> list[dict[str, object]
 
 
 async def test_fail_fails_the_operation_with_its_message_times_times(
-    load_fleet: LoadFleet, clock: FakeClock
+    load_world: LoadWorld, clock: FakeClock
 ) -> None:
     """A declared fail on controlPlaneUpgrade (times 1) fails the first upgrade only."""
-    backend = load_fleet(
+    backend = load_world(
         clusters=with_faults(
             "alpha", {"on": "controlPlaneUpgrade", "kind": "fail", "message": "quota exceeded"}
         )
@@ -76,10 +76,10 @@ async def test_slow_multiplies_the_duration_by_its_factor(
 
 
 async def test_mesh_partition_after_an_upgrade_cuts_only_the_named_peers_for_its_duration(
-    load_fleet: LoadFleet, clock: FakeClock
+    load_world: LoadWorld, clock: FakeClock
 ) -> None:
     """afterUpgrade + peers [bravo] + 60 s: alpha<->bravo drop when the upgrade completes."""
-    backend = load_fleet(
+    backend = load_world(
         clusters=with_faults(
             "alpha",
             {"on": "afterUpgrade", "kind": "meshPartition", "peers": ["bravo"], "duration": "60s"},
@@ -97,7 +97,7 @@ async def test_mesh_partition_after_an_upgrade_cuts_only_the_named_peers_for_its
 
 
 async def test_endpoints_lost_on_join_makes_the_newcomers_endpoints_unready(
-    load_fleet: LoadFleet, clock: FakeClock
+    load_world: LoadWorld, clock: FakeClock
 ) -> None:
     """A join-triggered endpointsLost (until cleared) empties delta's endpoints."""
     clusters = [cluster(name, i + 1) for i, name in enumerate(MEMBERS)]
@@ -112,7 +112,7 @@ async def test_endpoints_lost_on_join_makes_the_newcomers_endpoints_unready(
             "minReadyEndpoints": 1,
         }
     ]
-    backend = load_fleet(clusters=clusters, globalServices=services)
+    backend = load_world(clusters=clusters, globalServices=services)
     everyone = [*MEMBERS, "delta"]
     assert (await backend.list_global_services(everyone))[0].per_cluster[
         "delta"

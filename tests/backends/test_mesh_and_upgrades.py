@@ -13,7 +13,7 @@ from tests.backends.conftest import (
     SERVICE,
     SHARED,
     FakeClock,
-    LoadFleet,
+    LoadWorld,
     cluster,
 )
 
@@ -101,10 +101,10 @@ async def test_a_control_plane_never_skips_a_minor_or_goes_down(
 
 
 async def test_a_newcomer_is_seen_by_its_peers_only_after_it_sees_them(
-    load_fleet: LoadFleet, clock: FakeClock
+    load_world: LoadWorld, clock: FakeClock
 ) -> None:
     """Enabling takes 10 s, the newcomer's links converge 10 s later, its peers' 10 s after."""
-    backend = load_fleet(
+    backend = load_world(
         clusters=[cluster(name, i + 1) for i, name in enumerate([*MEMBERS, "delta"])]
     )
     check = await backend.check_join_prerequisites("delta", "prod-mesh", MEMBERS)
@@ -151,10 +151,10 @@ async def test_removing_a_member_takes_its_backends_out_of_its_peers_views(
 
 
 async def test_time_scale_zero_completes_every_operation_at_once(
-    load_fleet: LoadFleet,
+    load_world: LoadWorld,
 ) -> None:
     """With timeScale 0 the next read finds a 600 s upgrade done, without any clock moving."""
-    backend = load_fleet(timeScale=0)
+    backend = load_world(timeScale=0)
     await backend.start_control_plane_upgrade("alpha", "1.33.0", idempotency_key="cp")
     progress = await backend.get_operation("alpha", "cp")
     assert progress.state is OperationState.SUCCEEDED

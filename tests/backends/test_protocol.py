@@ -17,7 +17,7 @@ from engine.domain.backend import (
     join_prerequisite_failures,
 )
 from engine.domain.fleet import NetworkMode
-from tests.backends.conftest import LoadFleet, cluster
+from tests.backends.conftest import LoadWorld, cluster
 
 #: The shapes of reference/samples/cilium-dbg-status.cluster-mesh.degraded.json.
 DEGRADED = [
@@ -128,9 +128,9 @@ def test_join_rules_report_every_broken_rule_at_once() -> None:
     }
 
 
-async def test_a_cluster_of_another_network_cannot_join(load_fleet: LoadFleet) -> None:
+async def test_a_cluster_of_another_network_cannot_join(load_world: LoadWorld) -> None:
     """The simulated backend reports the network it recorded; the rule reads it."""
-    backend = load_fleet(
+    backend = load_world(
         clusters=[
             cluster("alpha", 1),
             cluster("bravo", 2),
