@@ -15,6 +15,7 @@ Methods validate their input before anything reaches Temporal and raise
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -180,24 +181,31 @@ class MeshfleetClient:
                 "update runs take it with acquire and give it back with release."
             ),
         }
-        try:
-            if not members:
+        if not members:
+            try:
                 await self.temporal.start_workflow(NETWORK_WORKFLOW, network_input, **options)
-                return None
-            start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-                NETWORK_WORKFLOW, network_input, **options
-            )
+            except WorkflowAlreadyStartedError:
+                raise NetworkExistsError(name) from None
+            except Exception as error:
+                raise _network_error(name, error) from None
+            return None
+        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            NETWORK_WORKFLOW, network_input, **options
+        )
+        try:
             result: JoinResult = await self.temporal.execute_update_with_start_workflow(
                 UPDATE_JOIN,
                 JoinRequest(members=list(members)),
                 start_workflow_operation=start,
                 result_type=OperationResult,
             )
-            return result
         except WorkflowAlreadyStartedError:
+            with contextlib.suppress(Exception):  # the start's own copy of the same error
+                await start.workflow_handle()
             raise NetworkExistsError(name) from None
         except Exception as error:
             raise _network_error(name, error) from None
+        return result
 
     async def join(self, name: str, members: Sequence[str]) -> JoinResult:
         """Join clusters; per member: joined, rejected (with the rule), failed, or queued."""

@@ -9,21 +9,24 @@ that world. Simulated time runs 1000x faster than the wall clock, so a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from activities.network import NetworkActivities
 from engine.domain.fleet import SimulatedFleet, parse_fleet
-from engine.domain.network import NetworkSettings
+from engine.domain.network import NetworkSettings, network_workflow_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
 from workflows.network import NetworkWorkflow
@@ -88,10 +91,29 @@ def joined_events(backend: SimulatedFleetBackend, cluster_name: str) -> list[Any
     ]
 
 
-@pytest.fixture
-def network_name() -> str:
-    """A network name unused on the session server."""
-    return f"mesh-{uuid.uuid4().hex[:10]}"
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "the condition"
+) -> None:
+    """Poll ``check`` until it holds (visibility and queued work are eventually consistent)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def network_name(client: Client) -> AsyncIterator[str]:
+    """A network name unused on the session server; its networks are ended afterwards.
+
+    (A network left running without a worker would make every later
+    ``list_networks`` wait for its answer.) ``<name>-other`` is ended too.
+    """
+    name = f"mesh-{uuid.uuid4().hex[:10]}"
+    yield name
+    for workflow_id in (network_workflow_id(name), network_workflow_id(f"{name}-other")):
+        with contextlib.suppress(RPCError):
+            await client.get_workflow_handle(workflow_id).terminate("test finished")
 
 
 @pytest.fixture
@@ -123,5 +145,3 @@ async def worker(
 def meshfleet(client: Client, task_queue: str) -> MeshfleetClient:
     """meshfleet's client on the session server and this test's task queue."""
     return MeshfleetClient(client, task_queue=task_queue)
-
-

@@ -7,7 +7,7 @@ from temporalio.worker import Worker
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from engine.domain.network import MemberOutcome, MembershipRule, NetworkStatus
 from engine.runtime.client import MeshfleetClient
-from tests.network.conftest import SETTINGS, cluster, fleet, joined_events, names
+from tests.network.conftest import SETTINGS, cluster, eventually, fleet, joined_events, names
 
 
 async def test_creating_a_network_of_five_and_joining_two_more_converges_to_connected(
@@ -73,3 +73,211 @@ async def test_an_overlay_cluster_is_rejected_with_the_rule_named_while_the_othe
     assert described.status is NetworkStatus.CONNECTED
     assert joined_events(backend, "tunnel") == []
     assert (await backend.describe_member("tunnel")).network is None
+
+
+async def test_a_cluster_already_in_another_network_is_rejected(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """Checked against reality: both another meshfleet network and a mesh found in the fleet."""
+    backend.load(
+        fleet(
+            [cluster("a", 1), cluster("b", 2), cluster("x", 3), cluster("y", 4), cluster("z", 5)],
+            networks=[{"name": "legacy", "members": ["y", "z"]}],
+        )
+    )
+    other = f"{network_name}-other"
+    await meshfleet.create_network(other, ["a", "x"], settings=SETTINGS)
+
+    result = await meshfleet.create_network(network_name, ["b", "x", "y"], settings=SETTINGS)
+
+    assert result is not None
+    outcomes = {m.cluster: m for m in result.members}
+    assert outcomes["b"].outcome is MemberOutcome.JOINED
+    for name, owner in (("x", other), ("y", "legacy")):
+        assert outcomes[name].outcome is MemberOutcome.REJECTED
+        assert outcomes[name].rule is MembershipRule.SINGLE_NETWORK
+        assert owner in (outcomes[name].message or "")
+    assert (await backend.describe_member("x")).network == other
+    assert [m.name for m in (await meshfleet.describe_network(network_name)).members] == ["b"]
+
+
+async def test_a_cluster_without_a_usable_id_gets_the_lowest_free_one(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """A valid id is kept; a missing or clashing one is replaced by the lowest free id."""
+    backend.load(fleet([cluster("a", 3), cluster("b", None), cluster("c", 1)]))
+    # b has no id and gets 1; c's own 1 is then taken, so it gets 2.
+    result = await meshfleet.create_network(network_name, ["a", "b", "c"], settings=SETTINGS)
+
+    assert result is not None
+    assert [(m.cluster, m.cluster_id) for m in result.members] == [("a", 3), ("b", 1), ("c", 2)]
+    described = await meshfleet.describe_network(network_name)
+    assert [m.cluster_id_assigned for m in described.members] == [False, True, True]
+
+
+async def test_overlapping_pod_cidrs_and_old_kubernetes_are_rejected_by_name(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """Pod CIDRs are checked against members and earlier newcomers of the same request."""
+    backend.load(
+        fleet(
+            [
+                cluster("a", 1),
+                cluster("twin", 7, podCIDRs=["10.1.128.0/17"]),
+                cluster("old", 8, kubernetesVersion="1.31.9", ciliumVersion="1.16.16"),
+                cluster("nocilium", 9, acns=False),
+                cluster("diy", 10, selfManagedMesh=True),
+            ]
+        )
+    )
+    result = await meshfleet.create_network(
+        network_name, ["a", "twin", "old", "nocilium", "diy", "ghost"], settings=SETTINGS
+    )
+
+    assert result is not None
+    rules = {m.cluster: m.rule for m in result.members}
+    assert rules == {
+        "a": None,
+        "twin": MembershipRule.POD_CIDRS,
+        "old": MembershipRule.KUBERNETES_VERSION,
+        "nocilium": MembershipRule.CILIUM_DATAPLANE,
+        "diy": MembershipRule.NO_SELF_MANAGED_MESH,
+        "ghost": MembershipRule.CLUSTER_KNOWN,
+    }
+
+
+async def test_removing_a_member_drains_its_services_first_and_breaks_no_continuity(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """Drain, then disconnect both ways, then disable; peers forget it; nothing dips."""
+    clusters = ["a", "b", "c"]
+    backend.load(
+        fleet(
+            [cluster(n, i + 1) for i, n in enumerate(clusters)],
+            services=[
+                {
+                    "namespace": "shop",
+                    "name": "checkout",
+                    # Every viewpoint needs 3: a and b have 4 without c; c alone has 3.
+                    "clusters": {"a": 2, "b": 2, "c": 3},
+                    "minReadyEndpoints": 3,
+                }
+            ],
+        )
+    )
+    await meshfleet.create_network(network_name, clusters, settings=SETTINGS)
+    before = backend.audit()[-1].seq
+
+    result = await meshfleet.remove(network_name, ["c"])
+
+    assert [(m.cluster, m.outcome) for m in result.members] == [("c", MemberOutcome.REMOVED)]
+    assert result.status is NetworkStatus.CONNECTED
+    events = [(e.event, e.cluster) for e in backend.audit(after=before)]
+    drained = events.index((AuditEvent.SERVICE_DRAINED, "c"))
+    first_disconnect = min(
+        i for i, (event, _) in enumerate(events) if event is AuditEvent.MESH_DISCONNECTED
+    )
+    assert drained < first_disconnect
+    assert events.index((AuditEvent.MEMBER_REMOVED, "c")) > first_disconnect
+    assert (AuditEvent.SERVICE_RESTORED, "c") in events
+    # (Before the network existed a and b saw only their own 2 endpoints.)
+    assert backend.audit(after=before, event=AuditEvent.VIOLATION) == []
+    assert [v for v in backend.violations() if v.ended is None] == []
+    for peer in ("a", "b"):
+        assert "c" not in (await backend.describe_member(peer)).mesh_peers
+    gone = await backend.describe_member("c")
+    assert gone.network is None
+    assert not gone.mesh_enabled
+    assert [m.name for m in (await meshfleet.describe_network(network_name)).members] == ["a", "b"]
+
+
+async def test_a_mesh_that_does_not_converge_leaves_the_network_degraded_with_the_links(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """A newcomer partitioned from its peers: joined, but Degraded with the links named."""
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    backend.load(fleet([cluster("a", 1), cluster("b", 2), cluster("cut", 3)]))
+    await meshfleet.create_network(
+        network_name,
+        ["a", "b"],
+        settings=SETTINGS.model_copy(update={"mesh_ready_timeout": SETTINGS.heartbeat_timeout}),
+    )
+    backend.add_fault("cut", Fault(kind=FaultKind.MESH_PARTITION, on=FaultTrigger.JOIN))
+
+    result = await meshfleet.join(network_name, ["cut"])
+
+    assert result.members[0].outcome is MemberOutcome.JOINED
+    assert "did not report ready" in (result.members[0].message or "")
+    assert result.status is NetworkStatus.DEGRADED
+    assert result.mesh_ready is False
+    links = {(link.viewer, link.peer) for link in result.not_ready_links}
+    assert {("cut", "a"), ("a", "cut"), ("cut", "b"), ("b", "cut")} <= links
+    described = await meshfleet.describe_network(network_name)
+    assert described.status is NetworkStatus.DEGRADED
+    assert described.not_ready_links
+
+
+async def test_delete_needs_force_for_a_network_with_members_and_force_removes_them(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """Without force the validator refuses; with force every member leaves, then it ends."""
+    import pytest
+
+    from engine.domain.errors import NotFoundError
+    from engine.domain.network import NetworkRequestError
+
+    backend.load(fleet([cluster("a", 1), cluster("b", 2)]))
+    await meshfleet.create_network(network_name, ["a", "b"], settings=SETTINGS)
+
+    with pytest.raises(NetworkRequestError, match="remove them first or delete with force"):
+        await meshfleet.delete_network(network_name)
+
+    result = await meshfleet.delete_network(network_name, force=True)
+
+    assert result.deleted
+    assert {m.cluster: m.outcome for m in result.members} == {
+        "a": MemberOutcome.REMOVED,
+        "b": MemberOutcome.REMOVED,
+    }
+    for name in ("a", "b"):
+        assert (await backend.describe_member(name)).network is None
+    with pytest.raises(NotFoundError, match="does not exist"):
+        await meshfleet.describe_network(network_name)
+    # The name is free again.
+    again = await meshfleet.create_network(network_name, ["a"], settings=SETTINGS)
+    assert again is not None
+    assert again.members[0].outcome is MemberOutcome.JOINED
+    assert len(joined_events(backend, "a")) == 2
+
+
+async def test_an_empty_network_is_created_and_deleted_without_force(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """A network may start empty; deleting an empty one needs no force; the name cannot repeat."""
+    import pytest
+
+    from engine.domain.network import NetworkExistsError
+
+    backend.load(fleet([cluster("a", 1)]))
+    assert await meshfleet.create_network(network_name, settings=SETTINGS) is None
+    with pytest.raises(NetworkExistsError, match="already exists"):
+        await meshfleet.create_network(network_name, ["a"], settings=SETTINGS)
+    described = await meshfleet.describe_network(network_name)
+    assert described.status is NetworkStatus.NOT_CONNECTED
+    assert described.members == []
+
+    async def listed() -> bool:
+        found = {s.name: s for s in await meshfleet.list_networks()}
+        return network_name in found and found[network_name].members == 0
+
+    await eventually(listed, what="the network to be listed")
+
+    result = await meshfleet.delete_network(network_name)
+
+    assert result.deleted
+
+    async def unlisted() -> bool:
+        return network_name not in {s.name for s in await meshfleet.list_networks()}
+
+    await eventually(unlisted, what="the deleted network to leave the list")
