@@ -982,9 +982,10 @@ class Simulation:
         faults = self._operation_faults(cluster, trigger)
         self._trigger(cluster, trigger, t)
         failing = next((f for f in faults if f.fault.kind is FaultKind.FAIL), None)
-        if problem is not None or failing is not None:
-            message = problem if problem is not None else failing.fault.message  # type: ignore[union-attr]
-            self._finish(op, t, OperationState.FAILED, message)
+        if failing is not None and problem is None:
+            problem = failing.fault.message
+        if problem is not None:
+            self._finish(op, t, OperationState.FAILED, problem)
             return op
         factor = math.prod(f.fault.factor for f in faults if f.fault.kind is FaultKind.SLOW)
         op.duration = base * factor
