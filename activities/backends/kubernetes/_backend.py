@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -611,7 +612,13 @@ class KubernetesBackend:
     ) -> OperationProgress:
         if record.state is not None:
             percent = 100 if record.state is OperationState.SUCCEEDED else 0
-            return self._report(cluster, record, record.state, percent, "finished", record.message)
+            components: list[RolloutStatus] = []
+            if record.kind is OperationKind.CILIUM_UPGRADE:
+                with contextlib.suppress(ClusterUnavailableError):
+                    components = await self._components(cluster)
+            return self._report(
+                cluster, record, record.state, percent, "finished", record.message, components
+            )
         if record.kind is OperationKind.CONTROL_PLANE_UPGRADE:
             progress = await self._control_plane_progress(cluster, record)
             timeout = self.access.control_plane_upgrade_timeout
