@@ -29,7 +29,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import kmock
@@ -64,7 +64,7 @@ RESOURCES = (
 
 
 @attrs.define(kw_only=True)
-class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class ClusterEmulator(kmock.KubernetesEmulator):
     """kmock's emulator with a settable ``/version`` and label-selector filtering on lists."""
 
     git_version: str = "v1.33.2"
@@ -74,7 +74,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return {"major": major, "minor": minor, "gitVersion": self.git_version}
 
     async def _serve_list(self, request: kmock.Request) -> Any:
-        payload = await super()._serve_list(request)
+        payload = cast(dict[str, Any], await super()._serve_list(request))
         selector = request.params.get("labelSelector")
         if selector:
             payload["items"] = [i for i in payload["items"] if _selected(selector, i)]
@@ -84,7 +84,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         """The current state of an object (a deep copy)."""
         return copy.deepcopy(self.objects[resource, namespace, name].raw)
 
-    def patch(self, resource: str, namespace: str | None, name: str, body: dict[str, Any]) -> None:
+    def change(self, resource: str, namespace: str | None, name: str, body: dict[str, Any]) -> None:
         """Change an object as a controller would (merge; None removes)."""
         self.objects[resource, namespace, name].patch(body)
 
@@ -144,7 +144,7 @@ def cilium_images(version: str) -> dict[str, str]:
 def seed_member(emu: ClusterEmulator, spec: MemberSpec, key_material: str) -> None:
     """A member as a Helm-installed Cilium with ClusterMesh leaves it."""
     for resource in RESOURCES[:8]:
-        emu.resources[resource] = {}
+        emu.resources[resource] = kmock.ResourceInfo()
     emu.git_version = f"v{spec.kubernetes}"
     images = cilium_images(spec.cilium)
     for ns, ns_annotations in (
@@ -331,7 +331,7 @@ def seed_service(
 def seed_management(emu: ClusterEmulator, member_kubeconfig: str) -> None:
     """Cluster API objects for the one Cluster API member, plus a Cluster not in the fleet."""
     for resource in RESOURCES:
-        emu.resources[resource] = {}
+        emu.resources[resource] = kmock.ResourceInfo()
     for name, labels, version in (
         (CAPI_MEMBER, {"meshfleet.io/fleet": "test", "env": "prod"}, "v1.32.6"),
         ("sandbox", {"env": "dev"}, "v1.33.2"),
@@ -520,15 +520,15 @@ class Controllers:
         plane = self.management.obj(kcps, FLEET_NAMESPACE, name)
         status = plane["status"]
         if plane["spec"]["version"] != want:  # the topology controller
-            self.management.patch(kcps, FLEET_NAMESPACE, name, {"spec": {"version": want}})
-            self.management.patch(kcps, FLEET_NAMESPACE, name, {"status": {"updatedReplicas": 0}})
+            self.management.change(kcps, FLEET_NAMESPACE, name, {"spec": {"version": want}})
+            self.management.change(kcps, FLEET_NAMESPACE, name, {"status": {"updatedReplicas": 0}})
             self._conditions(False, "RollingUpdateInProgress")
             return
         replicas = plane["spec"]["replicas"]
         if status["updatedReplicas"] < replicas:  # one machine replaced per tick
             if self.stuck and status["updatedReplicas"] >= 1:
                 return
-            self.management.patch(
+            self.management.change(
                 kcps,
                 FLEET_NAMESPACE,
                 name,
@@ -536,7 +536,7 @@ class Controllers:
             )
             return
         if status["version"] != want:
-            self.management.patch(kcps, FLEET_NAMESPACE, name, {"status": {"version": want}})
+            self.management.change(kcps, FLEET_NAMESPACE, name, {"status": {"version": want}})
             self.member.git_version = want
             self._conditions(True, None)
 
@@ -544,7 +544,7 @@ class Controllers:
         condition: dict[str, Any] = {"type": "ControlPlaneReady", "status": str(ready)}
         if reason:
             condition.update(reason=reason, severity="Warning", message="Rolling 3 replicas")
-        self.management.patch(
+        self.management.change(
             "cluster.x-k8s.io/v1beta1/clusters",
             FLEET_NAMESPACE,
             CAPI_MEMBER,
@@ -559,7 +559,7 @@ class Controllers:
         if agent["spec"]["template"]["spec"]["containers"][0]["image"] != images["agent"]:
             # helm upgrade: new pod templates, counts restart
             generation = agent["metadata"]["generation"] + 1
-            self.member.patch(
+            self.member.change(
                 "apps/v1/daemonsets",
                 "kube-system",
                 "cilium",
@@ -584,7 +584,7 @@ class Controllers:
                 for item in containers:
                     if item["name"] in ("cilium-operator", "apiserver", "kvstoremesh"):
                         item["image"] = images[container]
-                self.member.patch(
+                self.member.change(
                     "apps/v1/deployments",
                     "kube-system",
                     name,
@@ -596,7 +596,7 @@ class Controllers:
             return
         desired = agent["status"]["desiredNumberScheduled"]
         if agent["status"]["updatedNumberScheduled"] < desired:  # the kubelet restarts a pod
-            self.member.patch(
+            self.member.change(
                 "apps/v1/daemonsets",
                 "kube-system",
                 "cilium",
@@ -610,7 +610,7 @@ class Controllers:
         for name in ("cilium-operator", "clustermesh-apiserver"):
             deployment = self.member.obj("apps/v1/deployments", "kube-system", name)
             if deployment["status"]["updatedReplicas"] < deployment["spec"]["replicas"]:
-                self.member.patch(
+                self.member.change(
                     "apps/v1/deployments",
                     "kube-system",
                     name,

@@ -60,7 +60,7 @@ async def test_an_unreachable_member_is_described_as_unavailable_not_raised(flee
 async def test_a_member_in_tunnel_mode_is_rejected_at_join_with_the_flat_network_rule_named(
     fleet: Fleet,
 ) -> None:
-    fleet.members["ap-south-1"].patch(
+    fleet.members["ap-south-1"].change(
         "v1/configmaps",
         "kube-system",
         "cilium-config",
@@ -69,7 +69,7 @@ async def test_a_member_in_tunnel_mode_is_rejected_at_join_with_the_flat_network
             "data": {"routing-mode": "tunnel", "tunnel-protocol": "vxlan"},
         },
     )
-    fleet.members["ap-south-1"].patch(
+    fleet.members["ap-south-1"].change(
         "v1/secrets", "kube-system", "cilium-clustermesh", {"data": None}
     )
 
@@ -86,7 +86,7 @@ async def test_a_member_with_a_mesh_meshfleet_did_not_record_is_self_managed(
     fleet: Fleet,
 ) -> None:
     """Peers in cilium-clustermesh but no meshfleet.io/network label: someone else's mesh."""
-    fleet.members["ap-south-1"].patch(
+    fleet.members["ap-south-1"].change(
         "v1/configmaps",
         "kube-system",
         "cilium-config",

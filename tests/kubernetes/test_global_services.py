@@ -12,7 +12,7 @@ from tests.kubernetes.conftest import MEMBERS, OFFLINE, Fleet
 DRAIN = {ANNOTATION_SERVICE_SHARED: "false"}
 
 
-def annotations(fleet: Fleet, cluster: str, namespace: str, name: str) -> dict[str, str]:
+def service_annotations(fleet: Fleet, cluster: str, namespace: str, name: str) -> dict[str, str]:
     obj = fleet.members[cluster].obj("v1/services", namespace, name)
     return dict(obj["metadata"].get("annotations") or {})
 
@@ -45,14 +45,14 @@ async def test_an_unreachable_member_is_left_out_of_global_services(fleet: Fleet
 
 async def test_drain_then_restore_puts_back_exactly_what_was_there(fleet: Fleet) -> None:
     backend = fleet.backend()
-    before = annotations(fleet, "us-east-1", "shop", "cart")
+    before = service_annotations(fleet, "us-east-1", "shop", "cart")
 
     drained = await backend.set_service_annotations(
         "us-east-1", "shop", "cart", DRAIN, idempotency_key="run1/us-east-1/drain/cart"
     )
 
     assert drained.previous == {ANNOTATION_SERVICE_SHARED: None}
-    during = annotations(fleet, "us-east-1", "shop", "cart")
+    during = service_annotations(fleet, "us-east-1", "shop", "cart")
     assert during[ANNOTATION_SERVICE_SHARED] == "false"
     assert ANNOTATION_DRAINED in during
     services = await backend.list_global_services(list(MEMBERS))
@@ -63,14 +63,14 @@ async def test_drain_then_restore_puts_back_exactly_what_was_there(fleet: Fleet)
         "us-east-1", "shop", "cart", drained.previous, idempotency_key="run1/us-east-1/restore/cart"
     )
 
-    assert annotations(fleet, "us-east-1", "shop", "cart") == before
+    assert service_annotations(fleet, "us-east-1", "shop", "cart") == before
 
 
 async def test_draining_a_service_that_was_shared_explicitly_restores_that_value(
     fleet: Fleet,
 ) -> None:
     backend = fleet.backend()
-    before = annotations(fleet, "ap-south-1", "shop", "checkout")
+    before = service_annotations(fleet, "ap-south-1", "shop", "checkout")
 
     drained = await backend.set_service_annotations(
         "ap-south-1", "shop", "checkout", DRAIN, idempotency_key="d1"
@@ -80,14 +80,14 @@ async def test_draining_a_service_that_was_shared_explicitly_restores_that_value
     )
 
     assert drained.previous == {ANNOTATION_SERVICE_SHARED: "true"}
-    assert annotations(fleet, "ap-south-1", "shop", "checkout") == before
+    assert service_annotations(fleet, "ap-south-1", "shop", "checkout") == before
 
 
 async def test_a_retried_drain_after_a_worker_crash_returns_the_pre_drain_annotations(
     fleet: Fleet,
 ) -> None:
     """The first worker drained and died before answering; a new one retries the same key."""
-    before = annotations(fleet, "us-east-1", "shop", "checkout")
+    before = service_annotations(fleet, "us-east-1", "shop", "checkout")
     await fleet.backend().set_service_annotations(
         "us-east-1", "shop", "checkout", DRAIN, idempotency_key="run1/drain"
     )
@@ -101,14 +101,14 @@ async def test_a_retried_drain_after_a_worker_crash_returns_the_pre_drain_annota
     )
 
     assert retried.previous == {ANNOTATION_SERVICE_SHARED: "true"}
-    assert annotations(fleet, "us-east-1", "shop", "checkout") == before
+    assert service_annotations(fleet, "us-east-1", "shop", "checkout") == before
 
 
 async def test_a_restore_after_a_crash_applies_the_record_not_a_misremembered_value(
     fleet: Fleet,
 ) -> None:
     """The record written with the drain wins over what a caller thinks was there."""
-    before = annotations(fleet, "us-east-1", "shop", "cart")
+    before = service_annotations(fleet, "us-east-1", "shop", "cart")
     await fleet.backend().set_service_annotations(
         "us-east-1", "shop", "cart", DRAIN, idempotency_key="run1/drain"
     )
@@ -121,12 +121,12 @@ async def test_a_restore_after_a_crash_applies_the_record_not_a_misremembered_va
         idempotency_key="run1/restore",
     )
 
-    assert annotations(fleet, "us-east-1", "shop", "cart") == before
+    assert service_annotations(fleet, "us-east-1", "shop", "cart") == before
 
 
 async def test_a_second_drain_by_another_run_still_restores_to_the_origin(fleet: Fleet) -> None:
     backend = fleet.backend()
-    before = annotations(fleet, "us-east-1", "shop", "cart")
+    before = service_annotations(fleet, "us-east-1", "shop", "cart")
     await backend.set_service_annotations("us-east-1", "shop", "cart", DRAIN, idempotency_key="a")
 
     second = await backend.set_service_annotations(
@@ -137,7 +137,7 @@ async def test_a_second_drain_by_another_run_still_restores_to_the_origin(fleet:
     )
 
     assert second.previous == {ANNOTATION_SERVICE_SHARED: None}
-    assert annotations(fleet, "us-east-1", "shop", "cart") == before
+    assert service_annotations(fleet, "us-east-1", "shop", "cart") == before
 
 
 async def test_reusing_a_key_for_another_change_is_a_conflict(fleet: Fleet) -> None:

@@ -11,6 +11,7 @@ from engine.domain.backend import (
     REASON_MISSING,
     REASON_SYNC_IN_PROGRESS,
     REASON_SYNC_UNKNOWN,
+    NotReadyLink,
 )
 from tests.kubernetes.conftest import (
     MEMBERS,
@@ -22,7 +23,7 @@ from tests.kubernetes.conftest import (
 )
 
 
-def reasons(links: list, viewer: str) -> dict[str, str]:
+def reasons(links: list[NotReadyLink], viewer: str) -> dict[str, str]:
     return {link.peer: link.reason for link in links if link.viewer == viewer}
 
 
@@ -132,7 +133,7 @@ async def test_failures_growing_on_any_agent_are_reported(fleet: Fleet) -> None:
 
 
 async def test_an_agent_rollout_in_progress_makes_the_mesh_unhealthy(fleet: Fleet) -> None:
-    fleet.members["us-east-1"].patch(
+    fleet.members["us-east-1"].change(
         "apps/v1/daemonsets", "kube-system", "cilium", {"status": {"numberReady": 1}}
     )
 

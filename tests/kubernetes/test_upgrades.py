@@ -121,7 +121,7 @@ async def test_a_stuck_control_plane_upgrade_times_out_into_a_clear_failure(flee
 async def test_a_cluster_api_error_condition_fails_the_upgrade(fleet: Fleet) -> None:
     backend = fleet.backend()
     await backend.start_control_plane_upgrade(CAPI_MEMBER, "1.33.2", idempotency_key="cp")
-    fleet.management.patch(
+    fleet.management.change(
         CLUSTERS,
         FLEET_NAMESPACE,
         CAPI_MEMBER,
@@ -192,7 +192,7 @@ async def test_cilium_upgrade_through_the_helm_chart_proxy_keeps_clustermesh_val
 
 async def test_a_helm_chart_proxy_without_the_mesh_peers_is_refused(fleet: Fleet) -> None:
     """An upgrade rendering values without clustermesh.config.clusters would disconnect."""
-    fleet.management.patch(
+    fleet.management.change(
         PROXIES, FLEET_NAMESPACE, "cilium-eu", {"spec": {"valuesTemplate": "routingMode: native\n"}}
     )
 
@@ -203,7 +203,7 @@ async def test_a_helm_chart_proxy_without_the_mesh_peers_is_refused(fleet: Fleet
 
 
 async def test_a_helm_chart_proxy_selecting_several_clusters_is_refused(fleet: Fleet) -> None:
-    fleet.management.patch(
+    fleet.management.change(
         PROXIES,
         FLEET_NAMESPACE,
         "cilium-eu",
@@ -223,7 +223,7 @@ async def test_a_helm_chart_proxy_selecting_several_clusters_is_refused(fleet: F
 
 async def test_provider_managed_cilium_is_verified_not_upgraded(fleet: Fleet) -> None:
     member = fleet.members["us-east-1"]
-    member.patch(
+    member.change(
         "apps/v1/daemonsets",
         "kube-system",
         "cilium",
