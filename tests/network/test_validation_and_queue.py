@@ -16,8 +16,10 @@ from engine.domain.network import (
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
     UPDATE_ACQUIRE,
+    UPDATE_JOIN,
     UPDATE_RELEASE,
     AcquireRequest,
+    JoinRequest,
     MemberOutcome,
     NetworkDescription,
     NetworkInput,
@@ -25,6 +27,7 @@ from engine.domain.network import (
     NetworkRequestError,
     NetworkState,
     NetworkStatus,
+    OperationResult,
     ReleaseRequest,
     network_workflow_id,
 )
@@ -104,15 +107,11 @@ async def test_a_join_breaking_a_rule_without_io_is_rejected_before_history(
 
     with pytest.raises(NetworkRequestError, match=message):
         # Straight to the workflow, past the client's own checks, to prove the validator.
-        await meshfleet._network_update(network_name, "join", _join(members), object)
+        await meshfleet._network_update(
+            network_name, UPDATE_JOIN, JoinRequest(members=members), OperationResult
+        )
 
     assert await update_events(handle) == before
-
-
-def _join(members: list[str]) -> object:
-    from engine.domain.network import JoinRequest
-
-    return JoinRequest(members=members)
 
 
 async def test_removing_a_cluster_that_is_not_a_member_is_rejected_before_history(
