@@ -9,6 +9,27 @@ Secrets, and no error or log line here ever includes their content.
 
 :class:`ClusterClients` turns a member name into a :class:`ClusterApi`. Does I/O
 (reads kubeconfig files, and Secrets and Clusters on management clusters).
+
+An example (relative paths are relative to the access file)::
+
+    kubeconfig: kubeconfig            # default: $KUBECONFIG or ~/.kube/config
+    requestTimeout: 30s
+    controlPlaneUpgradeTimeout: 1h    # not done by then: failed as stuck
+    ciliumUpgradeTimeout: 30m
+    members:
+      - name: ap-south-1              # the Cilium cluster name
+        context: ap-south-1-admin     # a context of the kubeconfig
+        updateGroup: canary
+        cilium: providerManaged       # auto (default) | helmChartProxy | providerManaged
+      - name: eu-north-1
+        clusterAPI:                   # kubeconfig from Secret fleet/eu-north-1-kubeconfig
+          managementContext: capi-mgmt
+          namespace: fleet
+          cluster: eu-north-1
+    discover:                         # every matching Cluster API Cluster is a member
+      - managementContext: capi-mgmt
+        namespace: fleet              # all namespaces when omitted
+        labelSelector: meshfleet.io/fleet=prod
 """
 
 from __future__ import annotations

@@ -442,13 +442,13 @@ class KubernetesBackend:
         """Patch the Cluster's ``spec.topology.version``; Cluster API rolls the control plane."""
         version = _full_version(cluster, target_version)
         target = await self.clients.target(cluster)
-        holder = await self._holder(cluster)
         if target.cluster_api is None:
             raise ControlPlaneUpgradeNotPossibleError(
                 f"cluster {cluster!r} is reached by kubeconfig context, not through Cluster API; "
                 "meshfleet upgrades control planes by patching the Cluster API Cluster "
                 "(give it a 'clusterAPI' reference in the access file)"
             )
+        holder = await self._holder(cluster)
         obj = await self._cluster_object(cluster, target)
         topology = (obj.get("spec") or {}).get("topology")
         if not topology:
