@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from engine.runtime.cli import network as network_commands
 from engine.runtime.cli import plan as plan_commands
 from engine.runtime.cli import server as server_commands
 from engine.runtime.cli import sim as sim_commands
@@ -49,6 +50,7 @@ def _global(
 server_commands.register(app)
 sim_commands.register(app)
 plan_commands.register(app)
+network_commands.register(app)
 
 
 def main() -> None:

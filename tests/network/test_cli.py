@@ -1,0 +1,187 @@
+"""``meshfleet network ...`` end to end: the real CLI process, the session server, a worker here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.backends.simulated import SimulatedFleetBackend
+from engine.domain.network import (
+    UPDATE_ACQUIRE,
+    AcquireRequest,
+    NetworkDescription,
+    network_workflow_id,
+)
+from engine.runtime import devserver
+from tests.network.conftest import cluster, fleet
+from tests.runtime.serverproc import MESHFLEET
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(temporal_server: devserver.EmbeddedServer, task_queue: str, state_dir: Path) -> object:
+    """Run ``meshfleet --address <session server> ...`` on this test's task queue."""
+
+    async def run(*args: str, address: str | None = None) -> Ran:
+        env = {
+            **os.environ,
+            "MESHFLEET_TASK_QUEUE": task_queue,
+            "MESHFLEET_STATE_DIR": str(state_dir),
+            "MESHFLEET_MESH_READY_TIMEOUT": "10s",
+        }
+        process = await asyncio.create_subprocess_exec(
+            MESHFLEET,
+            "--address",
+            address or temporal_server.address,
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode is not None
+        return Ran(process.returncode, out.decode(), err.decode())
+
+    return run
+
+
+SERVICES = [
+    {"namespace": "shop", "name": "cart", "clusters": {"a": 2, "b": 2}},
+    {"namespace": "legacy", "name": "billing", "clusters": {"a": 1}, "namespaceGlobal": False},
+]
+
+
+async def test_the_cli_runs_a_network_through_its_whole_life(
+    backend: SimulatedFleetBackend, worker: Worker, cli: object, network_name: str
+) -> None:
+    """create, join, show, list, services, remove and delete, in table and JSON form."""
+    run = cli  # type: ignore[assignment]
+    backend.load(
+        fleet(
+            [
+                cluster("a", 1),
+                cluster("b", 2),
+                cluster("c", 3),
+                cluster("t", 4, networkMode="overlay"),
+            ],
+            services=SERVICES,
+        )
+    )
+
+    created = await run("network", "create", network_name, "--member", "a", "-m", "b")
+    assert created.code == 0, created.stderr
+    assert "joined" in created.stdout
+    assert "Connected" in created.stdout
+
+    joined = await run("network", "join", network_name, "c", "t", "--output", "json")
+    assert joined.code == 1, joined.stderr  # one member was rejected
+    body = joined.json()
+    assert isinstance(body, dict)
+    outcomes = {m["cluster"]: (m["outcome"], m.get("rule")) for m in body["members"]}
+    assert outcomes == {"c": ("joined", None), "t": ("rejected", "flatNetwork")}
+
+    shown = await run("network", "show", network_name)
+    assert shown.code == 0, shown.stderr
+    assert f"network {network_name}: Connected" in shown.stdout
+    described = (await run("--output", "json", "network", "show", network_name)).json()
+    assert isinstance(described, dict)
+    assert [m["name"] for m in described["members"]] == ["a", "b", "c"]
+    assert [m["clusterId"] for m in described["members"]] == [1, 2, 3]
+
+    services = await run("network", "services", network_name, "--output", "json")
+    assert services.code == 0, services.stderr
+    report = services.json()
+    assert isinstance(report, dict)
+    problems = {f"{s['namespace']}/{s['name']}": s["problems"] for s in report["services"]}
+    assert problems["shop/cart"] == []
+    assert "lacks clustermesh.cilium.io/global" in problems["legacy/billing"][0]
+    table = await run("network", "services", network_name)
+    assert "warning" in table.stdout
+    assert "legacy/billing" in table.stdout
+
+    removed = await run("network", "remove", network_name, "c")
+    assert removed.code == 0, removed.stderr
+    assert "removed" in removed.stdout
+
+    deleted = await run("network", "delete", network_name, "--force", "--output", "json")
+    assert deleted.code == 0, deleted.stderr
+    result = deleted.json()
+    assert isinstance(result, dict)
+    assert result["deleted"] is True
+
+
+async def test_the_cli_says_when_a_change_is_queued_behind_an_update_run(
+    backend: SimulatedFleetBackend,
+    worker: Worker,
+    client: Client,
+    cli: object,
+    network_name: str,
+) -> None:
+    """The command returns at once, exit 0, and says the change waits for the run."""
+    run = cli  # type: ignore[assignment]
+    backend.load(fleet([cluster("a", 1), cluster("b", 2)]))
+    assert (await run("network", "create", network_name, "-m", "a")).code == 0
+    await client.get_workflow_handle(network_workflow_id(network_name)).execute_update(
+        UPDATE_ACQUIRE, AcquireRequest(run_id="nightly"), result_type=NetworkDescription
+    )
+
+    queued = await run("network", "join", network_name, "b")
+
+    assert queued.code == 0, queued.stderr
+    assert "queued" in queued.stdout
+    assert "update run 'nightly' holds network" in queued.stdout
+    listed = await run("network", "list", "--output", "json")
+    entries = {e["name"]: e for e in listed.json()}  # type: ignore[attr-defined]
+    assert entries[network_name]["holder"] == "nightly"
+    assert entries[network_name]["pending"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["network", "show", "no-such-network"], 1, "network 'no-such-network' does not exist"),
+        (["network", "join", "no-such-network", "a"], 1, "does not exist"),
+        (["network", "create", "Bad_Name"], 2, "network name 'Bad_Name'"),
+        (["network", "join", "some-network", "UPPER"], 2, "cluster name 'UPPER'"),
+        (["network", "join", "some-network", "a", "a"], 2, "appears more than once"),
+    ],
+)
+async def test_cli_errors_are_one_clear_line_and_a_non_zero_exit(
+    cli: object, args: list[str], code: int, needle: str
+) -> None:
+    """Unknown network, bad names, duplicate members: one line on stderr, no traceback."""
+    run = cli  # type: ignore[assignment]
+    ran = await run(*args)
+    assert ran.code == code, ran.stderr
+    assert needle in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in ran.stderr + ran.stdout
+
+
+async def test_an_unreachable_temporal_is_one_clear_line_and_a_non_zero_exit(
+    cli: object,
+) -> None:
+    """No server at the address: one line that names it."""
+    run = cli  # type: ignore[assignment]
+    port = devserver.free_port()
+    ran = await run("network", "list", address=f"127.0.0.1:{port}")
+    assert ran.code == 1
+    assert f"cannot reach Temporal at 127.0.0.1:{port}" in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in ran.stderr
