@@ -324,7 +324,7 @@ class NetworkWorkflow:
     # --- join -----------------------------------------------------------------------------
 
     async def _join(self, op: PendingOperation) -> OperationResult:
-        before = self.state.status
+        before = (self.state.status, self.state.status_message)
         self._set_status(NetworkStatus.APPLYING)
         results: dict[str, MemberResult] = {}
         candidates: list[str] = []
@@ -376,7 +376,10 @@ class NetworkWorkflow:
 
         newcomers = await self._enable_all(op, accepted, results)
         if not newcomers:
-            self._set_status(before if self.state.members else NetworkStatus.NOT_CONNECTED)
+            if self.state.members:
+                self._set_status(*before)  # nothing changed
+            else:
+                self._set_status(NetworkStatus.NOT_CONNECTED)
             return self._result(op, results)
 
         failure = await self._connect_newcomers(op, [m.name for m in newcomers])

@@ -281,3 +281,27 @@ async def test_an_empty_network_is_created_and_deleted_without_force(
         return network_name not in {s.name for s in await meshfleet.list_networks()}
 
     await eventually(unlisted, what="the deleted network to leave the list")
+
+
+async def test_a_newcomer_whose_mesh_fails_to_come_up_is_reported_failed_and_left_free(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """A failed enable is that member's failure alone: the others join, the network stays sound."""
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    backend.load(fleet([cluster("a", 1), cluster("b", 2), cluster("flaky", 3)]))
+    backend.add_fault(
+        "flaky", Fault(kind=FaultKind.FAIL, on=FaultTrigger.JOIN, message="apiserver crashloop")
+    )
+
+    result = await meshfleet.create_network(network_name, ["a", "b", "flaky"], settings=SETTINGS)
+
+    assert result is not None
+    outcomes = {m.cluster: m for m in result.members}
+    assert outcomes["a"].outcome is MemberOutcome.JOINED
+    assert outcomes["b"].outcome is MemberOutcome.JOINED
+    assert outcomes["flaky"].outcome is MemberOutcome.FAILED
+    assert "apiserver crashloop" in (outcomes["flaky"].message or "")
+    assert result.status is NetworkStatus.CONNECTED
+    assert (await backend.describe_member("flaky")).network is None
+    assert joined_events(backend, "flaky") == []
