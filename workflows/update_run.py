@@ -681,6 +681,7 @@ class UpdateRunWorkflow:
                 continue
             candidate, wake_at = self._pick(stage, group, waiting)
             if candidate is not None:
+                self._launch(stage, group, candidate)
                 members.append(asyncio.create_task(self._update_member(stage, group, candidate)))
                 continue
             if not in_group and not self._in_flight and wake_at is None:
@@ -767,20 +768,23 @@ class UpdateRunWorkflow:
             )
         return found
 
-    async def _update_member(
-        self, stage: StageStatus, group: GroupStatus, member: MemberStatus
-    ) -> None:
-        status = self._state.status
-        health = self._input.spec.strategy.spec.health if self._input.spec.strategy else None
+    def _launch(self, stage: StageStatus, group: GroupStatus, member: MemberStatus) -> None:
+        """Mark ``member`` in flight now (before its task runs), so the scheduler sees it."""
         member.state = State.RUNNING
         member.attempts += 1
         member.start_time = workflow.now()
         member.completed_time = None
         member.pending_until = None
         member.message = None
-        others = sorted(self._in_flight)
         self._in_flight[member.name] = (stage.name, group.name)
         self._bump()
+
+    async def _update_member(
+        self, stage: StageStatus, group: GroupStatus, member: MemberStatus
+    ) -> None:
+        status = self._state.status
+        health = self._input.spec.strategy.spec.health if self._input.spec.strategy else None
+        others = sorted(n for n in self._in_flight if n != member.name)
         assert status.target is not None
         request = MemberUpdateInput(
             run_id=self._input.run_id,

@@ -1,0 +1,151 @@
+"""A simulated fleet, a worker and a network, ready for update runs (shared by run tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from activities.backends.simulated import SimulatedFleetBackend
+from engine.domain.fleet import parse_fleet
+from engine.domain.network import (
+    NETWORK_WORKFLOW,
+    UPDATE_JOIN,
+    JoinRequest,
+    NetworkInput,
+    NetworkSettings,
+    network_workflow_id,
+)
+from engine.domain.run import RunTimings
+from engine.domain.runspec import RunSpec
+from engine.runtime.runs import UpdateRunHandle, start_update_run
+from engine.runtime.worker import build_worker
+from strategies import parse_strategy
+
+#: Fast enough for tests: a 600 s control-plane upgrade takes 0.3 s.
+TIME_SCALE = 0.0005
+TIMINGS = RunTimings(
+    poll_interval=dt.timedelta(milliseconds=50),
+    drain_timeout=dt.timedelta(seconds=20),
+    control_plane_timeout=dt.timedelta(seconds=60),
+    cilium_timeout=dt.timedelta(seconds=60),
+    linger=dt.timedelta(minutes=10),
+)
+
+
+@dataclass
+class Cluster:
+    name: str
+    group: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    kubernetes: str = "1.32.6"
+    cilium: str = "1.17.9"
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    window: dict[str, Any] | None = None
+
+
+def fleet_document(
+    clusters: Sequence[Cluster],
+    services: Sequence[dict[str, Any]] = (),
+    time_scale: float = TIME_SCALE,
+) -> dict[str, Any]:
+    """A SimulatedFleet document with one cluster per entry, ids and CIDRs assigned."""
+    return {
+        "apiVersion": "meshfleet.io/v1alpha1",
+        "kind": "SimulatedFleet",
+        "metadata": {"name": "test"},
+        "spec": {
+            "timeScale": time_scale,
+            "clusters": [
+                {
+                    "name": c.name,
+                    "labels": c.labels,
+                    **({"updateGroup": c.group} if c.group else {}),
+                    "kubernetesVersion": c.kubernetes,
+                    "ciliumVersion": c.cilium,
+                    "clusterId": index + 1,
+                    "podCIDRs": [f"10.{index + 1}.0.0/16"],
+                    "faults": c.faults,
+                    **({"maintenanceWindow": c.window} if c.window else {}),
+                }
+                for index, c in enumerate(clusters)
+            ],
+            "globalServices": list(services),
+        },
+    }
+
+
+def strategy(stages: list[dict[str, Any]], **health: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"stages": stages}
+    spec["health"] = {"meshReadyTimeout": "30s", "soakCheckInterval": "1s", **health}
+    return {
+        "apiVersion": "meshfleet.io/v1alpha1",
+        "kind": "UpdateStrategy",
+        "metadata": {"name": "test"},
+        "spec": spec,
+    }
+
+
+@dataclass
+class Fleet:
+    """What a run test works with."""
+
+    client: Client
+    task_queue: str
+    backend: SimulatedFleetBackend
+    network: str
+    members: list[str]
+
+    async def start_run(
+        self, strategy_document: dict[str, Any], target: str = "1.33", **spec: Any
+    ) -> UpdateRunHandle:
+        run_spec = RunSpec(
+            network=self.network,
+            kubernetes_version=target,
+            strategy=parse_strategy(strategy_document),
+            **spec,
+        )
+        return await start_update_run(self.client, self.task_queue, run_spec, timings=TIMINGS)
+
+    def audit(self, event: str | None = None) -> list[Any]:
+        entries = self.backend.audit()
+        return [e for e in entries if event is None or e.event.value == event]
+
+
+async def create_network(client: Client, task_queue: str, name: str, members: list[str]) -> None:
+    """Start the network workflow and join the members (the network lifecycle's own path)."""
+    handle = await client.start_workflow(
+        NETWORK_WORKFLOW,
+        arg=NetworkInput(
+            name=name, settings=NetworkSettings(mesh_ready_timeout=dt.timedelta(seconds=30))
+        ),
+        id=network_workflow_id(name),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+    await handle.execute_update(UPDATE_JOIN, JoinRequest(members=members))
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(
+    client: Client,
+    task_queue: str,
+    state_dir: Path,
+    clusters: Sequence[Cluster],
+    services: Sequence[dict[str, Any]] = (),
+) -> AsyncIterator[Fleet]:
+    """Load the fleet, run a worker on it, and create a network of every cluster."""
+    backend = SimulatedFleetBackend(state_dir)
+    backend.load(parse_fleet(fleet_document(clusters, services)))
+    network = f"net-{uuid.uuid4().hex[:8]}"
+    members = [c.name for c in clusters]
+    async with build_worker(client, task_queue, backend=backend):
+        await create_network(client, task_queue, network, members)
+        yield Fleet(client, task_queue, backend, network, members)
