@@ -66,8 +66,12 @@ from engine.domain.network import (
     network_name_problem,
     network_workflow_id,
 )
+from engine.domain.run import RunTimings, State
+from engine.domain.runspec import RunSpec
+from engine.runtime import runs
 from engine.runtime import settings as runtime_settings
 from engine.runtime.connection import Connection, ConnectionSettings, connect
+from engine.runtime.runs import UpdateRunHandle
 from engine.runtime.settings import task_queue as default_task_queue
 
 T = TypeVar("T")
@@ -310,3 +314,25 @@ class MeshfleetClient:
         return result
 
     # --- update runs ---
+
+    async def start_update_run(
+        self,
+        spec: RunSpec,
+        *,
+        timings: RunTimings | None = None,
+        catalog_file: Path | None = None,
+    ) -> UpdateRunHandle:
+        """Start a run (the strategy and release catalog are snapshotted into it)."""
+        return await runs.start_update_run(
+            self.temporal, self.task_queue, spec, timings=timings, catalog_file=catalog_file
+        )
+
+    async def get_update_run(self, run: str, network: str | None = None) -> UpdateRunHandle:
+        """A run by ``network/run``, or by name (with ``network`` or when unique)."""
+        return await runs.find_run(self.temporal, run, network)
+
+    async def list_runs(
+        self, network: str | None = None, state: State | None = None
+    ) -> list[runs.RunSummary]:
+        """Runs, newest first, through the search attributes the Web UI uses too."""
+        return await runs.list_runs(self.temporal, network, state)

@@ -93,3 +93,27 @@ async def run_worker_until_signalled(worker: Worker) -> None:
         await stop.wait()
         log.info("worker.stopping", task_queue=worker.task_queue)
     log.info("worker.stopped", task_queue=worker.task_queue)
+
+
+async def serve_health(port: int, host: str = "0.0.0.0") -> asyncio.Server:
+    """A minimal HTTP endpoint for liveness/readiness probes: ``GET /healthz`` -> 200."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readline()
+        ok = request.split(b" ")[1:2] in ([b"/healthz"], [b"/readyz"])
+        body = b"ok\n" if ok else b"not found\n"
+        status = b"200 OK" if ok else b"404 Not Found"
+        writer.write(
+            b"HTTP/1.1 "
+            + status
+            + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, host, port)
+    log.info("worker.health_serving", port=port)
+    return server

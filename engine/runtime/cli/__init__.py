@@ -10,9 +10,10 @@ import typer
 
 from engine.runtime.cli import network as network_commands
 from engine.runtime.cli import plan as plan_commands
+from engine.runtime.cli import run as run_commands
 from engine.runtime.cli import server as server_commands
 from engine.runtime.cli import sim as sim_commands
-from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat
+from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat, exit_now
 
 app = typer.Typer(
     name="meshfleet",
@@ -51,8 +52,14 @@ server_commands.register(app)
 sim_commands.register(app)
 plan_commands.register(app)
 network_commands.register(app)
+run_commands.register(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: every command leaves through ``exit_now``."""
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+        exit_now(code if isinstance(code, int) else (0 if code is None else 1))
+    exit_now(0)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import enum
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -18,8 +20,12 @@ from engine.domain.errors import (
     FieldError,
     InvalidInputError,
     MeshfleetError,
+    UnavailableError,
     field_errors_from_pydantic,
 )
+
+if TYPE_CHECKING:
+    from engine.runtime.client import MeshfleetClient
 
 T = TypeVar("T")
 
@@ -66,6 +72,21 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def exit_now(code: int) -> NoReturn:
+    """Exit without interpreter teardown, after the exit handlers and a flush.
+
+    The Temporal client's Rust threads can outlive the event loop and abort a
+    short-lived process while CPython finalizes (temporalio/sdk-python#300:
+    "PyGILState_Release: thread state must be current"), turning a clean exit
+    into SIGABRT. Exit handlers (stopping an embedded server, flushing traces)
+    still run.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr and a non-zero exit."""
     stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
@@ -107,3 +128,23 @@ def run_async(
 ) -> T:
     """``run_command`` for async bodies."""
     return run_command(ctx, lambda: asyncio.run(body()), output)
+
+
+async def with_client(
+    ctx: typer.Context, action: Callable[[MeshfleetClient], Coroutine[Any, Any, T]]
+) -> T:
+    """Connect (never starting a server: work needs a running worker too), act, close."""
+    from engine.runtime.client import MeshfleetClient
+    from engine.runtime.connection import ConnectionSettings, connect
+
+    options = global_options(ctx)
+    settings = ConnectionSettings.resolve(options.address, options.namespace)
+    try:
+        connection = await connect(settings, start_embedded=False)
+    except UnavailableError as error:
+        hint = "" if settings.address else " (start it with: meshfleet server)"
+        raise UnavailableError(f"{error}{hint}") from None
+    try:
+        return await action(MeshfleetClient(connection.client, connection=connection))
+    finally:
+        connection.close()

@@ -12,17 +12,11 @@ rule before it is sent; 1 for an unknown network or an unreachable server.
 
 from __future__ import annotations
 
-import atexit
-import functools
-import os
-import sys
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import typer
 from rich.table import Table
 
-from engine.domain.errors import UnavailableError
 from engine.domain.network import (
     MemberOutcome,
     NetworkDescription,
@@ -36,10 +30,8 @@ from engine.runtime.cli.common import (
     resolve_output,
     run_async,
     stdout,
+    with_client,
 )
-from engine.runtime.cli.server import settings_from
-from engine.runtime.client import MeshfleetClient
-from engine.runtime.connection import connect
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -58,49 +50,6 @@ _OUTCOME_STYLE = {
     MemberOutcome.REJECTED: "red",
     MemberOutcome.FAILED: "red",
 }
-
-
-def _exit_now(code: int) -> NoReturn:
-    """Exit without interpreter teardown, after the exit handlers and a flush.
-
-    The Temporal client's Rust threads can outlive the event loop and abort a
-    short-lived process while CPython finalizes (temporalio/sdk-python#300:
-    "PyGILState_Release: thread state must be current"), turning a clean exit
-    into SIGABRT. Exit handlers (stopping an embedded server, flushing traces)
-    still run.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
-    os._exit(code)
-
-
-def _exits_hard(command: Callable[P, None]) -> Callable[P, None]:
-    """Run a command, then leave through :func:`_exit_now` with its exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-        except typer.Exit as done:
-            _exit_now(done.exit_code)
-        _exit_now(0)
-
-    return wrapper
-
-
-async def _with_client(ctx: typer.Context, action: Callable[[MeshfleetClient], Awaitable[T]]) -> T:
-    """Connect (never starting a server: a network needs a running worker too), act, close."""
-    settings = settings_from(ctx)
-    try:
-        connection = await connect(settings, start_embedded=False)
-    except UnavailableError as error:
-        hint = "" if settings.address else " (start it with: meshfleet server)"
-        raise UnavailableError(f"{error}{hint}") from None
-    try:
-        return await action(MeshfleetClient(connection.client, connection=connection))
-    finally:
-        connection.close()
 
 
 def _print_result(result: OperationResult, output: OutputFormat) -> None:
@@ -229,7 +178,6 @@ def _print_services(report: ServicesReport) -> None:
 
 
 @network_app.command("create")
-@_exits_hard
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The network's name (a Fleet resource name)."),
@@ -240,7 +188,7 @@ def create(
     fmt = resolve_output(ctx, output)
 
     async def body() -> OperationResult | None:
-        return await _with_client(ctx, lambda c: c.create_network(name, member))
+        return await with_client(ctx, lambda c: c.create_network(name, member))
 
     result = run_async(ctx, body, fmt)
     if result is not None:
@@ -252,7 +200,6 @@ def create(
 
 
 @network_app.command("join")
-@_exits_hard
 def join(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The network."),
@@ -263,13 +210,12 @@ def join(
     fmt = resolve_output(ctx, output)
 
     async def body() -> OperationResult:
-        return await _with_client(ctx, lambda c: c.join(name, clusters))
+        return await with_client(ctx, lambda c: c.join(name, clusters))
 
     _print_result(run_async(ctx, body, fmt), fmt)
 
 
 @network_app.command("remove")
-@_exits_hard
 def remove(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The network."),
@@ -280,13 +226,12 @@ def remove(
     fmt = resolve_output(ctx, output)
 
     async def body() -> OperationResult:
-        return await _with_client(ctx, lambda c: c.remove(name, clusters))
+        return await with_client(ctx, lambda c: c.remove(name, clusters))
 
     _print_result(run_async(ctx, body, fmt), fmt)
 
 
 @network_app.command("delete")
-@_exits_hard
 def delete(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The network."),
@@ -297,13 +242,12 @@ def delete(
     fmt = resolve_output(ctx, output)
 
     async def body() -> OperationResult:
-        return await _with_client(ctx, lambda c: c.delete_network(name, force=force))
+        return await with_client(ctx, lambda c: c.delete_network(name, force=force))
 
     _print_result(run_async(ctx, body, fmt), fmt)
 
 
 @network_app.command("show")
-@_exits_hard
 def show(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The network."),
@@ -313,7 +257,7 @@ def show(
     fmt = resolve_output(ctx, output)
 
     async def body() -> NetworkDescription:
-        return await _with_client(ctx, lambda c: c.describe_network(name))
+        return await with_client(ctx, lambda c: c.describe_network(name))
 
     described = run_async(ctx, body, fmt)
     if fmt is OutputFormat.JSON:
@@ -323,7 +267,6 @@ def show(
 
 
 @network_app.command("list")
-@_exits_hard
 def list_(
     ctx: typer.Context,
     output: OutputFormat | None = typer.Option(None, "--output", help=_OUTPUT_HELP),
@@ -332,7 +275,7 @@ def list_(
     fmt = resolve_output(ctx, output)
 
     async def body() -> list[NetworkSummary]:
-        return await _with_client(ctx, lambda c: c.list_networks())
+        return await with_client(ctx, lambda c: c.list_networks())
 
     summaries = run_async(ctx, body, fmt)
     if fmt is OutputFormat.JSON:
@@ -342,7 +285,6 @@ def list_(
 
 
 @network_app.command("services")
-@_exits_hard
 def services(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The network."),
@@ -352,7 +294,7 @@ def services(
     fmt = resolve_output(ctx, output)
 
     async def body() -> ServicesReport:
-        return await _with_client(ctx, lambda c: c.network_services(name))
+        return await with_client(ctx, lambda c: c.network_services(name))
 
     report = run_async(ctx, body, fmt)
     if fmt is OutputFormat.JSON:

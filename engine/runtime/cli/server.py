@@ -10,6 +10,7 @@ import typer
 
 from engine.domain.health import HEALTH_CHECK_WORKFLOW, HealthCheckInput, HealthReport
 from engine.runtime import devserver
+from engine.runtime.backends import BackendKind
 from engine.runtime.cli.common import (
     OutputFormat,
     global_options,
@@ -84,18 +85,42 @@ def worker(
     task_queue: str | None = typer.Option(
         None, help="Task queue (default: $MESHFLEET_TASK_QUEUE or 'meshfleet')."
     ),
+    backend: BackendKind = typer.Option(
+        BackendKind.SIMULATED, help="Fleet backend: simulated (default) or kubernetes."
+    ),
+    access: Path | None = typer.Option(
+        None, help="Access file of the kubernetes backend (contexts, Cluster API references)."
+    ),
+    state_dir: Path | None = typer.Option(
+        None, help="State directory of the simulated fleet (default: $MESHFLEET_STATE_DIR)."
+    ),
+    health_port: int | None = typer.Option(
+        None, help="Serve GET /healthz on 0.0.0.0:PORT (200 while the worker polls)."
+    ),
 ) -> None:
     """Run a meshfleet worker until SIGINT/SIGTERM (start more of them to scale out)."""
+    from engine.runtime.backends import open_backend
     from engine.runtime.telemetry import configure_tracing
-    from engine.runtime.worker import build_worker, run_worker_until_signalled
+    from engine.runtime.worker import build_worker, run_worker_until_signalled, serve_health
 
     async def body() -> None:
         configure_tracing()
+        fleet = open_backend(backend, state_dir=state_dir, access_file=access)
         connection = await connect(settings_from(ctx))
         try:
             queue = task_queue or default_task_queue()
-            stdout.print(f"meshfleet worker polling task queue {queue!r} on {connection.address}")
-            await run_worker_until_signalled(build_worker(connection.client, queue))
+            stdout.print(
+                f"meshfleet worker ({backend.value} backend) polling task queue {queue!r} "
+                f"on {connection.address}"
+            )
+            health = await serve_health(health_port) if health_port else None
+            try:
+                await run_worker_until_signalled(
+                    build_worker(connection.client, queue, backend=fleet)
+                )
+            finally:
+                if health is not None:
+                    health.close()
         finally:
             connection.close()
 

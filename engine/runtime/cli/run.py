@@ -1,0 +1,385 @@
+"""``meshfleet run``: start, watch and steer update runs.
+
+A run is named ``NETWORK/RUN`` (or just ``RUN`` when the name is unique, or
+with ``--network``). Controls are validated by the run itself: a rejected
+control prints the reason, exits 2 and leaves nothing in the run's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from engine.domain.errors import FieldError
+from engine.domain.run import RunStatus, SkipTargetType, State
+from engine.domain.runspec import RunSpec, UpgradeType
+from engine.runtime.cli.common import (
+    OutputFormat,
+    print_json,
+    report_invalid,
+    resolve_output,
+    run_async,
+    stdout,
+    with_client,
+)
+from engine.runtime.client import MeshfleetClient
+from engine.runtime.runs import UpdateRunHandle
+from strategies import load_strategy
+
+run_app = typer.Typer(
+    name="run", help="Staged update runs: start, watch, steer.", no_args_is_help=True
+)
+
+_OUTPUT_HELP = "table or json (overrides the global --output)."
+
+STATE_STYLE = {
+    State.NOT_STARTED: "dim",
+    State.RUNNING: "cyan",
+    State.PENDING: "yellow",
+    State.STOPPING: "yellow",
+    State.STOPPED: "magenta",
+    State.SKIPPED: "dim",
+    State.FAILED: "bold red",
+    State.COMPLETED: "green",
+}
+
+
+def styled(state: State) -> Text:
+    return Text(state.value, style=STATE_STYLE[state])
+
+
+def render_status(status: RunStatus) -> RenderableType:
+    """The run as a person reads it: one header, then stages, groups, members and gates."""
+    target = status.target.kubernetes_version if status.target else "?"
+    cilium = status.target.cilium_version if status.target else "?"
+    members = status.members()
+    finished = sum(1 for _, _, m in members if m.state in (State.COMPLETED, State.SKIPPED))
+    header = Text.assemble(
+        (f"{status.network}/{status.name}", "bold"),
+        f"  Kubernetes {target} (Cilium {cilium})  ",
+        styled(status.state),
+        f"  {finished}/{len(members)} members done",
+    )
+    table = Table(show_header=True, header_style="bold", expand=False, box=None, pad_edge=False)
+    table.add_column("stage / group / member")
+    table.add_column("state")
+    table.add_column("from → to")
+    table.add_column("detail", overflow="fold")
+    for stage in status.stages:
+        wait = stage.after_stage_wait
+        detail = stage.message or ""
+        if wait is not None and wait.state is State.RUNNING and wait.until:
+            detail = f"soak until {wait.until:%H:%M:%S}, {wait.checks} checks ok"
+        table.add_row(
+            Text(stage.name, style="bold"),
+            styled(stage.state),
+            _limits(stage.max_concurrency, stage.failure_count, stage.max_allowed_failures),
+            detail,
+        )
+        for gate in stage.before_gates + stage.after_gates:
+            table.add_row(
+                f"  gate {gate.id}", gate.state.value, gate.kind.value, gate.message or ""
+            )
+        for group in stage.groups:
+            table.add_row(
+                f"  {group.name}",
+                styled(group.state),
+                _limits(group.max_concurrency, group.failure_count, group.max_allowed_failures),
+                group.message or "",
+            )
+            for gate in group.before_gates + group.after_gates:
+                table.add_row(
+                    f"    gate {gate.id}", gate.state.value, gate.kind.value, gate.message or ""
+                )
+            for member in group.members:
+                step = (
+                    f"[{member.step.value}] "
+                    if member.step and member.state is State.RUNNING
+                    else ""
+                )
+                table.add_row(
+                    f"    {member.name}",
+                    styled(member.state),
+                    f"{member.from_.kubernetes_version} → {member.to.kubernetes_version}",
+                    step + (member.message or ""),
+                )
+    parts: list[RenderableType] = [header, table]
+    if status.error:
+        parts.append(Text(f"error: {status.error}", style="red"))
+    return Group(*parts)
+
+
+def _limits(limit: int, failures: int, budget: int) -> str:
+    return f"limit {limit}, failures {failures}/{budget}"
+
+
+def _print_status(status: RunStatus, output: OutputFormat) -> None:
+    if output is OutputFormat.JSON:
+        print_json(status.to_json_dict())
+    else:
+        stdout.print(render_status(status))
+
+
+async def watch_live(handle: UpdateRunHandle) -> RunStatus:
+    """A live view until the run finishes; the final status."""
+    final: RunStatus | None = None
+    with Live(console=stdout, refresh_per_second=4, transient=False) as live:
+        async for status in handle.watch():
+            live.update(render_status(status))
+            final = status
+    assert final is not None
+    return final
+
+
+def _exit_for(status: RunStatus) -> None:
+    """0 when Completed, 1 when Failed or Stopped."""
+    if status.state in (State.FAILED, State.STOPPED):
+        raise typer.Exit(1)
+
+
+@run_app.command("start")
+def start(
+    ctx: typer.Context,
+    network: str = typer.Option(..., help="The network to update."),
+    strategy: Path | None = typer.Option(
+        None, help="Strategy file (native YAML/JSON or Azure Fleet JSON); none = one by one."
+    ),
+    target: str | None = typer.Option(None, help="Target Kubernetes version, e.g. 1.33."),
+    upgrade_type: UpgradeType = typer.Option(UpgradeType.FULL, help="Full or ControlPlaneOnly."),
+    name: str | None = typer.Option(None, help="Run name (default: run-<date>-<time>-<random>)."),
+    allow_multi_minor: bool = typer.Option(
+        False, help="Allow a jump of several minors as consecutive one-minor hops."
+    ),
+    catalog: Path | None = typer.Option(None, help="Release catalog overriding the bundled one."),
+    wait: bool = typer.Option(False, help="Watch the run live until it finishes."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Start an update run of NETWORK to --target under --strategy."""
+    out = resolve_output(ctx, output)
+
+    async def body(client: MeshfleetClient) -> None:
+        spec = RunSpec(
+            name=name,
+            network=network,
+            kubernetes_version=target,
+            upgrade_type=upgrade_type,
+            strategy=load_strategy(strategy) if strategy else None,
+            allow_multi_minor=allow_multi_minor,
+        )
+        handle = await client.start_update_run(spec, catalog_file=catalog)
+        if not wait:
+            if out is OutputFormat.JSON:
+                print_json({"run": handle.ref, "workflowId": handle.workflow_id})
+            else:
+                stdout.print(f"started update run {handle.ref}")
+                stdout.print(f"  watch it:  meshfleet run watch {handle.ref}")
+            return
+        final = await (handle.result() if out is OutputFormat.JSON else watch_live(handle))
+        if out is OutputFormat.JSON:
+            print_json(final.to_json_dict())
+        _exit_for(final)
+
+    if target is None and upgrade_type is not UpgradeType.NODE_IMAGE_ONLY:
+        problem = FieldError(path="--target", message="a target version is required")
+        report_invalid([problem], out, None)
+    run_async(ctx, lambda: with_client(ctx, body), out)
+
+
+@run_app.command("status")
+def status_command(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    network: str | None = typer.Option(
+        None, help="The run's network, when RUN alone is ambiguous."
+    ),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Show a run's stages, groups, members and gates."""
+    out = resolve_output(ctx, output)
+
+    async def body(client: MeshfleetClient) -> None:
+        handle = await client.get_update_run(run, network)
+        _print_status(await handle.status(), out)
+
+    run_async(ctx, lambda: with_client(ctx, body), out)
+
+
+@run_app.command("watch")
+def watch(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    network: str | None = typer.Option(None, help="The run's network."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Follow a run live until it finishes (JSON: one status per line on each change)."""
+    out = resolve_output(ctx, output)
+
+    async def body(client: MeshfleetClient) -> None:
+        handle = await client.get_update_run(run, network)
+        if out is OutputFormat.JSON:
+            final: RunStatus | None = None
+            async for status in handle.watch():
+                print(status.model_dump_json(by_alias=True, exclude_none=True), flush=True)
+                final = status
+            assert final is not None
+        else:
+            final = await watch_live(handle)
+        _exit_for(final)
+
+    run_async(ctx, lambda: with_client(ctx, body), out)
+
+
+def _control_command(
+    ctx: typer.Context,
+    run: str,
+    network: str | None,
+    output: OutputFormat | None,
+    act: Callable[[UpdateRunHandle], Awaitable[RunStatus]],
+) -> None:
+    out = resolve_output(ctx, output)
+
+    async def body(client: MeshfleetClient) -> None:
+        handle = await client.get_update_run(run, network)
+        status = await act(handle)
+        if out is OutputFormat.JSON:
+            print_json(status.to_json_dict())
+        else:
+            record = status.controls[-1]
+            what = record.action.value + (f" ({record.details})" if record.details else "")
+            stdout.print(f"{handle.ref}: {what} accepted; the run is {status.state.value}")
+
+    run_async(ctx, lambda: with_client(ctx, body), out)
+
+
+@run_app.command("approve")
+def approve(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    gate: str = typer.Argument(..., help="Gate id (see 'run status') or its unique display name."),
+    comment: str | None = typer.Option(None, help="Recorded with the approval."),
+    network: str | None = typer.Option(None, help="The run's network."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Approve a waiting gate (Approval, or a ScheduledStart early)."""
+    _control_command(ctx, run, network, output, lambda h: h.approve(gate, comment))
+
+
+@run_app.command("stop")
+def stop(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    reason: str = typer.Option(..., help="Why (recorded)."),
+    network: str | None = typer.Option(None, help="The run's network."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Start nothing new; members in flight finish; the run ends Stopped."""
+    _control_command(ctx, run, network, output, lambda h: h.stop(reason))
+
+
+@run_app.command("resume")
+def resume(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    reason: str | None = typer.Option(None, help="Why (recorded)."),
+    network: str | None = typer.Option(None, help="The run's network."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Continue a Stopped or Failed run where it left off."""
+    _control_command(ctx, run, network, output, lambda h: h.resume(reason))
+
+
+@run_app.command("skip")
+def skip(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    member: list[str] = typer.Option([], "--member", help="Member to skip (repeatable)."),
+    group: list[str] = typer.Option([], "--group", help="Group to skip (repeatable)."),
+    stage: list[str] = typer.Option([], "--stage", help="Stage to skip (repeatable)."),
+    after_stage_wait: list[str] = typer.Option(
+        [], "--after-stage-wait", help="Stage whose soak to skip (repeatable)."
+    ),
+    reason: str | None = typer.Option(None, help="Why (recorded)."),
+    network: str | None = typer.Option(None, help="The run's network."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Skip members, groups, stages or after-stage waits."""
+    targets = (
+        [(SkipTargetType.MEMBER, n) for n in member]
+        + [(SkipTargetType.GROUP, n) for n in group]
+        + [(SkipTargetType.STAGE, n) for n in stage]
+        + [(SkipTargetType.AFTER_STAGE_WAIT, n) for n in after_stage_wait]
+    )
+    if not targets:
+        problem = "name at least one --member, --group, --stage or --after-stage-wait"
+        out = resolve_output(ctx, output)
+        report_invalid([FieldError(path="targets", message=problem)], out, None)
+    _control_command(ctx, run, network, output, lambda h: h.skip(targets, reason))
+
+
+@run_app.command("retry")
+def retry(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    member: list[str] = typer.Option([], "--member", help="Failed member to retry (default: all)."),
+    reason: str | None = typer.Option(None, help="Why (recorded)."),
+    network: str | None = typer.Option(None, help="The run's network."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """Upgrade failed members again, with the same settings."""
+    _control_command(ctx, run, network, output, lambda h: h.retry(member, reason))
+
+
+@run_app.command("list")
+def list_command(
+    ctx: typer.Context,
+    network: str | None = typer.Option(None, help="Only runs of this network."),
+    state: State | None = typer.Option(None, help="Only runs in this state."),
+    output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
+) -> None:
+    """List runs (newest first) through the Web UI's search attributes."""
+    out = resolve_output(ctx, output)
+
+    async def body(client: MeshfleetClient) -> None:
+        found = await client.list_runs(network, state)
+        if out is OutputFormat.JSON:
+            print_json(
+                [
+                    {
+                        "run": r.ref,
+                        "network": r.network,
+                        "name": r.name,
+                        "state": r.state,
+                        "stage": r.stage,
+                        "target": r.target,
+                        "started": r.started.isoformat() if r.started else None,
+                    }
+                    for r in found
+                ]
+            )
+            return
+        table = Table("run", "state", "stage", "target", "started", box=None)
+        for r in found:
+            table.add_row(
+                r.ref,
+                r.state or "",
+                r.stage or "",
+                r.target or "",
+                f"{r.started:%Y-%m-%d %H:%M}" if r.started else "",
+            )
+        stdout.print(table if found else "no update runs")
+
+    run_async(ctx, lambda: with_client(ctx, body), out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``meshfleet run ...`` to the main app."""
+    app.add_typer(run_app)
+
+
+__all__ = ["register", "render_status", "watch_live"]
