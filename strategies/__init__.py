@@ -18,6 +18,11 @@ from strategies.concurrency import (
     parse_failures,
     stage_concurrency,
 )
+from strategies.fleet_windows import (
+    fleet_window_end,
+    fleet_window_next_opening,
+    fleet_window_open,
+)
 from strategies.formats import (
     FleetExport,
     StrategyFormat,
@@ -67,6 +72,9 @@ __all__ = [
     "detect_format",
     "failure_budget",
     "find_cycles",
+    "fleet_window_end",
+    "fleet_window_next_opening",
+    "fleet_window_open",
     "group_concurrency",
     "is_open",
     "load_catalog",
