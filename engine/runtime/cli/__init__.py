@@ -12,6 +12,7 @@ from engine.runtime.cli import network as network_commands
 from engine.runtime.cli import plan as plan_commands
 from engine.runtime.cli import run as run_commands
 from engine.runtime.cli import server as server_commands
+from engine.runtime.cli import setup as setup_commands
 from engine.runtime.cli import sim as sim_commands
 from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat, exit_now
 
@@ -52,6 +53,7 @@ server_commands.register(app)
 sim_commands.register(app)
 plan_commands.register(app)
 network_commands.register(app)
+setup_commands.register(app)
 run_commands.register(app)
 
 

@@ -1,0 +1,65 @@
+"""Fixtures for the deploy/ tests: the repository's deploy files, parsed, and fresh namespaces.
+
+The manifest and compose tests read files only; the setup tests use the
+session's embedded server (``tests/conftest.py``) and register a namespace of
+their own on it, so they see a namespace that lacks meshfleet's search
+attributes the way a team's new Temporal cluster does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
+from temporalio.client import Client
+
+from engine.runtime import devserver
+from engine.runtime.connection import ConnectionSettings, connect_client
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+COMPOSE = DEPLOY / "compose"
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    """Every YAML document of a file (empty ones dropped), each a mapping."""
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    for doc in documents:
+        assert isinstance(doc, dict), f"{path}: a document is not a mapping"
+    return documents
+
+
+NamespaceFactory = Callable[[], Coroutine[Any, Any, Client]]
+
+
+@pytest.fixture
+def fresh_namespace(temporal_server: devserver.EmbeddedServer) -> NamespaceFactory:
+    """Register a new namespace on the session server; a client bound to it."""
+
+    async def register() -> Client:
+        name = f"setup-{uuid.uuid4().hex[:10]}"
+        settings = ConnectionSettings(address=temporal_server.address, namespace=name)
+        client = await connect_client(temporal_server.address, settings)
+        await client.workflow_service.register_namespace(
+            RegisterNamespaceRequest(
+                namespace=name, workflow_execution_retention_period=Duration(seconds=86400)
+            )
+        )
+        for _ in range(50):  # registration is synchronous; this only guards slow disks
+            described = await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=name)
+            )
+            if described.namespace_info.name == name:
+                break
+            await asyncio.sleep(0.1)
+        return client
+
+    return register
