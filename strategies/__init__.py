@@ -10,6 +10,13 @@ the client call the loaders.
 """
 
 from strategies.catalog import ReleaseCatalog, bundled_catalog, load_catalog, parse_catalog
+from strategies.channels import (
+    ChannelError,
+    ChannelResolution,
+    channel_minor,
+    resolve_channel,
+    with_start_gate,
+)
 from strategies.concurrency import (
     Quantity,
     failure_budget,
@@ -54,6 +61,8 @@ from strategies.windows import (
 )
 
 __all__ = [
+    "ChannelError",
+    "ChannelResolution",
     "CycleError",
     "FleetExport",
     "LabelSelector",
@@ -67,6 +76,7 @@ __all__ = [
     "VersionPathError",
     "WindowPriority",
     "bundled_catalog",
+    "channel_minor",
     "current_opening_end",
     "default_strategy",
     "detect_format",
@@ -89,6 +99,7 @@ __all__ = [
     "place_members",
     "plan",
     "plan_hash",
+    "resolve_channel",
     "resolve_dependencies",
     "skew_problems",
     "stage_concurrency",
@@ -98,4 +109,5 @@ __all__ = [
     "validate_strategy",
     "version_path",
     "window_priority",
+    "with_start_gate",
 ]

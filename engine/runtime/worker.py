@@ -19,11 +19,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.auto_upgrade import AutoUpgradeActivities
 from activities.health import health_check
 from activities.network import NetworkActivities
 from activities.update import UpdateActivities
 from engine.domain.backend import FleetBackend
 from engine.runtime import settings
+from engine.runtime.runs import start_update_run
+from workflows.auto_upgrade import AutoUpgradeWorkflow
 from workflows.health import HealthCheckWorkflow
 from workflows.member_update import MemberUpdateWorkflow
 from workflows.network import NetworkWorkflow
@@ -40,14 +43,21 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 def all_workflows() -> list[type[Any]]:
     """Every workflow meshfleet runs."""
-    return [HealthCheckWorkflow, UpdateRunWorkflow, MemberUpdateWorkflow, NetworkWorkflow]
+    return [
+        HealthCheckWorkflow,
+        UpdateRunWorkflow,
+        MemberUpdateWorkflow,
+        NetworkWorkflow,
+        AutoUpgradeWorkflow,
+    ]
 
 
 def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., Any]]:
     """Every activity meshfleet runs, bound to the backend and the Temporal client."""
     update = UpdateActivities(backend, client)
     network = NetworkActivities(backend, poll_interval=settings.poll_interval())
-    return [health_check, *update.all(), *network.all()]
+    auto_upgrade = AutoUpgradeActivities(backend, client, start_update_run)
+    return [health_check, *update.all(), *network.all(), *auto_upgrade.all()]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
