@@ -68,7 +68,8 @@ from engine.domain.network import (
 )
 from engine.domain.run import RunTimings, State
 from engine.domain.runspec import RunSpec
-from engine.runtime import runs
+from engine.domain.schedule import AutoUpgradeProfile, ProfileStatus
+from engine.runtime import runs, schedules
 from engine.runtime import settings as runtime_settings
 from engine.runtime.connection import Connection, ConnectionSettings, connect
 from engine.runtime.runs import UpdateRunHandle
@@ -336,3 +337,33 @@ class MeshfleetClient:
     ) -> list[runs.RunSummary]:
         """Runs, newest first, through the search attributes the Web UI uses too."""
         return await runs.list_runs(self.temporal, network, state)
+
+    # --- schedules (auto-upgrade profiles; engine/runtime/schedules.py) ---
+
+    async def create_schedule(self, profile: AutoUpgradeProfile) -> ProfileStatus:
+        """Create the profile's Temporal Schedule (``autoupgrade/<name>``)."""
+        return await schedules.create_profile(self.temporal, self.task_queue, profile)
+
+    async def list_schedules(self) -> list[ProfileStatus]:
+        """Every profile with its next action times and last trigger."""
+        return await schedules.list_profiles(self.temporal)
+
+    async def show_schedule(self, name: str) -> ProfileStatus:
+        """One profile: its schedule's state, next action times and last trigger."""
+        return await schedules.describe_profile(self.temporal, name)
+
+    async def pause_schedule(self, name: str, note: str | None = None) -> ProfileStatus:
+        """Stop the schedule from firing until unpaused."""
+        return await schedules.pause_profile(self.temporal, name, note)
+
+    async def unpause_schedule(self, name: str, note: str | None = None) -> ProfileStatus:
+        """Let the schedule fire again at the next opening."""
+        return await schedules.unpause_profile(self.temporal, name, note)
+
+    async def trigger_schedule(self, name: str) -> ProfileStatus:
+        """Fire the schedule now and return the status once that trigger has finished."""
+        return await schedules.trigger_profile(self.temporal, name)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete the schedule (runs it created are not touched)."""
+        await schedules.delete_profile(self.temporal, name)

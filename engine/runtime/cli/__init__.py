@@ -11,6 +11,7 @@ import typer
 from engine.runtime.cli import network as network_commands
 from engine.runtime.cli import plan as plan_commands
 from engine.runtime.cli import run as run_commands
+from engine.runtime.cli import schedule as schedule_commands
 from engine.runtime.cli import server as server_commands
 from engine.runtime.cli import setup as setup_commands
 from engine.runtime.cli import sim as sim_commands
@@ -55,6 +56,7 @@ plan_commands.register(app)
 network_commands.register(app)
 setup_commands.register(app)
 run_commands.register(app)
+schedule_commands.register(app)
 
 
 def main() -> None:
