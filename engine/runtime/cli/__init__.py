@@ -15,6 +15,7 @@ from engine.runtime.cli import schedule as schedule_commands
 from engine.runtime.cli import server as server_commands
 from engine.runtime.cli import setup as setup_commands
 from engine.runtime.cli import sim as sim_commands
+from engine.runtime.cli import simulate as simulate_commands
 from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat, exit_now
 
 app = typer.Typer(
@@ -57,6 +58,7 @@ network_commands.register(app)
 setup_commands.register(app)
 run_commands.register(app)
 schedule_commands.register(app)
+simulate_commands.register(app)
 
 
 def main() -> None:

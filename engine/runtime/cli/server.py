@@ -175,25 +175,9 @@ def healthcheck(
     run_async(ctx, body)
 
 
-def demo(ctx: typer.Context) -> None:
-    """Start the embedded server (unless one is configured) and prove the plumbing works."""
-
-    async def body() -> None:
-        report, ui_url = await run_health_check(ctx, "meshfleet demo")
-        stdout.print("meshfleet demo: started (or reused) the Temporal server, ran a worker in")
-        stdout.print("this process, and ran the HealthCheck workflow through it:")
-        stdout.print(f"  answered by {report.worker_identity} on task queue {report.task_queue}")
-        if ui_url:
-            stdout.print(f"  the run is listed in the Web UI at {ui_url} while a server runs")
-            stdout.print("  (start one that stays up with: meshfleet server)")
-
-    run_async(ctx, body)
-
-
 def register(app: typer.Typer) -> None:
     """Add these commands to the main app."""
     app.command()(server)
     app.command()(worker)
     app.command()(version)
     app.command()(healthcheck)
-    app.command()(demo)

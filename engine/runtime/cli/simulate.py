@@ -1,0 +1,310 @@
+"""``meshfleet simulate`` and ``meshfleet demo``: a whole update run on a simulated fleet.
+
+``simulate`` rehearses the user's own strategy on a model of their fleet;
+``demo`` is the same with a bundled fleet and strategy. The logic lives in
+``engine.runtime.simulate``; this module parses flags and shows progress:
+a live view on a terminal, plain lines otherwise, and nothing but the report
+on stdout with ``--output json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import signal
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from engine.domain.run import RunStatus, State
+from engine.runtime import devserver
+from engine.runtime.cli.common import (
+    OutputFormat,
+    global_options,
+    print_json,
+    resolve_output,
+    run_async,
+    stderr,
+    stdout,
+)
+from engine.runtime.cli.run import render_status, watch_live
+from engine.runtime.connection import ConnectionSettings
+from engine.runtime.demo import FLEET, STRATEGY, TARGET, demo_file
+from engine.runtime.runs import UpdateRunHandle
+from engine.runtime.settings import state_dir as default_state_dir
+from engine.runtime.simulate import (
+    Observer,
+    Rehearsal,
+    RehearsalEvents,
+    RehearsalResult,
+    prepare_rehearsal,
+    rehearse,
+)
+
+#: How long the demo's approval gate stays open before the demo approves it.
+DEMO_APPROVAL_PAUSE = dt.timedelta(seconds=5)
+
+
+class _Events(RehearsalEvents):
+    """Notes go to stdout, or to stderr when stdout carries the JSON report."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[dim]·[/] {text}", highlight=False)
+
+    def gate_waiting(self, gate_id: str, display_name: str, command: str) -> None:
+        self.console.print(
+            f"[bold yellow]gate {gate_id} ({display_name}) is waiting for approval;[/] "
+            f"approve it with:\n  {command}",
+            highlight=False,
+        )
+
+
+async def print_progress_lines(handle: UpdateRunHandle) -> RunStatus:
+    """Without a terminal: one plain line per change of the run, a stage or a member."""
+    seen: dict[str, str] = {}
+    final: RunStatus | None = None
+
+    def line(key: str, text: str, state: str) -> None:
+        before = seen.get(key)
+        seen[key] = state
+        if before != state and not (before is None and state == State.NOT_STARTED.value):
+            stdout.print(text, highlight=False, markup=False)
+
+    async for status in handle.watch():
+        final = status
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        line("run", f"{stamp} run {handle.ref}: {status.state.value}", status.state.value)
+        for stage in status.stages:
+            line(f"s/{stage.name}", f"{stamp} stage {stage.name}: {stage.state.value}", stage.state)
+            wait = stage.after_stage_wait
+            if wait is not None:
+                soak = f"{stamp} soak after {stage.name} ({wait.seconds}s): {wait.state.value}"
+                line(f"w/{stage.name}", soak, wait.state.value)
+            for gate in stage.before_gates + stage.after_gates:
+                line(f"g/{gate.id}", f"{stamp} gate {gate.id}: {gate.state.value}", gate.state)
+            for group in stage.groups:
+                for member in group.members:
+                    detail = f" ({member.message})" if member.message else ""
+                    line(
+                        f"m/{member.name}",
+                        f"{stamp}   {member.name}: {member.state.value}{detail}",
+                        f"{member.state.value}{detail}",
+                    )
+    assert final is not None
+    return final
+
+
+async def _silently(handle: UpdateRunHandle) -> RunStatus:
+    return await handle.result()
+
+
+def _observer(output: OutputFormat) -> Observer:
+    if output is OutputFormat.JSON:
+        return _silently
+    return watch_live if stdout.is_terminal else print_progress_lines
+
+
+def print_summary(result: RehearsalResult, shown_live: bool) -> None:
+    """The end of a rehearsal, for a person: final status, members at the target, the link."""
+    status = result.status
+    if not shown_live:
+        stdout.print(render_status(status))
+    members = status.members()
+    target = status.target.kubernetes_version if status.target else "?"
+    cilium = status.target.cilium_version if status.target else "?"
+    done = [m for _, _, m in members if m.state in (State.COMPLETED, State.SKIPPED)]
+    failed = [m for _, _, m in members if m.state is State.FAILED]
+    style = "green" if status.state is State.COMPLETED else "bold red"
+    stdout.print()
+    stdout.print(f"[{style}]run {status.network}/{status.name}: {status.state.value}[/]")
+    stdout.print(
+        f"  {len(done)}/{len(members)} members at Kubernetes {target} (Cilium {cilium})",
+        highlight=False,
+    )
+    for member in failed:
+        stdout.print(f"  [red]failed[/] {member.name}: {member.message}", highlight=False)
+    if status.start_time and status.completed_time:
+        took = (status.completed_time - status.start_time).total_seconds()
+        stdout.print(f"  took {took:.1f}s", highlight=False)
+    report = result.report
+    violations = report["violations"]
+    stdout.print(
+        f"  continuity violations: {len(violations)}; "
+        f"workflows: {report['history']['workflows']}, "
+        f"largest history: {report['history']['maxEvents']} events",
+        highlight=False,
+    )
+    for note in result.notes:
+        stdout.print(f"  note: {note}", highlight=False)
+    if result.ui_url:
+        stdout.print(f"  Web UI: {result.ui_url}", highlight=False)
+
+
+async def _until_interrupted() -> None:
+    """Wait for Ctrl-C (or SIGTERM) without turning it into an error."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _in_a_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _run(
+    ctx: typer.Context,
+    output: OutputFormat,
+    prepare: RehearsalFactory,
+    report_file: Path | None,
+    keep_up: bool,
+) -> None:
+    options = global_options(ctx)
+    console = stderr if output is OutputFormat.JSON else stdout
+
+    async def body() -> int:
+        rehearsal = prepare()
+        settings = ConnectionSettings.resolve(options.address, options.namespace)
+        devserver.install_signal_handlers()
+
+        async def afterwards(result: RehearsalResult) -> None:
+            if report_file is not None:
+                text = json.dumps(result.report, indent=2) + "\n"
+                await asyncio.to_thread(report_file.write_text, text)
+            if output is OutputFormat.JSON:
+                print_json(result.report)
+            else:
+                print_summary(result, shown_live=stdout.is_terminal)
+                if report_file is not None:
+                    stdout.print(f"  report: {report_file}", highlight=False)
+            if keep_up and result.ui_url:
+                console.print(
+                    "The server and the worker stay up for inspection in the Web UI; "
+                    "press Ctrl-C to stop.",
+                    highlight=False,
+                )
+                await _until_interrupted()
+
+        result = await rehearse(
+            rehearsal,
+            settings,
+            default_state_dir(),
+            observe=_observer(output),
+            events=_Events(console),
+            afterwards=afterwards,
+        )
+        return result.exit_code
+
+    code = run_async(ctx, body, output)
+    if code:
+        raise typer.Exit(code)
+
+
+class RehearsalFactory:
+    """Builds the rehearsal inside the command's error handling (so bad input exits 2)."""
+
+    def __init__(
+        self,
+        fleet: Path,
+        strategy: Path,
+        target: str,
+        network: str | None,
+        time_scale: float | None,
+        approve_all: bool,
+        approve_after: dt.timedelta = dt.timedelta(0),
+    ) -> None:
+        self.args = (fleet, strategy, target)
+        self.network = network
+        self.time_scale = time_scale
+        self.approve_all = approve_all
+        self.approve_after = approve_after
+
+    def __call__(self) -> Rehearsal:
+        return prepare_rehearsal(
+            *self.args,
+            network=self.network,
+            time_scale=self.time_scale,
+            approve_all=self.approve_all,
+            approve_after=self.approve_after,
+        )
+
+
+def simulate(
+    ctx: typer.Context,
+    fleet: Path = typer.Option(..., "--fleet", help="A SimulatedFleet file: your fleet's model."),
+    strategy: Path = typer.Option(
+        ..., "--strategy", help="Strategy file: native YAML/JSON or Azure Fleet JSON."
+    ),
+    target: str = typer.Option(..., "--target", help="Target Kubernetes version (1.33)."),
+    network: str | None = typer.Option(
+        None, "--network", help="Network of the fleet file to update (default: its only one)."
+    ),
+    report: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
+    approve_all: bool = typer.Option(
+        False, "--approve-all", help="Approve every Approval gate as it opens (unattended)."
+    ),
+    time_scale: float | None = typer.Option(
+        None,
+        "--time-scale",
+        help="Real seconds per simulated second for operations and soaks "
+        "(default: the fleet file's timeScale; 0 = instant).",
+    ),
+    output: OutputFormat | None = typer.Option(
+        None, "--output", help="table or json (json: only the report on stdout)."
+    ),
+) -> None:
+    """Rehearse an update run of a simulated fleet, start to end, and report what happened.
+
+    Exit code 0 when the run Completed, 1 when it Failed or Stopped, 2 for invalid input.
+    """
+    out = resolve_output(ctx, output)
+    factory = RehearsalFactory(fleet, strategy, target, network, time_scale, approve_all)
+    _run(ctx, out, factory, report, keep_up=False)
+
+
+def demo(
+    ctx: typer.Context,
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Exit at once at the end instead of keeping the server up."
+    ),
+    time_scale: float | None = typer.Option(
+        None, "--time-scale", help="Override the demo's time scale (0.02 by default)."
+    ),
+    report: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
+    output: OutputFormat | None = typer.Option(None, "--output", help="table or json."),
+) -> None:
+    """A staged update of a 14-cluster ClusterMesh on a simulated fleet, in about two minutes.
+
+    Canaries first, an approval (approved after a short pause), Europe and the
+    Americas in parallel, then Asia-Pacific with a soak. In a terminal the
+    server stays up for the Web UI until Ctrl-C (--no-wait to exit at once).
+    """
+    out = resolve_output(ctx, output)
+    factory = RehearsalFactory(
+        demo_file(FLEET),
+        demo_file(STRATEGY),
+        TARGET,
+        None,
+        time_scale,
+        approve_all=True,
+        approve_after=DEMO_APPROVAL_PAUSE,
+    )
+    keep_up = not no_wait and _in_a_terminal()
+    _run(ctx, out, factory, report, keep_up=keep_up)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``meshfleet simulate`` and ``meshfleet demo`` to the main app."""
+    app.command()(simulate)
+    app.command()(demo)
