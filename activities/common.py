@@ -52,8 +52,8 @@ async def classified() -> AsyncIterator[None]:
     """Run the body; re-raise anything but cancellation as a classified ApplicationError."""
     try:
         yield
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, ApplicationError):
+        raise  # already classified (an ApplicationError must never become its own cause)
     except Exception as error:
         raise to_application_error(error) from error
 

@@ -188,11 +188,13 @@ class UpdateRunWorkflow:
         )
         #: Member name -> (stage, group) for members whose child workflow runs now.
         self._in_flight: dict[str, tuple[str, str]] = {}
-        #: Member name -> the completion count when it was deferred (retry after the next).
+        #: Member name -> the completion count when its deferred attempt was launched: it
+        #: is tried again once anything completed since (what it waited for may be gone).
         self._deferred: dict[str, int] = {}
+        #: Member name -> the completion count at its latest launch.
+        self._launched_at: dict[str, int] = {}
         self._completions = 0
         self._changes = 0
-        self._wake = False
         self._failed_reason: str | None = None
 
     # --- queries and controls -------------------------------------------------------------
@@ -331,8 +333,10 @@ class UpdateRunWorkflow:
         if status.state is State.NOT_STARTED:
             status.start_time = workflow.now()
             self._record(ControlAction.START, None, "run created")
-            await self._prepare()
         while True:
+            if not status.state.finished and self._state.plan is None:
+                # First start, or a resume after the plan was rejected: plan (again).
+                await self._prepare()
             if not status.state.finished:
                 if not self._state.holding_network:
                     await self._acquire()
@@ -340,9 +344,14 @@ class UpdateRunWorkflow:
                     await self._execute()
             await self._release()
             self._publish()
-            self._wake = False
+            # Resume and retry reopen the run by making its state unfinished again; a
+            # control that arrived while we were releasing is seen here too.
             try:
-                await workflow.wait_condition(lambda: self._wake, timeout=request.timings.linger)
+                await workflow.wait_condition(
+                    lambda: not status.state.finished,
+                    timeout=request.timings.linger,
+                    timeout_summary="open for resume and retry",
+                )
             except TimeoutError:
                 break
             if workflow.info().is_continue_as_new_suggested():
@@ -777,6 +786,7 @@ class UpdateRunWorkflow:
         member.pending_until = None
         member.message = None
         self._in_flight[member.name] = (stage.name, group.name)
+        self._launched_at[member.name] = self._completions
         self._bump()
 
     async def _update_member(
@@ -819,7 +829,7 @@ class UpdateRunWorkflow:
         member.message = result.message
         if result.outcome is MemberOutcome.DEFERRED:
             member.state = State.PENDING
-            self._deferred[member.name] = self._completions
+            self._deferred[member.name] = self._launched_at[member.name]
         else:
             member.state = {
                 MemberOutcome.COMPLETED: State.COMPLETED,
@@ -901,7 +911,6 @@ class UpdateRunWorkflow:
                     wait.state = State.NOT_STARTED
         status.state = State.RUNNING
         status.error = None
-        self._wake = True
         self._bump()
 
     def _record(
