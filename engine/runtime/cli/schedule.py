@@ -169,7 +169,7 @@ def list_command(
                 s.profile.network,
                 s.profile.channel.value,
                 "paused" if s.paused else "active",
-                ", ".join(_when(t) for t in s.next_action_times[:2]) or "-",
+                "\n".join(_when(t) for t in s.next_action_times[:2]) or "-",
                 last,
             )
         stdout.print(table)
