@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, ScheduleIntervalSpec, ScheduleSpec
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleSpec,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from activities.auto_upgrade import AutoUpgradeActivities
 from activities.backends.simulated import SimulatedFleetBackend
@@ -42,8 +49,9 @@ from engine.domain.schedule import (
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.runs import UpdateRunHandle, find_run, start_update_run
 from engine.runtime.schedules import build_schedule
-from engine.runtime.worker import build_worker
+from engine.runtime.worker import build_worker, workflow_runner
 from tests.runs.harness import TIMINGS, Cluster, create_network, fleet_document, strategy
+from workflows.auto_upgrade import AutoUpgradeWorkflow
 
 UTC = dt.UTC
 
@@ -244,6 +252,19 @@ async def test_one_minor_behind_creates_one_run_and_a_second_trigger_returns_it(
 
         await eventually(waiting_at_start)
         assert all(m.state is State.NOT_STARTED for _, _, m in (await handle.status()).members())
+
+        # Both triggers replay deterministically from their recorded histories.
+        described = await client.get_schedule_handle(schedule_id(profile.name)).describe()
+        replayer = Replayer(
+            workflows=[AutoUpgradeWorkflow],
+            data_converter=pydantic_data_converter,
+            workflow_runner=workflow_runner(),
+        )
+        for action in described.info.recent_actions:
+            started = action.action
+            assert isinstance(started, ScheduleActionExecutionStartWorkflow)
+            history = await client.get_workflow_handle(started.workflow_id).fetch_history()
+            await replayer.replay_workflow(history)
 
 
 async def test_a_started_run_takes_the_members_to_the_target(
