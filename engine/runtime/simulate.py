@@ -483,9 +483,7 @@ async def rehearse(
             events.note(f"Web UI: {place.ui_url}")
         if place.embedded is None:
             # A shared server may hold a network of that name (even a real one): never touch it.
-            rehearsal = dataclasses.replace(
-                rehearsal, network=f"{rehearsal.network[:50]}-sim-{uuid.uuid4().hex[:6]}"
-            )
+            rehearsal = _renamed(rehearsal, f"{rehearsal.network[:50]}-sim-{uuid.uuid4().hex[:6]}")
         world_dir = (place.private_dir or state_dir / "simulate") / f"world-{uuid.uuid4().hex[:8]}"
         backend = SimulatedFleetBackend(world_dir)
         await asyncio.to_thread(backend.load, rehearsal.fleet, reset=True)
@@ -505,6 +503,19 @@ async def rehearse(
         place.close()
 
 
+def _renamed(rehearsal: Rehearsal, network: str) -> Rehearsal:
+    """The same rehearsal with its network under another name (in the fleet file too)."""
+    fleet = rehearsal.fleet
+    networks = [
+        n.model_copy(update={"name": network}) if n.name == rehearsal.network else n
+        for n in fleet.spec.networks
+    ]
+    spec = fleet.spec.model_copy(update={"networks": networks})
+    return dataclasses.replace(
+        rehearsal, network=network, fleet=fleet.model_copy(update={"spec": spec})
+    )
+
+
 async def _run(
     rehearsal: Rehearsal,
     place: Place,
@@ -518,13 +529,19 @@ async def _run(
         rehearsal.members,
         settings=NetworkSettings(mesh_ready_timeout=dt.timedelta(minutes=10)),
     )
-    if joined is not None:
-        left_out = [m for m in joined.members if m.outcome.value != "joined"]
-        for member in left_out:
-            events.note(
-                f"{member.cluster} did not join {rehearsal.network}: "
-                f"{member.outcome.value} {member.message or ''}".rstrip()
-            )
+    left_out = [m for m in (joined.members if joined else []) if m.outcome.value != "joined"]
+    if left_out:
+        # The fleet breaks a membership rule: the rehearsal of this network is meaningless.
+        raise InvalidInputError(
+            [
+                FieldError(
+                    path=member.cluster,
+                    message=f"did not join network {rehearsal.network} ({member.outcome.value}): "
+                    + (member.message or (member.rule.value if member.rule else "no reason")),
+                )
+                for member in left_out
+            ]
+        )
     events.note(f"network {rehearsal.network}: {len(rehearsal.members)} members")
     spec = RunSpec(
         name=rehearsal.run_name,
