@@ -208,7 +208,10 @@ async def _last_trigger(
 
 
 async def _status(client: Client, description: ScheduleDescription) -> ProfileStatus:
-    profile = AutoUpgradeProfile.model_validate(await description.memo_value(PROFILE_MEMO))
+    document = await description.memo_value(PROFILE_MEMO, None)
+    if document is None:
+        raise NotFoundError(f"schedule {description.id!r} holds no meshfleet profile")
+    profile = AutoUpgradeProfile.model_validate(document)
     state = description.schedule.state
     when, result, error, running = await _last_trigger(client, description)
     status = ProfileStatus(
