@@ -41,7 +41,6 @@ RESTORE_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=30,
 )
-HEARTBEAT = timedelta(seconds=30)
 QUICK_STEP = timedelta(minutes=2)
 MARGIN = timedelta(minutes=1)
 
@@ -96,7 +95,7 @@ class MemberUpdateWorkflow:
                 member,
                 result_type=contract.DrainRecord,
                 start_to_close_timeout=member.timings.drain_timeout + MARGIN,
-                heartbeat_timeout=HEARTBEAT,
+                heartbeat_timeout=member.timings.heartbeat_timeout,
                 retry_policy=STEP_RETRY,
                 summary=f"drain {member.member}",
             )
@@ -109,7 +108,7 @@ class MemberUpdateWorkflow:
                         request,
                         result_type=OperationProgress,
                         start_to_close_timeout=member.timings.control_plane_timeout + MARGIN,
-                        heartbeat_timeout=HEARTBEAT,
+                        heartbeat_timeout=member.timings.heartbeat_timeout,
                         retry_policy=STEP_RETRY,
                         summary=f"control plane {member.member} -> {hop.kubernetes_version}",
                     )
@@ -119,7 +118,7 @@ class MemberUpdateWorkflow:
                         request,
                         result_type=OperationProgress,
                         start_to_close_timeout=member.timings.cilium_timeout + MARGIN,
-                        heartbeat_timeout=HEARTBEAT,
+                        heartbeat_timeout=member.timings.heartbeat_timeout,
                         retry_policy=STEP_RETRY,
                         summary=f"cilium {member.member} -> {hop.cilium_version}",
                     )
@@ -128,7 +127,7 @@ class MemberUpdateWorkflow:
                 contract.VERIFY,
                 contract.VerifyRequest(member=member, drain=drain),
                 start_to_close_timeout=member.mesh_ready_timeout + MARGIN,
-                heartbeat_timeout=HEARTBEAT,
+                heartbeat_timeout=member.timings.heartbeat_timeout,
                 retry_policy=STEP_RETRY,
                 summary=f"verify {member.member}",
             )
@@ -152,7 +151,7 @@ class MemberUpdateWorkflow:
             contract.RESTORE,
             contract.RestoreRequest(member=member, drain=drain),
             start_to_close_timeout=member.timings.drain_timeout + MARGIN,
-            heartbeat_timeout=HEARTBEAT,
+            heartbeat_timeout=member.timings.heartbeat_timeout,
             retry_policy=RESTORE_RETRY,
             summary=f"restore {member.member}",
         )

@@ -74,7 +74,6 @@ TARGET_KEY = SearchAttributeKey.for_keyword("MeshfleetTargetVersion")
 #: Run-level activities are short reads; retry transient failures a few times.
 RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 QUICK = timedelta(minutes=2)
-HEARTBEAT = timedelta(seconds=30)
 MARGIN = timedelta(minutes=1)
 
 
@@ -551,7 +550,7 @@ class UpdateRunWorkflow:
             contract.MeshHealthRequest(members=self._state.network_members, timeout=timeout),
             result_type=contract.MeshHealthResult,
             start_to_close_timeout=timeout + MARGIN,
-            heartbeat_timeout=HEARTBEAT,
+            heartbeat_timeout=self._input.timings.heartbeat_timeout,
             retry_policy=RUN_ACTIVITY_RETRY,
             summary=f"mesh health {when} stage {stage.name}",
         )
@@ -574,7 +573,7 @@ class UpdateRunWorkflow:
             ),
             result_type=contract.ServiceEndpointsResult,
             start_to_close_timeout=timeout + MARGIN,
-            heartbeat_timeout=HEARTBEAT,
+            heartbeat_timeout=self._input.timings.heartbeat_timeout,
             retry_policy=RUN_ACTIVITY_RETRY,
             summary=f"endpoints back to baseline after stage {stage.name}",
         )

@@ -292,6 +292,8 @@ class RunTimings(DomainModel):
     cilium_timeout: dt.timedelta = dt.timedelta(minutes=45)
     drain_timeout: dt.timedelta = dt.timedelta(minutes=10)
     poll_interval: dt.timedelta = dt.timedelta(seconds=2)
+    #: A worker silent this long is presumed dead and its activity is retried elsewhere.
+    heartbeat_timeout: dt.timedelta = dt.timedelta(seconds=30)
 
 
 class UpdateRunInput(DomainModel):

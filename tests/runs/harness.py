@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from engine.domain.network import (
     NetworkSettings,
     network_workflow_id,
 )
-from engine.domain.run import RunTimings
+from engine.domain.run import RunStatus, RunTimings
 from engine.domain.runspec import RunSpec
 from engine.runtime.runs import UpdateRunHandle, start_update_run
 from engine.runtime.worker import build_worker
@@ -149,3 +150,16 @@ async def running_fleet(
     async with build_worker(client, task_queue, backend=backend):
         await create_network(client, task_queue, network, members)
         yield Fleet(client, task_queue, backend, network, members)
+
+
+async def wait_until(
+    handle: UpdateRunHandle, check: Callable[[RunStatus], bool], timeout: float = 60
+) -> RunStatus:
+    """Poll the run's status until ``check(status)`` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = await handle.status()
+        if check(status):
+            return status
+        assert asyncio.get_running_loop().time() < deadline, f"timed out; last: {status.state}"
+        await asyncio.sleep(0.05)

@@ -77,8 +77,8 @@ async def test_a_dag_run_honours_dependencies_and_every_concurrency_limit(
         restored = started_at(fleet, "ciliumUpgradeCompleted")
         stage_of = {m.name: s.name for s, _, m in status.members()}
         depends = {s.name: s.depends_on for s in status.stages}
-        for member, stage in stage_of.items():
-            for dependency in depends[stage]:
+        for member, stage_name in stage_of.items():
+            for dependency in depends[stage_name]:
                 upstream = [n for n, st in stage_of.items() if st == dependency]
                 done = max(restored[n] for n in upstream)
                 assert cp_started[member] >= done, f"{member} started before {dependency} finished"

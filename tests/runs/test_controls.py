@@ -1,0 +1,171 @@
+"""Controls and gates: stop, resume, approve, skip, retry — and what they refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.testing import TimeSkipper
+
+from engine.domain.run import GateState, SkipTargetType, State
+from engine.domain.runspec import RunSpec
+from engine.runtime.runs import ControlRejectedError, UpdateRunHandle, start_update_run
+from strategies import parse_strategy
+from tests.runs.harness import TIMINGS, Cluster, running_fleet, strategy, wait_until
+
+FOUR = [Cluster(f"node-{i}", group="all") for i in range(1, 5)]
+
+
+async def update_events(handle: UpdateRunHandle) -> int:
+    history = await handle._handle.fetch_history()
+    return sum(1 for e in history.events if "UPDATE" in EventType.Name(e.event_type))
+
+
+async def test_stop_lets_the_member_in_flight_finish_and_resume_completes_the_run(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    async with running_fleet(client, task_queue, state_dir, FOUR) as fleet:
+        run = await fleet.start_run(strategy([{"name": "all", "groups": [{"name": "all"}]}]))
+        await wait_until(run, lambda s: any(m.state is State.RUNNING for _, _, m in s.members()))
+        await run.stop("change freeze", identity="oncall@example")
+        stopped = await run.result()
+        assert stopped.state is State.STOPPED
+        states = [m.state for _, _, m in stopped.members()]
+        assert states.count(State.COMPLETED) == 1, states
+        assert states.count(State.NOT_STARTED) == 3, states
+        assert len(fleet.audit("controlPlaneUpgradeStarted")) == 1
+        record = stopped.controls[-1]
+        assert (record.action.value, record.identity, record.reason) == (
+            "stop",
+            "oncall@example",
+            "change freeze",
+        )
+
+        await run.resume(reason="freeze over")
+        done = await run.result()
+        assert done.state is State.COMPLETED
+        assert all(m.state is State.COMPLETED for _, _, m in done.members())
+        assert len(fleet.audit("controlPlaneUpgradeStarted")) == 4
+
+
+async def test_an_approval_gate_blocks_until_approved(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    gated = strategy(
+        [
+            {
+                "name": "all",
+                "beforeGates": [{"type": "Approval", "displayName": "change board"}],
+                "groups": [{"name": "all", "maxConcurrency": "4"}],
+            }
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, FOUR) as fleet:
+        run = await fleet.start_run(gated)
+        waiting = await wait_until(
+            run, lambda s: any(g.state is GateState.PENDING for g in s.gates())
+        )
+        await asyncio.sleep(0.5)
+        assert not fleet.audit("controlPlaneUpgradeStarted"), (
+            "a member started behind a closed gate"
+        )
+        assert waiting.stages[0].state is State.PENDING
+        gate = waiting.gates()[0]
+        assert gate.id == "all/before/0"
+
+        await run.approve("change board", comment="CAB-1234")
+        done = await run.result()
+        assert done.state is State.COMPLETED
+        approved = done.gates()[0]
+        assert approved.state is GateState.COMPLETED
+        assert approved.comment == "CAB-1234"
+
+
+async def test_bad_controls_are_rejected_clearly_and_leave_no_trace(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    gated = strategy(
+        [
+            {"name": "first", "groups": [{"name": "first", "members": ["node-1"]}]},
+            {
+                "name": "rest",
+                "beforeGates": [{"type": "Approval"}],
+                "groups": [{"name": "rest", "members": ["node-2", "node-3", "node-4"]}],
+            },
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, FOUR) as fleet:
+        run = await fleet.start_run(gated)
+        await wait_until(run, lambda s: any(g.state is GateState.PENDING for g in s.gates()))
+        before = await update_events(run)
+
+        with pytest.raises(ControlRejectedError, match="no gate 'nonsense'"):
+            await run.approve("nonsense")
+        with pytest.raises(ControlRejectedError, match="node-1 is Completed"):
+            await run.skip([(SkipTargetType.MEMBER, "node-1")])
+        with pytest.raises(
+            ControlRejectedError, match="only a Stopped or Failed run can be resumed"
+        ):
+            await run.resume()
+        with pytest.raises(ControlRejectedError, match="retry once it has finished"):
+            await run.retry()
+        with pytest.raises(ControlRejectedError, match="no member 'ghost'"):
+            await run.skip([(SkipTargetType.MEMBER, "ghost")])
+
+        assert await update_events(run) == before, "a rejected control reached the history"
+        await run.skip([(SkipTargetType.MEMBER, "node-4")], reason="decommissioning")
+        await run.approve("rest/before/0")
+        done = await run.result()
+        assert done.state is State.COMPLETED
+        skipped = done.member("node-4")
+        assert skipped is not None
+        assert skipped.state is State.SKIPPED
+        assert len(fleet.audit("controlPlaneUpgradeStarted")) == 3
+
+
+async def test_a_scheduled_start_gate_and_a_soak_are_crossed_with_time_skipping(
+    client: Client, time_skipping: TimeSkipper, task_queue: str, state_dir: Path
+) -> None:
+    """A gate days away and a two-hour soak take seconds of wall time on the virtual clock."""
+    scheduled = strategy(
+        [
+            {
+                "name": "weekend",
+                "beforeGates": [
+                    {
+                        "type": "ScheduledStart",
+                        "displayName": "saturday",
+                        "startDay": "Saturday",
+                        "startTime": "02:00",
+                        "utcOffset": "+00:00",
+                    }
+                ],
+                "afterStageWait": "2h",
+                "groups": [{"name": "all", "maxConcurrency": "4"}],
+            }
+        ],
+        soakCheckInterval="20m",
+    )
+    async with running_fleet(client, task_queue, state_dir, FOUR) as fleet:
+        spec = RunSpec(
+            network=fleet.network, kubernetes_version="1.33", strategy=parse_strategy(scheduled)
+        )
+        run = await start_update_run(time_skipping.client, task_queue, spec, timings=TIMINGS)
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        gate = done.gates()[0]
+        assert gate.completed_by == "schedule"
+        assert gate.opens_at is not None
+        assert gate.opens_at.weekday() == 5  # Saturday
+        assert (gate.opens_at.hour, gate.opens_at.minute) == (2, 0)
+        soak = done.stages[0].after_stage_wait
+        assert soak is not None
+        assert soak.state is State.COMPLETED
+        assert soak.checks >= 5  # 2 h watched every 20 min
+        assert done.start_time is not None
+        assert done.completed_time is not None
+        assert done.completed_time - done.start_time >= dt.timedelta(hours=2)
