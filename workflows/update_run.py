@@ -63,7 +63,15 @@ from engine.domain.strategy import (
 )
 from engine.domain.versions import Version
 from engine.domain.windows import DayOfWeek, MaintenanceWindow
-from strategies import is_open, next_opening, next_scheduled_start, parse_catalog, plan
+from strategies import (
+    fleet_window_next_opening,
+    fleet_window_open,
+    is_open,
+    next_opening,
+    next_scheduled_start,
+    parse_catalog,
+    plan,
+)
 from strategies.progress import MemberVersions, skew_blocker
 
 NETWORK_KEY = SearchAttributeKey.for_keyword("MeshfleetNetwork")
@@ -723,6 +731,18 @@ class UpdateRunWorkflow:
         if in_group >= group.max_concurrency or in_stage >= stage.max_concurrency:
             return None, None
         now = workflow.now()
+        fleet_window = self._input.spec.fleet_window
+        if fleet_window is not None and not fleet_window_open(fleet_window, now):
+            opens = fleet_window_next_opening(fleet_window, now)
+            for member in waiting:
+                member.state = State.PENDING
+                member.pending_until = opens
+                member.message = (
+                    f"fleet maintenance window closed; next opening {opens.isoformat()}"
+                    if opens
+                    else "the fleet maintenance window never opens again"
+                )
+            return None, opens
         windows = {m.name: m.maintenance_window for m in self._state.members}
         wake_at: dt.datetime | None = None
         ordered = sorted(

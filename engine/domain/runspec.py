@@ -8,6 +8,7 @@ from pydantic import model_validator
 
 from engine.domain.model import DomainModel
 from engine.domain.names import ResourceNameStr
+from engine.domain.schedule import FleetWindow
 from engine.domain.strategy import UpdateStrategy
 from engine.domain.versions import VersionStr
 
@@ -39,6 +40,9 @@ class RunSpec(DomainModel):
     strategy: UpdateStrategy | None = None
     strategy_ref: ResourceNameStr | None = None
     allow_multi_minor: bool = False
+    #: A fleet-level window (an auto-upgrade profile's): no member starts while it is
+    #: closed; members in flight finish and the run waits, Pending, for the next opening.
+    fleet_window: FleetWindow | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:

@@ -169,3 +169,39 @@ async def test_a_scheduled_start_gate_and_a_soak_are_crossed_with_time_skipping(
         assert done.start_time is not None
         assert done.completed_time is not None
         assert done.completed_time - done.start_time >= dt.timedelta(hours=2)
+
+
+async def test_no_member_starts_while_the_fleet_window_is_closed(
+    client: Client, time_skipping: TimeSkipper, task_queue: str, state_dir: Path
+) -> None:
+    """A run carrying a closed fleet window waits, Pending, and starts members at the opening."""
+    from engine.domain.schedule import FleetWindow
+    from strategies import fleet_window_next_opening
+
+    now = dt.datetime.now(dt.UTC)
+    # Open for one hour, starting in about two days: closed now, whatever the time of day.
+    opening_day = (now + dt.timedelta(days=2)).date()
+    window = FleetWindow.model_validate(
+        {
+            "days": [opening_day.strftime("%A")],
+            "startTime": "03:00",
+            "timeZone": "UTC",
+            "durationHours": 1,
+        }
+    )
+    expected = fleet_window_next_opening(window, now)
+    assert expected is not None
+    async with running_fleet(client, task_queue, state_dir, FOUR[:2]) as fleet:
+        spec = RunSpec(
+            network=fleet.network,
+            kubernetes_version="1.33",
+            strategy=parse_strategy(strategy([{"name": "all", "groups": [{"name": "all"}]}])),
+            fleet_window=window,
+        )
+        run = await start_update_run(time_skipping.client, task_queue, spec, timings=TIMINGS)
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        for _, _, member in done.members():
+            assert member.start_time is not None
+            assert member.start_time >= expected, f"{member.name} started before the window"
+            assert member.start_time < expected + dt.timedelta(hours=1)
