@@ -405,6 +405,14 @@ class NotReadyLink(DomainModel):
     reason: str
 
 
+def _first_by_name(remotes: list[RemoteClusterStatus]) -> dict[str, RemoteClusterStatus]:
+    """Remote clusters by name, the first of each name (as ``MemberMeshView.remote``)."""
+    found: dict[str, RemoteClusterStatus] = {}
+    for remote in remotes:
+        found.setdefault(remote.name, remote)
+    return found
+
+
 class MeshHealth(DomainModel):
     """The mesh seen from every member; ``healthy()`` is the engine's mesh gate."""
 
@@ -447,10 +455,13 @@ class MeshHealth(DomainModel):
                         )
                     )
             before = previous.view(member.cluster) if previous else None
+            # Indexed once per member (``remote()`` per peer made this cubic in the members).
+            remotes = _first_by_name(member.remote_clusters)
+            old_remotes = _first_by_name(before.remote_clusters) if before else {}
             for peer in names:
                 if peer == member.cluster:
                     continue
-                remote = member.remote(peer)
+                remote = remotes.get(peer)
                 if remote is None:
                     found.append(
                         NotReadyLink(viewer=member.cluster, peer=peer, reason=REASON_MISSING)
@@ -458,7 +469,7 @@ class MeshHealth(DomainModel):
                     continue
                 reason = remote.not_ready_reason()
                 if reason is None and before is not None:
-                    old = before.remote(peer)
+                    old = old_remotes.get(peer)
                     if old is not None and remote.num_failures > old.num_failures:
                         reason = REASON_FAILURES_GREW
                 if reason is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -68,8 +70,15 @@ class SimulatedFleetBackend:
 
     def __init__(self, state_dir: Path, *, clock: Clock = time.time) -> None:
         self.path = state_dir / DATABASE_NAME
-        self._store = WorldStore(self.path)
+        self._store = WorldStore(self.path, keep_open=True)
         self._clock = clock
+        #: The world as this process last read or wrote it, with its generation: parsing a
+        #: 255-member world costs far more than the call itself, so it is reused while no
+        #: other process has written since.
+        self._cached: tuple[int, World] | None = None
+        #: This process's calls take turns here rather than in SQLite's busy handler, whose
+        #: sleeps (up to 100 ms) would dominate concurrent activities.
+        self._turn = threading.Lock()
 
     # --- one transaction per access -------------------------------------------------------
 
@@ -79,34 +88,73 @@ class SimulatedFleetBackend:
             return math.inf
         return max(world.now, (wall - world.loaded_wall) / world.time_scale)
 
-    def _transact(self, action: Callable[[Simulation], T]) -> T:
-        wall = self._clock()
-        with self._store.writing() as connection:
-            world = self._store.read_world(connection)
-            if world is None:
-                raise WorldNotLoadedError(
-                    f"no simulated fleet in {self.path.parent} (run 'meshfleet sim load FILE')"
-                )
-            sim = Simulation(world, wall)
-            sim.advance(self._target(world, wall))
+    def _read(self, connection: sqlite3.Connection) -> tuple[int, World | None]:
+        """The stored world and its generation (the cached copy while it is current)."""
+        generation = self._store.read_generation(connection)
+        cached = self._cached
+        if cached is not None and cached[0] == generation:
+            return generation, cached[1]
+        return generation, self._store.read_world(connection)
+
+    def _transact(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
+        """One access. ``reads``: the action changes nothing, so when advancing has nothing
+        to apply either, the stored world stays as it is (and is not written again)."""
+        with self._turn:
+            wall = self._clock()
+            wrote = False
+            refused: MeshfleetError | None = None
             try:
-                result = action(sim)
-            finally:
-                # Whatever the action did before failing is still what happened:
-                # transitions applied while advancing are facts, keep them.
-                self._store.write_world(connection, sim.world)
-                self._store.append_audit(connection, sim.audit)
+                with self._store.writing() as connection:
+                    generation, world = self._read(connection)
+                    if world is None:
+                        raise WorldNotLoadedError(
+                            f"no simulated fleet in {self.path.parent} "
+                            "(run 'meshfleet sim load FILE')"
+                        )
+                    target = self._target(world, wall)
+                    quiet = reads and not (world.events and world.events[0].at <= target)
+                    now = world.now
+                    sim = Simulation(world, wall)
+                    sim.advance(target)
+                    try:
+                        result = action(sim)
+                    except MeshfleetError as error:
+                        if not reads:
+                            raise
+                        # A read that fails (an unknown operation, say) changed nothing; what
+                        # advancing applied is kept, so the next access need not redo it.
+                        refused = error
+                    finally:
+                        if quiet and not sim.audit:
+                            # Nothing happened: keep the world exactly as stored (its clock too;
+                            # the next access advances from the wall clock all the same).
+                            world.now = now
+                            self._cached = (generation, world)
+                        else:
+                            # Whatever the action did before failing is still what happened:
+                            # transitions applied while advancing are facts, keep them.
+                            self._cached, wrote = None, True
+                            written = self._store.write_world(connection, sim.world)
+                            self._store.append_audit(connection, sim.audit)
+                            self._cached = (written, sim.world)
+            except BaseException:
+                if wrote:
+                    self._cached = None  # the write rolled back: the copy is ahead of it
+                raise
+        if refused is not None:
+            raise refused
         return result
 
-    async def _run(self, action: Callable[[Simulation], T]) -> T:
-        return await asyncio.to_thread(self._transact, action)
+    async def _run(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
+        return await asyncio.to_thread(self._transact, action, reads=reads)
 
     # --- simulation-only API ------------------------------------------------------------
 
     def load(self, fleet: SimulatedFleet, *, reset: bool = False) -> None:
         """Make ``fleet`` the world (simTime 0 now). Without ``reset`` an existing world stays."""
         wall = self._clock()
-        with self._store.writing() as connection:
+        with self._turn, self._store.writing() as connection:
+            self._cached = None
             if self._store.read_world(connection) is not None and not reset:
                 raise WorldAlreadyLoadedError(
                     f"a simulated fleet is already loaded in {self.path.parent}; "
@@ -114,24 +162,25 @@ class SimulatedFleetBackend:
                 )
             self._store.clear(connection)
             sim = Simulation.load(fleet, wall)
-            self._store.write_world(connection, sim.world)
+            generation = self._store.write_world(connection, sim.world)
             self._store.append_audit(connection, sim.audit)
+            self._cached = (generation, sim.world)
         log.info("sim.loaded", fleet=fleet.metadata.name, clusters=len(fleet.spec.clusters))
 
     def exists(self) -> bool:
         """Whether a world has been loaded."""
         if not self.path.exists():
             return False
-        with self._store.connection() as connection:
+        with self._turn, self._store.connection() as connection:
             return self._store.read_world(connection) is not None
 
     def world(self) -> World:
         """The whole world, advanced to now (for ``sim show`` and tests)."""
-        return self._transact(lambda sim: sim.world.model_copy(deep=True))
+        return self._transact(lambda sim: sim.world.model_copy(deep=True), reads=True)
 
     def sim_time(self) -> float:
         """Simulated seconds since the fleet was loaded."""
-        return self._transact(lambda sim: sim.world.now)
+        return self._transact(lambda sim: sim.world.now, reads=True)
 
     def add_fault(self, cluster: str, fault: Fault) -> FaultRecord:
         """Inject a fault; it fires on its trigger (``on`` or ``atSimTime``)."""
@@ -145,7 +194,7 @@ class SimulatedFleetBackend:
 
     def faults(self) -> list[FaultRecord]:
         """Every fault, declared or injected, with what is left of it."""
-        return self._transact(lambda sim: [f.model_copy() for f in sim.world.faults])
+        return self._transact(lambda sim: [f.model_copy() for f in sim.world.faults], reads=True)
 
     def audit(
         self,
@@ -155,18 +204,20 @@ class SimulatedFleetBackend:
         cluster: str | None = None,
     ) -> list[AuditEntry]:
         """The audit log (after advancing to now), oldest first; ``after`` = a previous ``seq``."""
-        self._transact(lambda sim: None)
-        with self._store.connection() as connection:
+        self._transact(lambda sim: None, reads=True)
+        with self._turn, self._store.connection() as connection:
             return self._store.read_audit(connection, after=after, event=event, cluster=cluster)
 
     def violations(self) -> list[ViolationRecord]:
         """Every continuity violation so far (``ended`` None while it lasts)."""
-        return self._transact(lambda sim: [v.model_copy() for v in sim.world.violations])
+        return self._transact(
+            lambda sim: [v.model_copy() for v in sim.world.violations], reads=True
+        )
 
     # --- FleetBackend -----------------------------------------------------------------------
 
     async def describe_member(self, cluster: str) -> MemberDescription:
-        return await self._run(lambda sim: sim.describe(cluster))
+        return await self._run(lambda sim: sim.describe(cluster), reads=True)
 
     async def check_join_prerequisites(
         self, cluster: str, network: str, members: Sequence[str]
@@ -180,10 +231,10 @@ class SimulatedFleetBackend:
                 failed=join_prerequisite_failures(candidate, network, peers),
             )
 
-        return await self._run(check)
+        return await self._run(check, reads=True)
 
     async def mesh_health(self, members: Sequence[str]) -> MeshHealth:
-        return await self._run(lambda sim: sim.mesh_health(members))
+        return await self._run(lambda sim: sim.mesh_health(members), reads=True)
 
     async def enable_mesh(
         self, cluster: str, *, network: str, idempotency_key: str
@@ -263,10 +314,10 @@ class SimulatedFleetBackend:
                 raise NotFoundError(f"no operation {idempotency_key!r} on cluster {cluster!r}")
             return sim.progress(idempotency_key)
 
-        return await self._run(read)
+        return await self._run(read, reads=True)
 
     async def list_global_services(self, members: Sequence[str]) -> list[GlobalService]:
-        return await self._run(lambda sim: sim.global_services(members))
+        return await self._run(lambda sim: sim.global_services(members), reads=True)
 
     async def set_service_annotations(
         self,

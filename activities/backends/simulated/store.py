@@ -37,18 +37,31 @@ CREATE TABLE IF NOT EXISTS audit (
     details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_event ON audit (event);
+CREATE TABLE IF NOT EXISTS world_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
 """
 
 
 class WorldStore:
     """Transactions over the world document and the append-only audit log."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, keep_open: bool = False) -> None:
         self.path = path
+        #: Reuse one connection (the caller serializes its accesses): opening one and
+        #: setting it up costs more than a small transaction.
+        self._keep_open = keep_open
+        self._kept: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        connection = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=not self._keep_open,
+        )
         connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
@@ -57,7 +70,12 @@ class WorldStore:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one access, closed afterwards."""
+        """A connection for one access, closed afterwards (unless kept open)."""
+        if self._keep_open:
+            if self._kept is None:
+                self._kept = self._connect()
+            yield self._kept
+            return
         connection = self._connect()
         try:
             yield connection
@@ -82,12 +100,28 @@ class WorldStore:
         return None if row is None else World.model_validate_json(row[0])
 
     @staticmethod
-    def write_world(connection: sqlite3.Connection, world: World) -> None:
+    def read_generation(connection: sqlite3.Connection) -> int:
+        """How many times the world was written: a process that cached it knows if it is stale."""
+        row = connection.execute("SELECT value FROM world_generation WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _bump_generation(connection: sqlite3.Connection) -> int:
+        row = connection.execute(
+            "INSERT INTO world_generation (id, value) VALUES (1, 1) "
+            "ON CONFLICT (id) DO UPDATE SET value = value + 1 RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    @classmethod
+    def write_world(cls, connection: sqlite3.Connection, world: World) -> int:
+        """Store the world; its new generation."""
         connection.execute(
             "INSERT INTO world (id, document) VALUES (1, ?) "
             "ON CONFLICT (id) DO UPDATE SET document = excluded.document",
             (world.model_dump_json(by_alias=True),),
         )
+        return cls._bump_generation(connection)
 
     @staticmethod
     def append_audit(connection: sqlite3.Connection, entries: list[AuditEntry]) -> None:
@@ -105,10 +139,11 @@ class WorldStore:
             ],
         )
 
-    @staticmethod
-    def clear(connection: sqlite3.Connection) -> None:
+    @classmethod
+    def clear(cls, connection: sqlite3.Connection) -> None:
         connection.execute("DELETE FROM world")
         connection.execute("DELETE FROM audit")
+        cls._bump_generation(connection)
 
     @staticmethod
     def read_audit(

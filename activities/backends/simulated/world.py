@@ -532,7 +532,10 @@ class Simulation:
         A newcomer is seen by its peers only after it sees them: when ``peer``
         joined after ``viewer``, the link waits for ``peer -> viewer`` to converge.
         """
-        start = self._connect_at(viewer, peer)
+        return self._ready_from(viewer, peer, self._connect_at(viewer, peer))
+
+    def _ready_from(self, viewer: str, peer: str, start: float | None) -> float | None:
+        """``_ready_at`` once ``_connect_at(viewer, peer)`` is known (the hot path has it)."""
         if start is None:
             return None
         delay = self.world.fleet.spec.durations.mesh_propagation.total_seconds()
@@ -572,7 +575,7 @@ class Simulation:
                     state.failures += 1
                     state.last_failure = max(state.last_failure or c.start, c.start)
         connect_at = self._connect_at(viewer, peer)
-        ready_at = self._ready_at(viewer, peer)
+        ready_at = self._ready_from(viewer, peer, connect_at)
         if connect_at is None or ready_at is None or t < connect_at:
             return state
         if self._partitioned(viewer, peer, t):

@@ -1,0 +1,414 @@
+"""How much does meshfleet cost on top of Temporal? An update run against its floor.
+
+    .venv/bin/python benchmarks/update_run.py [--members 255] [--stages 5] [--time-scale 0]
+                                              [--networks K]
+
+In one process, on one embedded Temporal server of its own (free ports, a
+throw-away state directory, stopped at the end), this runs:
+
+- the run: a staged update run of a simulated fleet of ``--members`` clusters
+  (one network of them, pre-joined; ``--networks K`` runs K such networks at
+  once, each with its own fleet and worker), ``--stages`` stages chained one
+  after the other, every member of a stage in flight at once, with
+  instantaneous operations at ``--time-scale 0``;
+- the floor: the same shape with no-op bodies, defined below. A parent
+  workflow runs the run's own activities at the same places (acquire, read
+  the members, the endpoint baseline; per stage a health gate before and two
+  after; the release) and, per stage, one child workflow per member, each
+  running as many no-op activities as a member update does.
+
+It prints one JSON object: ``members``, ``stages``, ``wallSeconds``,
+``floorSeconds``, ``ratio`` (wall / floor), ``stageTransitionLatencyMedianSeconds``
+(the last member of a stage finishing -> the first member of the next
+starting, from the run's own status times), ``maxHistoryEvents`` (the largest
+history among the run and its members), ``workerPeakRssMb`` (this process's
+peak resident memory: worker, client and simulated fleet together), plus
+``networks`` and ``activities`` (activity tasks of the run and of the floor,
+counted from their histories: they must be equal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import resource
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity, workflow
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from activities.backends.simulated import SimulatedFleetBackend
+    from engine.domain.run import RunStatus
+
+# Only the standard library and temporalio at the top: the workflow sandbox re-imports
+# this module for every floor workflow, as it does the real workflows' modules (whose
+# heavy imports pass through it), so the floor must not pay for meshfleet's imports.
+
+#: Activities of one member update (preflight, drain, control plane, Cilium, verify, restore).
+MEMBER_ACTIVITIES = 6
+#: The run's own activities: before the first stage, around each stage, at the end.
+RUN_START_ACTIVITIES = 3
+STAGE_BEFORE_ACTIVITIES = 1
+STAGE_AFTER_ACTIVITIES = 2
+RUN_END_ACTIVITIES = 1
+#: Timings of the run: poll quickly; close the run as soon as it ends.
+#: The run polls quickly and closes as soon as it ends (its result is then its final status).
+POLL_INTERVAL = timedelta(milliseconds=100)
+LINGER = timedelta(milliseconds=1)
+SERVICES = 3
+
+
+# --- the floor: the run's shape with no-op bodies ------------------------------------------
+
+
+@dataclass
+class FloorInput:
+    stages: list[list[str]]
+    prefix: str
+
+
+@dataclass
+class FloorMember:
+    name: str
+
+
+@activity.defn(name="floor_noop")
+async def floor_noop(step: str) -> str:
+    """Does nothing: what is left is Temporal's own cost."""
+    return step
+
+
+_OPTIONS: dict[str, Any] = {"start_to_close_timeout": timedelta(minutes=2)}
+
+
+@workflow.defn(name="FloorMember")
+class FloorMemberWorkflow:
+    @workflow.run
+    async def run(self, member: FloorMember) -> str:
+        for step in range(MEMBER_ACTIVITIES):
+            await workflow.execute_activity(floor_noop, f"{member.name}/{step}", **_OPTIONS)
+        return member.name
+
+
+@workflow.defn(name="FloorRun")
+class FloorRunWorkflow:
+    @workflow.run
+    async def run(self, request: FloorInput) -> int:
+        async def noops(count: int, label: str) -> None:
+            for index in range(count):
+                await workflow.execute_activity(floor_noop, f"{label}/{index}", **_OPTIONS)
+
+        await noops(RUN_START_ACTIVITIES, "start")
+        done = 0
+        for index, members in enumerate(request.stages):
+            await noops(STAGE_BEFORE_ACTIVITIES, f"stage{index}/before")
+            results = await asyncio.gather(
+                *(
+                    workflow.execute_child_workflow(
+                        FloorMemberWorkflow.run,
+                        FloorMember(name=name),
+                        id=f"{request.prefix}/member/{name}",
+                    )
+                    for name in members
+                )
+            )
+            done += len(results)
+            await noops(STAGE_AFTER_ACTIVITIES, f"stage{index}/after")
+        await noops(RUN_END_ACTIVITIES, "end")
+        return done
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def member_names(count: int) -> list[str]:
+    return [f"m-{index:03d}" for index in range(count)]
+
+
+def stage_split(names: list[str], stages: int) -> list[list[str]]:
+    """Members split into ``stages`` consecutive, nearly equal parts."""
+    size, extra = divmod(len(names), stages)
+    parts, start = [], 0
+    for index in range(stages):
+        end = start + size + (1 if index < extra else 0)
+        parts.append(names[start:end])
+        start = end
+    return parts
+
+
+def fleet_document(network: str, names: list[str], stages: int, time_scale: float) -> object:
+    """A pre-joined network of ``names``, three global services spread over them."""
+    stage_of = {n: i for i, part in enumerate(stage_split(names, stages)) for n in part}
+    return {
+        "apiVersion": "meshfleet.io/v1alpha1",
+        "kind": "SimulatedFleet",
+        "metadata": {"name": "bench"},
+        "spec": {
+            "timeScale": time_scale,
+            "clusters": [
+                {
+                    "name": name,
+                    "labels": {"stage": f"s{stage_of[name]}"},
+                    "kubernetesVersion": "1.32.6",
+                    "ciliumVersion": "1.17.9",
+                    "clusterId": index + 1,
+                    "podCIDRs": [f"10.{index // 256}.{index % 256}.0/24"],
+                }
+                for index, name in enumerate(names)
+            ],
+            "networks": [{"name": network, "members": names}],
+            "globalServices": [
+                {
+                    "namespace": "shop",
+                    "name": f"svc-{k}",
+                    "clusters": {n: 2 for n in names[k::SERVICES]},
+                    "minReadyEndpoints": 1,
+                }
+                for k in range(SERVICES)
+            ],
+        },
+    }
+
+
+def strategy_document(stages: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "meshfleet.io/v1alpha1",
+        "kind": "UpdateStrategy",
+        "metadata": {"name": "bench"},
+        "spec": {
+            "stages": [
+                {
+                    "name": f"s{index}",
+                    "maxConcurrency": "100%",
+                    "groups": [
+                        {
+                            "name": f"g{index}",
+                            "selector": f"stage=s{index}",
+                            "maxConcurrency": "100%",
+                        }
+                    ],
+                }
+                for index in range(stages)
+            ],
+            "health": {"meshReadyTimeout": "5m", "minReadyEndpoints": 0},
+        },
+    }
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+async def history_stats(client: Client, workflow_ids: list[str]) -> tuple[int, int]:
+    """(largest history, activity tasks scheduled) over these workflows."""
+    limit = asyncio.Semaphore(16)
+
+    async def one(workflow_id: str) -> tuple[int, int]:
+        async with limit:
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+        scheduled = sum(
+            1 for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
+        )
+        return len(history.events), scheduled
+
+    found = await asyncio.gather(*(one(i) for i in workflow_ids))
+    return max(n for n, _ in found), sum(a for _, a in found)
+
+
+def transition_latencies(status: RunStatus) -> list[float]:
+    """Per consecutive stage pair: last member done -> first member of the next started."""
+    found = []
+    for before, after in zip(status.stages, status.stages[1:], strict=False):
+        ended = [m.completed_time for g in before.groups for m in g.members if m.completed_time]
+        started = [m.start_time for g in after.groups for m in g.members if m.start_time]
+        if ended and started:
+            found.append((min(started) - max(ended)).total_seconds())
+    return found
+
+
+@dataclass
+class Network:
+    name: str
+    members: list[str]
+    queue: str
+    backend: SimulatedFleetBackend
+
+
+async def prepare_network(
+    client: Client, state: Path, index: int, members: int, stages: int, time_scale: float
+) -> Network:
+    from activities.backends.simulated import SimulatedFleetBackend
+    from engine.domain.fleet import parse_fleet
+
+    name = f"bench-{index}"
+    names = member_names(members)
+    backend = SimulatedFleetBackend(state / f"fleet-{index}")
+    fleet = parse_fleet(fleet_document(name, names, stages, time_scale))
+    await asyncio.to_thread(backend.load, fleet, reset=True)
+    return Network(name, names, f"bench-{index}-{uuid.uuid4().hex[:6]}", backend)
+
+
+async def run_update(client: Client, network: Network, stages: int) -> tuple[RunStatus, float]:
+    from engine.domain.run import RunStatus, RunTimings
+    from engine.domain.runspec import RunSpec
+    from engine.runtime.client import MeshfleetClient
+    from strategies import parse_strategy
+
+    meshfleet = MeshfleetClient(client, task_queue=network.queue)
+    await meshfleet.create_network(network.name, network.members)
+    spec = RunSpec(
+        name="bench",
+        network=network.name,
+        kubernetes_version="1.33",
+        strategy=parse_strategy(strategy_document(stages)),
+    )
+    started = time.perf_counter()
+    handle = await meshfleet.start_update_run(
+        spec, timings=RunTimings(poll_interval=POLL_INTERVAL, linger=LINGER)
+    )
+    # The run closes right after it ends (linger 1 ms): its result is its final status.
+    final: RunStatus = await client.get_workflow_handle(
+        handle.workflow_id, result_type=RunStatus
+    ).result()
+    return final, time.perf_counter() - started
+
+
+async def run_floor(client: Client, queue: str, members: int, stages: int) -> tuple[float, str]:
+    prefix = f"floor/{uuid.uuid4().hex[:8]}"
+    request = FloorInput(stages=stage_split(member_names(members), stages), prefix=prefix)
+    started = time.perf_counter()
+    await client.execute_workflow(FloorRunWorkflow.run, request, id=prefix, task_queue=queue)
+    return time.perf_counter() - started, prefix
+
+
+async def benchmark(
+    members: int, stages: int, time_scale: float, networks: int, status_file: Path | None = None
+) -> dict[str, Any]:
+    from temporalio.worker import Worker
+
+    from engine.domain.run import State, member_workflow_id
+    from engine.runtime import devserver
+    from engine.runtime.connection import ConnectionSettings, connect_client
+    from engine.runtime.worker import build_worker, workflow_runner
+
+    with tempfile.TemporaryDirectory(prefix="meshfleet-bench-") as tmp:
+        state = Path(tmp)
+        server = await devserver.start_embedded_server(
+            state / "temporal", grpc_port=None, ui_port=None, ui=False
+        )
+        try:
+            client = await connect_client(
+                server.address, ConnectionSettings(address=server.address)
+            )
+            fleets = [
+                await prepare_network(client, state, i, members, stages, time_scale)
+                for i in range(networks)
+            ]
+            floor_queue = f"floor-{uuid.uuid4().hex[:6]}"
+            floor_worker = Worker(
+                client,
+                task_queue=floor_queue,
+                workflows=[FloorRunWorkflow, FloorMemberWorkflow],
+                activities=[floor_noop],
+                workflow_runner=workflow_runner(),
+            )
+            async with floor_worker:
+                floors = await asyncio.gather(
+                    *(run_floor(client, floor_queue, members, stages) for _ in range(networks))
+                )
+            floor_seconds = max(seconds for seconds, _ in floors)
+            workers = [build_worker(client, n.queue, backend=n.backend) for n in fleets]
+            for worker in workers:
+                await worker.__aenter__()
+            try:
+                results = await asyncio.gather(*(run_update(client, n, stages) for n in fleets))
+            finally:
+                for worker in workers:
+                    await worker.__aexit__(None, None, None)
+            wall = max(seconds for _, seconds in results)
+            statuses = [status for status, _ in results]
+            ids = []
+            for status in statuses:
+                ids.append(f"updaterun/{status.network}/{status.run_id}")
+                ids += [
+                    member_workflow_id(status.network, status.run_id, m.name)
+                    for _, _, m in status.members()
+                    if m.attempts > 0
+                ]
+            max_events, run_activities = await history_stats(client, ids)
+            floor_ids = [prefix for _, prefix in floors] + [
+                f"{prefix}/member/{name}" for _, prefix in floors for name in member_names(members)
+            ]
+            _, floor_activities = await history_stats(client, floor_ids)
+            if status_file is not None:
+                text = json.dumps([s.to_json_dict() for s in statuses], indent=1)
+                await asyncio.to_thread(status_file.write_text, text)
+            latencies = [lat for status in statuses for lat in transition_latencies(status)]
+            not_done = [
+                f"{s.network}: {s.state.value} {s.error or ''}"
+                for s in statuses
+                if s.state is not State.COMPLETED
+            ]
+            if not_done:
+                raise SystemExit(f"the run did not complete: {'; '.join(not_done)}")
+            return {
+                "members": members,
+                "stages": stages,
+                "networks": networks,
+                "wallSeconds": round(wall, 3),
+                "floorSeconds": round(floor_seconds, 3),
+                "ratio": round(wall / floor_seconds, 3),
+                "stageTransitionLatencyMedianSeconds": (
+                    round(statistics.median(latencies), 3) if latencies else None
+                ),
+                "maxHistoryEvents": max_events,
+                "workerPeakRssMb": round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+                ),
+                "activities": {"run": run_activities, "floor": floor_activities},
+                "measuredAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=255, help="members per network (<= 255)")
+    parser.add_argument("--stages", type=int, default=5, help="stages, one after the other")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.0,
+        help="real seconds per simulated second (0 = instant)",
+    )
+    parser.add_argument("--networks", type=int, default=1, help="networks updated at once")
+    parser.add_argument(
+        "--status-file", type=Path, help="also write the runs' final status here (for profiling)"
+    )
+    args = parser.parse_args()
+    if not 1 <= args.members <= 255 or not 1 <= args.stages <= args.members or args.networks < 1:
+        parser.error("need 1 <= --stages <= --members <= 255 and --networks >= 1")
+    from engine.runtime import devserver
+    from engine.runtime.telemetry import configure_logging
+
+    configure_logging("console")  # warnings and errors on stderr: stdout is the JSON alone
+    devserver.install_signal_handlers()
+    result = asyncio.run(
+        benchmark(args.members, args.stages, args.time_scale, args.networks, args.status_file)
+    )
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
