@@ -200,6 +200,8 @@ class UpdateRunWorkflow:
         self._deferred: dict[str, int] = {}
         #: Member name -> the completion count at its latest launch.
         self._launched_at: dict[str, int] = {}
+        #: Member name -> the members already in flight when it was launched.
+        self._in_flight_before: dict[str, list[str]] = {}
         self._completions = 0
         self._changes = 0
         self._failed_reason: str | None = None
@@ -804,6 +806,9 @@ class UpdateRunWorkflow:
         member.completed_time = None
         member.pending_until = None
         member.message = None
+        # Who is in flight *before* this member: the first of two launched together
+        # proceeds, the second sees the first (not both seeing each other and deferring).
+        self._in_flight_before[member.name] = sorted(self._in_flight)
         self._in_flight[member.name] = (stage.name, group.name)
         self._launched_at[member.name] = self._completions
         self._bump()
@@ -813,7 +818,7 @@ class UpdateRunWorkflow:
     ) -> None:
         status = self._state.status
         health = self._input.spec.strategy.spec.health if self._input.spec.strategy else None
-        others = sorted(n for n in self._in_flight if n != member.name)
+        others = self._in_flight_before.pop(member.name, [])
         assert status.target is not None
         request = MemberUpdateInput(
             run_id=self._input.run_id,

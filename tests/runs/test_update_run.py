@@ -229,3 +229,29 @@ async def test_two_members_holding_a_services_only_endpoints_are_never_down_toge
         assert a.completed_time <= b.start_time or b.completed_time <= a.start_time
         drained = [e.cluster for e in fleet.audit("serviceDrained")]
         assert sorted(drained) == ["shop-a", "shop-b"]
+
+
+async def test_two_members_launched_together_do_not_defer_each_other_forever(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Launched in one pass, the first proceeds and the second waits for it (no livelock)."""
+    clusters = [Cluster("pair-a", group="pair"), Cluster("pair-b", group="pair")]
+    services = [
+        {
+            "namespace": "shop",
+            "name": "cart",
+            "clusters": {"pair-a": 2, "pair-b": 2},
+            "minReadyEndpoints": 2,
+        }
+    ]
+    async with running_fleet(client, task_queue, state_dir, clusters, services) as fleet:
+        run = await fleet.start_run(
+            strategy([{"name": "all", "groups": [{"name": "pair", "maxConcurrency": "2"}]}])
+        )
+        status = await run.result()
+        assert status.state is State.COMPLETED, [
+            (m.name, m.message) for _, _, m in status.members()
+        ]
+        assert fleet.backend.violations() == []
+        attempts = sorted(m.attempts for _, _, m in status.members())
+        assert attempts == [1, 2]  # one went first; the other was deferred once, then went
