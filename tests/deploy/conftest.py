@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
 from temporalio.client import Client
@@ -27,14 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 COMPOSE = DEPLOY / "compose"
-
-
-def load_documents(path: Path) -> list[dict[str, Any]]:
-    """Every YAML document of a file (empty ones dropped), each a mapping."""
-    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-    for doc in documents:
-        assert isinstance(doc, dict), f"{path}: a document is not a mapping"
-    return documents
 
 
 NamespaceFactory = Callable[[], Coroutine[Any, Any, Client]]

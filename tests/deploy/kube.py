@@ -183,10 +183,10 @@ def check_object(obj: Obj) -> Any:
     """The object as its client model; AssertionError on unknown fields or wrong types."""
     client = ApiClient()
     try:
-        model = client._ApiClient__deserialize(copy.deepcopy(obj), model_name(obj))
+        model = client._ApiClient__deserialize(copy.deepcopy(obj), model_name(obj))  # type: ignore[attr-defined]
     except ValueError as error:  # pydantic's ValidationError: a wrong type or a missing field
         raise AssertionError(f"{obj['kind']}/{obj['metadata'].get('name')}: {error}") from None
-    back = client.sanitize_for_serialization(model)
+    back = client.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
     expected = obj
     assert _normalized(back) == _normalized(expected), (
         f"{obj['kind']}/{obj['metadata'].get('name')}: fields or types the "

@@ -39,7 +39,7 @@ from tests.deploy.test_compose import dotenv
 from tests.runs.harness import TIMINGS, Cluster, create_network, fleet_document, strategy
 from tests.runtime.serverproc import MESHFLEET
 
-pytestmark = pytest.mark.containers
+pytestmark: list[pytest.MarkDecorator] = [pytest.mark.containers]
 
 TASK_QUEUE = "meshfleet"
 NAMESPACE = "default"
