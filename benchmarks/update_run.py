@@ -7,7 +7,7 @@ In one process, on one embedded Temporal server of its own (free ports, a
 throw-away state directory, stopped at the end), this runs:
 
 - the run: a staged update run of a simulated fleet of ``--members`` clusters
-  (one network of them, pre-joined; ``--networks K`` runs K such networks at
+  (one network of them, joined before the run starts; ``--networks K`` runs K such networks at
   once, each with its own fleet and worker), ``--stages`` stages chained one
   after the other, every member of a stage in flight at once, with
   instantaneous operations at ``--time-scale 0``;
@@ -258,6 +258,43 @@ async def prepare_network(
     return Network(name, names, f"bench-{index}-{uuid.uuid4().hex[:6]}", backend)
 
 
+async def adopt_network(client: Client, network: Network) -> None:
+    """Start the network's workflow already holding the members the fleet file joined.
+
+    The run is what is measured, not 255 joins: the workflow starts with the
+    state continue-as-new would carry for a connected network of these members.
+    """
+    from engine.domain.network import (
+        NETWORK_WORKFLOW,
+        QUERY_DESCRIBE,
+        NetworkDescription,
+        NetworkInput,
+        NetworkMember,
+        NetworkState,
+        NetworkStatus,
+        network_workflow_id,
+    )
+
+    now = dt.datetime.now(dt.UTC)
+    state = NetworkState(
+        name=network.name,
+        uid=uuid.uuid4().hex,
+        created_at=now,
+        status=NetworkStatus.CONNECTED,
+        members=[
+            NetworkMember(name=name, cluster_id=index + 1, joined_at=now, operation="op-1")
+            for index, name in enumerate(network.members)
+        ],
+    )
+    handle = await client.start_workflow(
+        NETWORK_WORKFLOW,
+        NetworkInput(name=network.name, state=state),
+        id=network_workflow_id(network.name),
+        task_queue=network.queue,
+    )
+    await handle.query(QUERY_DESCRIBE, result_type=NetworkDescription)
+
+
 async def run_update(client: Client, network: Network, stages: int) -> tuple[RunStatus, float]:
     from engine.domain.run import RunStatus, RunTimings
     from engine.domain.runspec import RunSpec
@@ -265,7 +302,7 @@ async def run_update(client: Client, network: Network, stages: int) -> tuple[Run
     from strategies import parse_strategy
 
     meshfleet = MeshfleetClient(client, task_queue=network.queue)
-    await meshfleet.create_network(network.name, network.members)
+    await adopt_network(client, network)
     spec = RunSpec(
         name="bench",
         network=network.name,

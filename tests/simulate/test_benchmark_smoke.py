@@ -1,0 +1,42 @@
+"""The update-run benchmark runs end to end at a small size (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "update_run.py"
+KEYS = {
+    "members",
+    "stages",
+    "wallSeconds",
+    "floorSeconds",
+    "ratio",
+    "stageTransitionLatencyMedianSeconds",
+    "maxHistoryEvents",
+    "workerPeakRssMb",
+}
+
+
+def test_the_benchmark_prints_its_figures_as_one_json_object_and_leaves_no_server() -> None:
+    ran = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--members", "50", "--stages", "5"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(ran.stdout)  # stdout is the JSON object and nothing else
+    assert set(result) >= KEYS
+    assert result["members"] == 50
+    assert result["stages"] == 5
+    assert result["activities"]["run"] == result["activities"]["floor"]
+    print(json.dumps(result))  # the figures, for whoever reads the test log
+    # Its own server went with it (a benchmark's server left behind would be an orphan).
+    leftovers = subprocess.run(
+        ["pgrep", "-P", "1", "-f", "temporal server start-dev.*meshfleet-bench-"],
+        capture_output=True,
+    )
+    assert leftovers.stdout == b""
