@@ -33,7 +33,9 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import resource
+import signal
 import statistics
 import tempfile
 import time
@@ -66,7 +68,9 @@ RUN_END_ACTIVITIES = 1
 #: The run polls quickly and closes as soon as it ends (its result is then its final status).
 POLL_INTERVAL = timedelta(milliseconds=100)
 LINGER = timedelta(milliseconds=1)
+#: Three global services, each served by about five clusters spread over the stages.
 SERVICES = 3
+HOLDERS = 5
 
 
 # --- the floor: the run's shape with no-op bodies ------------------------------------------
@@ -148,7 +152,7 @@ def stage_split(names: list[str], stages: int) -> list[list[str]]:
 
 
 def fleet_document(network: str, names: list[str], stages: int, time_scale: float) -> object:
-    """A pre-joined network of ``names``, three global services spread over them."""
+    """A pre-joined network of ``names``; three global services, each on about five of them."""
     stage_of = {n: i for i, part in enumerate(stage_split(names, stages)) for n in part}
     return {
         "apiVersion": "meshfleet.io/v1alpha1",
@@ -172,7 +176,7 @@ def fleet_document(network: str, names: list[str], stages: int, time_scale: floa
                 {
                     "namespace": "shop",
                     "name": f"svc-{k}",
-                    "clusters": {n: 2 for n in names[k::SERVICES]},
+                    "clusters": {n: 2 for n in names[k :: max(1, len(names) // HOLDERS)]},
                     "minReadyEndpoints": 1,
                 }
                 for k in range(SERVICES)
@@ -252,7 +256,8 @@ async def prepare_network(
 
     name = f"bench-{index}"
     names = member_names(members)
-    backend = SimulatedFleetBackend(state / f"fleet-{index}")
+    # The world is private to this process: store it at most once a second.
+    backend = SimulatedFleetBackend(state / f"fleet-{index}", write_behind=1.0)
     fleet = parse_fleet(fleet_document(name, names, stages, time_scale))
     await asyncio.to_thread(backend.load, fleet, reset=True)
     return Network(name, names, f"bench-{index}-{uuid.uuid4().hex[:6]}", backend)
@@ -440,7 +445,15 @@ def main() -> None:
     from engine.runtime.telemetry import configure_logging
 
     configure_logging("console")  # warnings and errors on stderr: stdout is the JSON alone
-    devserver.install_signal_handlers()
+
+    def interrupted(signum: int, _frame: object) -> None:
+        # Stop our server, then leave at once: a graceful worker shutdown would wait on
+        # activities that can no longer reach it.
+        devserver._stop_all()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupted)
     result = asyncio.run(
         benchmark(args.members, args.stages, args.time_scale, args.networks, args.status_file)
     )

@@ -485,7 +485,8 @@ async def rehearse(
             # A shared server may hold a network of that name (even a real one): never touch it.
             rehearsal = _renamed(rehearsal, f"{rehearsal.network[:50]}-sim-{uuid.uuid4().hex[:6]}")
         world_dir = (place.private_dir or state_dir / "simulate") / f"world-{uuid.uuid4().hex[:8]}"
-        backend = SimulatedFleetBackend(world_dir)
+        # The rehearsal's world is private to this process: store it at most once a second.
+        backend = SimulatedFleetBackend(world_dir, write_behind=1.0)
         await asyncio.to_thread(backend.load, rehearsal.fleet, reset=True)
         queue = f"meshfleet-simulate-{uuid.uuid4().hex[:8]}"
         client = MeshfleetClient(place.client, task_queue=queue)

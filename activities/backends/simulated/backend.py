@@ -68,7 +68,19 @@ class SimulatedFleetBackend:
     directory shares it. ``clock`` supplies wall-clock time.
     """
 
-    def __init__(self, state_dir: Path, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        clock: Clock = time.time,
+        write_behind: float | None = None,
+    ) -> None:
+        """``write_behind`` (seconds): this process is the world's only writer, so the world
+        document is stored at most that often (and by :meth:`flush`) instead of at every
+        access; the audit log is still appended at every access. Other processes then read
+        a world up to that old. A failing access keeps what advancing applied. For private
+        worlds (``meshfleet simulate``, the benchmark), where re-serialising a 255-member
+        world at every access would dominate everything else."""
         self.path = state_dir / DATABASE_NAME
         self._store = WorldStore(self.path, keep_open=True)
         self._clock = clock
@@ -79,6 +91,9 @@ class SimulatedFleetBackend:
         #: This process's calls take turns here rather than in SQLite's busy handler, whose
         #: sleeps (up to 100 ms) would dominate concurrent activities.
         self._turn = threading.Lock()
+        self._write_behind = write_behind
+        self._stored_at = time.monotonic()
+        self._unstored = False
 
     # --- one transaction per access -------------------------------------------------------
 
@@ -102,7 +117,7 @@ class SimulatedFleetBackend:
         with self._turn:
             wall = self._clock()
             wrote = False
-            refused: MeshfleetError | None = None
+            refused: Exception | None = None
             try:
                 with self._store.writing() as connection:
                     generation, world = self._read(connection)
@@ -118,11 +133,13 @@ class SimulatedFleetBackend:
                     sim.advance(target)
                     try:
                         result = action(sim)
-                    except MeshfleetError as error:
-                        if not reads:
-                            raise
+                    except Exception as error:
                         # A read that fails (an unknown operation, say) changed nothing; what
                         # advancing applied is kept, so the next access need not redo it.
+                        # Write-behind keeps it for every access (its world is in memory).
+                        kept = reads and isinstance(error, MeshfleetError)
+                        if not (kept or self._write_behind is not None):
+                            raise
                         refused = error
                     finally:
                         if quiet and not sim.audit:
@@ -130,6 +147,10 @@ class SimulatedFleetBackend:
                             # the next access advances from the wall clock all the same).
                             world.now = now
                             self._cached = (generation, world)
+                        elif self._behind():
+                            self._unstored = True
+                            self._store.append_audit(connection, sim.audit)
+                            self._cached = (generation, sim.world)
                         else:
                             # Whatever the action did before failing is still what happened:
                             # transitions applied while advancing are facts, keep them.
@@ -137,6 +158,7 @@ class SimulatedFleetBackend:
                             written = self._store.write_world(connection, sim.world)
                             self._store.append_audit(connection, sim.audit)
                             self._cached = (written, sim.world)
+                            self._stored_at, self._unstored = time.monotonic(), False
             except BaseException:
                 if wrote:
                     self._cached = None  # the write rolled back: the copy is ahead of it
@@ -144,6 +166,23 @@ class SimulatedFleetBackend:
         if refused is not None:
             raise refused
         return result
+
+    def _behind(self) -> bool:
+        """Write-behind: leave the document unstored for now (not too long)."""
+        if self._write_behind is None:
+            return False
+        return time.monotonic() - self._stored_at < self._write_behind
+
+    def flush(self) -> None:
+        """Store the world document now (write-behind only; otherwise it always is)."""
+        with self._turn, self._store.writing() as connection:
+            if not self._unstored or self._cached is None:
+                return
+            generation, world = self._cached
+            if self._store.read_generation(connection) != generation:
+                return  # someone else wrote: theirs stands
+            self._cached = (self._store.write_world(connection, world), world)
+            self._stored_at, self._unstored = time.monotonic(), False
 
     async def _run(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
         return await asyncio.to_thread(self._transact, action, reads=reads)
