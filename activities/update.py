@@ -336,12 +336,19 @@ class UpdateActivities:
                 )
                 progress = await start(member.member, version, idempotency_key=key)
             log.info("member.upgrade_following", member=member.member, kind=kind, version=version)
+            last = progress
 
             async def finished() -> OperationProgress | None:
-                current = await self._backend.get_operation(member.member, key)
+                nonlocal last
+                last = current = await self._backend.get_operation(member.member, key)
                 if activity.in_activity():
                     activity.heartbeat(f"{current.phase} {current.percent}%")
                 return current if current.done else None
+
+            def stuck_at() -> str:
+                """What the timeout message names: the upgrade, and where it was last seen."""
+                seen = last.phase + (f"; {last.message}" if last.message else "")
+                return f"the {kind} upgrade of {member.member} to {version} (last seen: {seen})"
 
             progress = (
                 progress
@@ -350,7 +357,7 @@ class UpdateActivities:
                     finished,
                     timeout=timeout,
                     interval=member.timings.poll_interval,
-                    describe=lambda: f"the {kind} upgrade of {member.member} to {version}",
+                    describe=stuck_at,
                 )
             )
             if progress.state is OperationState.FAILED:
