@@ -56,16 +56,14 @@ def run_spec(request: StartAutoUpgradeRun) -> RunSpec:
     strategy = profile.strategy
     if not profile.start_run:
         strategy = with_start_gate(strategy, contract.START_GATE_NAME)
-    fields: dict[str, Any] = {
-        "name": request.run,
-        "network": profile.network,
-        "kubernetes_version": request.target,
-        "strategy": strategy,
-    }
-    # Runs carry the window's end once the run workflow knows about fleet windows.
-    if "fleet_window" in RunSpec.model_fields:
-        fields["fleet_window"] = profile.window
-    return RunSpec.model_validate(fields)
+    # Runs carry the window: no member starts after its end; the run waits for the next opening.
+    return RunSpec(
+        name=request.run,
+        network=profile.network,
+        kubernetes_version=request.target,
+        strategy=strategy,
+        fleet_window=profile.window,
+    )
 
 
 class AutoUpgradeActivities:

@@ -28,20 +28,22 @@ from temporalio.client import (
     ScheduleSpec,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import TimeSkipper
 from temporalio.worker import Replayer
 
-from activities.auto_upgrade import AutoUpgradeActivities
+from activities.auto_upgrade import AutoUpgradeActivities, RunStarter
 from activities.backends.simulated import SimulatedFleetBackend
 from activities.health import health_check
 from activities.network import NetworkActivities
 from activities.update import UpdateActivities
 from engine.domain.errors import InvalidInputError, NotFoundError
 from engine.domain.fleet import parse_fleet
-from engine.domain.run import GateState, State
+from engine.domain.run import GateState, MemberStatus, State
 from engine.domain.runspec import RunSpec
 from engine.domain.schedule import (
     AutoUpgradeProfile,
     Channel,
+    FleetWindow,
     ProfileStatus,
     TriggerStatus,
     schedule_id,
@@ -50,10 +52,23 @@ from engine.runtime.client import MeshfleetClient
 from engine.runtime.runs import UpdateRunHandle, find_run, start_update_run
 from engine.runtime.schedules import build_schedule
 from engine.runtime.worker import build_worker, workflow_runner
+from strategies import fleet_window_end, fleet_window_next_opening
 from tests.runs.harness import TIMINGS, Cluster, create_network, fleet_document, strategy
 from workflows.auto_upgrade import AutoUpgradeWorkflow
 
 UTC = dt.UTC
+#: Every day, all day: runs the tests start never wait for an opening.
+ALWAYS_OPEN = {
+    "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+    "startTime": "00:00",
+    "durationHours": 24,
+}
+SATURDAY_BERLIN = {
+    "days": ["Sat"],
+    "startTime": "02:00",
+    "timeZone": "Europe/Berlin",
+    "durationHours": 4,
+}
 
 
 async def fast_start(client: Client, task_queue: str, spec: RunSpec) -> UpdateRunHandle:
@@ -81,12 +96,7 @@ class Site:
             ),
             "channel": channel,
             "targetKubernetesVersion": target,
-            "window": {
-                "days": ["Sat"],
-                "startTime": "02:00",
-                "timeZone": "Europe/Berlin",
-                "durationHours": 4,
-            },
+            "window": ALWAYS_OPEN,
         }
         document.update(fields)
         return AutoUpgradeProfile.model_validate(document)
@@ -103,7 +113,11 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def site(
-    client: Client, task_queue: str, state_dir: Path, clusters: Sequence[Cluster]
+    client: Client,
+    task_queue: str,
+    state_dir: Path,
+    clusters: Sequence[Cluster],
+    start_run: RunStarter = fast_start,
 ) -> AsyncIterator[Site]:
     """A simulated fleet, a worker with every workflow and activity, and a network of it all."""
     backend = SimulatedFleetBackend(state_dir)
@@ -112,7 +126,7 @@ async def site(
         health_check,
         *UpdateActivities(backend, client).all(),
         *NetworkActivities(backend, poll_interval=dt.timedelta(milliseconds=100)).all(),
-        *AutoUpgradeActivities(backend, client, fast_start).all(),
+        *AutoUpgradeActivities(backend, client, start_run).all(),
     ]
     network = f"net-{uuid.uuid4().hex[:8]}"
     meshfleet = MeshfleetClient(client, task_queue=task_queue)
@@ -359,7 +373,7 @@ async def test_a_paused_schedule_does_not_fire(
 
 async def test_list_shows_the_next_times(client: Client, task_queue: str, state_dir: Path) -> None:
     async with site(client, task_queue, state_dir, fleet_at("1.36.1", "1.18.9")) as here:
-        profile = here.profile(Channel.STABLE)
+        profile = here.profile(Channel.STABLE, window=SATURDAY_BERLIN)
         await here.client.create_schedule(profile)
 
         async def listed() -> ProfileStatus | None:
@@ -390,3 +404,81 @@ async def test_create_refuses_an_unknown_network_and_a_taken_name(
         await here.client.delete_schedule(profile.name)
         with pytest.raises(NotFoundError):
             await here.client.show_schedule(profile.name)
+
+
+# --- the window's end ------------------------------------------------------------------------
+
+
+async def test_a_run_whose_window_ends_starts_nothing_new_and_resumes_at_the_next_opening(
+    client: Client, time_skipping: TimeSkipper, task_queue: str, state_dir: Path
+) -> None:
+    """The first stage runs in the window; the window ends while the second stage waits at a
+    gate; approved after the end, its members wait Pending and start at the next opening."""
+
+    async def on_virtual_clock(client: Client, task_queue: str, spec: RunSpec) -> UpdateRunHandle:
+        # The trigger's own client is replaced: the run gets its own virtual clock.
+        return await start_update_run(time_skipping.client, task_queue, spec, timings=TIMINGS)
+
+    now = dt.datetime.now(UTC).replace(second=0, microsecond=0)
+    window = FleetWindow.model_validate(
+        {**ALWAYS_OPEN, "startTime": f"{now - dt.timedelta(minutes=5):%H:%M}", "durationHours": 1}
+    )
+    end = fleet_window_end(window, now)
+    assert end is not None
+    reopens = fleet_window_next_opening(window, end)
+    assert reopens == end + dt.timedelta(hours=23)
+    clusters = [
+        Cluster("c0", group="a", kubernetes="1.32.6", cilium="1.17.9"),
+        Cluster("c1", group="b", kubernetes="1.32.6", cilium="1.17.9"),
+        Cluster("c2", group="b", kubernetes="1.32.6", cilium="1.17.9"),
+    ]
+    async with site(client, task_queue, state_dir, clusters, on_virtual_clock) as here:
+        profile = here.profile(
+            Channel.TARGET_KUBERNETES_VERSION,
+            "1.33",
+            window=window.to_json_dict(),
+            strategy=strategy(
+                [
+                    {"name": "first", "groups": [{"name": "a"}]},
+                    {
+                        "name": "second",
+                        "beforeGates": [{"type": "Approval", "displayName": "go"}],
+                        "groups": [{"name": "b", "maxConcurrency": "2"}],
+                    },
+                ]
+            ),
+        )
+        await here.client.create_schedule(profile)
+        status = await here.client.trigger_schedule(profile.name)
+        assert status.last_run is not None, status.last_trigger_error
+        run = await find_run(client, status.last_run.run, here.network)
+
+        async def gate_waits() -> bool:
+            gates = (await run.status()).gates()
+            return bool(gates) and gates[0].state is GateState.PENDING
+
+        await eventually(gate_waits)
+        workflow = time_skipping.client.get_workflow_handle(run.workflow_id)
+        await time_skipping.fast_forward(workflow, end - now + dt.timedelta(minutes=10))
+        await run.approve("go", "after the window's end")
+
+        async def pending() -> list[MemberStatus] | None:
+            members = [m for _, _, m in (await run.status()).members() if m.name != "c0"]
+            return members if all(m.state is State.PENDING for m in members) else None
+
+        waiting = await eventually(pending)
+        assert {m.pending_until for m in waiting} == {reopens}
+        # A bounded fast-forward replaced the automatic skipping: move on to the next opening.
+        await time_skipping.fast_forward(workflow, dt.timedelta(hours=24))
+
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        first = done.member("c0")
+        assert first is not None
+        assert first.start_time is not None
+        assert first.start_time < end
+        for name in ("c1", "c2"):
+            member = done.member(name)
+            assert member is not None
+            assert member.start_time is not None
+            assert reopens <= member.start_time < reopens + dt.timedelta(hours=1), name
