@@ -91,6 +91,12 @@ class SimulatedFleetBackend:
         #: This process's calls take turns here rather than in SQLite's busy handler, whose
         #: sleeps (up to 100 ms) would dominate concurrent activities.
         self._turn = threading.Lock()
+        #: Bumped whenever the world this process holds may have changed.
+        self._version = 0
+        #: The last mesh health read: (version, simulated now, members) -> the health. Every
+        #: member's verify reads the whole mesh (quadratic in the members); while nothing
+        #: changed in between, the answer is the same.
+        self._mesh_memo: tuple[tuple[int, float, tuple[str, ...]], MeshHealth] | None = None
         self._write_behind = write_behind
         self._stored_at = time.monotonic()
         self._unstored = False
@@ -109,6 +115,7 @@ class SimulatedFleetBackend:
         cached = self._cached
         if cached is not None and cached[0] == generation:
             return generation, cached[1]
+        self._version += 1
         return generation, self._store.read_world(connection)
 
     def _transact(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
@@ -148,12 +155,14 @@ class SimulatedFleetBackend:
                             world.now = now
                             self._cached = (generation, world)
                         elif self._behind():
+                            self._version += 1
                             self._unstored = True
                             self._store.append_audit(connection, sim.audit)
                             self._cached = (generation, sim.world)
                         else:
                             # Whatever the action did before failing is still what happened:
                             # transitions applied while advancing are facts, keep them.
+                            self._version += 1
                             self._cached, wrote = None, True
                             written = self._store.write_world(connection, sim.world)
                             self._store.append_audit(connection, sim.audit)
@@ -204,6 +213,7 @@ class SimulatedFleetBackend:
             generation = self._store.write_world(connection, sim.world)
             self._store.append_audit(connection, sim.audit)
             self._cached = (generation, sim.world)
+            self._version += 1
         log.info("sim.loaded", fleet=fleet.metadata.name, clusters=len(fleet.spec.clusters))
 
     def exists(self) -> bool:
@@ -273,7 +283,19 @@ class SimulatedFleetBackend:
         return await self._run(check, reads=True)
 
     async def mesh_health(self, members: Sequence[str]) -> MeshHealth:
-        return await self._run(lambda sim: sim.mesh_health(members), reads=True)
+        wanted = tuple(members)
+
+        def read(sim: Simulation) -> MeshHealth:
+            key = (self._version, sim.world.now, wanted)
+            memo = self._mesh_memo
+            if memo is not None and memo[0] == key:
+                # The same world at the same simulated time: the same views (read-only).
+                return memo[1].model_copy(update={"observed_at": sim.wall_at(sim.world.now)})
+            health = sim.mesh_health(wanted)
+            self._mesh_memo = (key, health)
+            return health
+
+        return await self._run(read, reads=True)
 
     async def enable_mesh(
         self, cluster: str, *, network: str, idempotency_key: str
