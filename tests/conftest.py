@@ -9,16 +9,25 @@ stopped at the end of the session. Nothing here mocks Temporal.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import structlog
 from temporalio.client import Client
 from temporalio.testing import TimeSkipper
 
-from engine.runtime import devserver
+from engine.runtime import devserver, telemetry
 from engine.runtime.connection import ConnectionSettings, connect_client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults: a CLI test configures it globally."""
+    yield
+    structlog.reset_defaults()
+    telemetry._configured_logging = None
 
 
 @pytest.fixture(scope="session")

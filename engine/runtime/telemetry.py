@@ -55,13 +55,23 @@ def configure_logging(log_format: str = "auto", level: str | None = None) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
     _configured_logging = resolved
+
+
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """A logger writing to the *current* ``sys.stderr``.
+
+    Binding the stream once at configuration would keep a stream that may be
+    closed later (a redirected or captured stderr); a log call must never fail
+    the work it describes.
+    """
+    return structlog.PrintLogger(file=sys.stderr)
 
 
 def configure_tracing(service_name: str = "meshfleet") -> None:
