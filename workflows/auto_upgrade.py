@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 from engine.domain import schedule as contract
 from engine.domain.schedule import (
@@ -28,19 +28,11 @@ from engine.domain.schedule import (
     auto_run_name,
 )
 from strategies import ChannelError, parse_catalog, resolve_channel
+from workflows.failures import failure_reason
 
 #: Reads and the run's creation are short; retry transient failures a few times.
 RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 QUICK = timedelta(minutes=2)
-
-
-def _reason(error: BaseException) -> str:
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            return cause.message
-        cause = cause.__cause__
-    return str(error)
 
 
 @workflow.defn(name=contract.AUTO_UPGRADE_WORKFLOW)
@@ -66,7 +58,7 @@ class AutoUpgradeWorkflow:
                 summary=f"read network {profile.network}'s members",
             )
         except ActivityError as error:
-            result.error = f"cannot read network {profile.network!r}: {_reason(error)}"
+            result.error = f"cannot read network {profile.network!r}: {failure_reason(error)}"
             return result
         try:
             resolution = resolve_channel(
@@ -98,7 +90,7 @@ class AutoUpgradeWorkflow:
                 summary=f"create the update run to Kubernetes {target}",
             )
         except ActivityError as error:
-            result.error = f"cannot create the update run: {_reason(error)}"
+            result.error = f"cannot create the update run: {failure_reason(error)}"
             return result
         result.status = TriggerStatus.SUCCEEDED
         return result

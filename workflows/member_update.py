@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 from engine.domain import run as contract
 from engine.domain.backend import OperationProgress
@@ -25,6 +25,7 @@ from engine.domain.run import (
     PreflightOutcome,
 )
 from engine.domain.runspec import UpgradeType
+from workflows.failures import failure_reason
 
 #: Transient errors (API briefly down, a conflict) are retried with backoff; the
 #: activities mark errors a retry cannot fix as non-retryable.
@@ -43,16 +44,6 @@ RESTORE_RETRY = RetryPolicy(
 )
 QUICK_STEP = timedelta(minutes=2)
 MARGIN = timedelta(minutes=1)
-
-
-def _reason(error: BaseException) -> str:
-    """The message a person should read: the innermost ApplicationError's."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            return cause.message
-        cause = cause.__cause__
-    return str(error)
 
 
 @workflow.defn(name=contract.MEMBER_UPDATE_WORKFLOW)
@@ -132,7 +123,7 @@ class MemberUpdateWorkflow:
                 summary=f"verify {member.member}",
             )
         except ActivityError as error:
-            failure, failed_step = _reason(error), self._step
+            failure, failed_step = failure_reason(error), self._step
         finally:
             if drain is not None:
                 # Shielded: even a cancelled member puts its services back.

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 from engine.domain import run as contract
@@ -73,6 +73,7 @@ from strategies import (
     plan,
 )
 from strategies.progress import MemberVersions, skew_blocker
+from workflows.failures import failure_reason
 
 NETWORK_KEY = SearchAttributeKey.for_keyword("MeshfleetNetwork")
 STATE_KEY = SearchAttributeKey.for_keyword("MeshfleetRunState")
@@ -83,15 +84,6 @@ TARGET_KEY = SearchAttributeKey.for_keyword("MeshfleetTargetVersion")
 RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 QUICK = timedelta(minutes=2)
 MARGIN = timedelta(minutes=1)
-
-
-def _reason(error: BaseException) -> str:
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            return cause.message
-        cause = cause.__cause__
-    return str(error)
 
 
 def _gates(gates: list[Gate], prefix: str) -> list[GateStatus]:
@@ -433,7 +425,7 @@ class UpdateRunWorkflow:
                 summary=f"take network {self._input.spec.network}",
             )
         except ActivityError as error:
-            self._fail_run(_reason(error))
+            self._fail_run(failure_reason(error))
             return False
         self._state.holding_network = True
         self._state.network_members = leased.members
@@ -847,7 +839,7 @@ class UpdateRunWorkflow:
                 ),
             )
         except ChildWorkflowError as error:
-            result = MemberUpdateResult(outcome=MemberOutcome.FAILED, message=_reason(error))
+            result = MemberUpdateResult(outcome=MemberOutcome.FAILED, message=failure_reason(error))
         del self._in_flight[member.name]
         member.step = result.step
         member.message = result.message
