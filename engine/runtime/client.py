@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio.client import (
     Client,
@@ -115,6 +115,30 @@ def _network_error(name: str, error: BaseException) -> MeshfleetError:
             return UnavailableError(f"Temporal is unavailable: {error.message}")
         return UnavailableError(f"Temporal refused the request: {error.message}")
     return MeshfleetError(f"{type(error).__name__}: {error}")
+
+
+def run_script(main: Coroutine[Any, Any, object]) -> NoReturn:
+    """``asyncio.run(main)`` for scripts, then exit without interpreter teardown.
+
+    Use it instead of ``asyncio.run`` in short programs that use the client: the
+    Temporal SDK's native threads can abort a process during CPython's final
+    teardown (temporalio/sdk-python#300, "PyGILState_Release: thread state must
+    be current"). Exit handlers still run; the exit code is 0, or 1 with the
+    error printed when ``main`` raises.
+    """
+    import traceback
+
+    from engine.runtime.cli.common import exit_now
+
+    try:
+        asyncio.run(main)
+    except SystemExit as done:
+        code = done.code
+        exit_now(code if isinstance(code, int) else (0 if code is None else 1))
+    except BaseException:
+        traceback.print_exc()
+        exit_now(1)
+    exit_now(0)
 
 
 class MeshfleetClient:
