@@ -378,11 +378,12 @@ class UpdateActivities:
 
             async def verified() -> bool | None:
                 problems.clear()
-                health = await self._backend.mesh_health(member.network_members)
+                health = await self._backend.mesh_health(
+                    member.network_members, focus=member.member
+                )
                 problems.extend(
                     f"{link.viewer} -> {link.peer}: {link.reason}"
                     for link in health.not_ready_links()
-                    if member.member in (link.viewer, link.peer)
                 )
                 services = await self._backend.list_global_services(member.network_members)
                 for service in services:

@@ -418,6 +418,8 @@ class MeshHealth(DomainModel):
 
     observed_at: dt.datetime
     members: list[MemberMeshView]
+    #: Set when read with a focus: only links from or to this member were read.
+    focus: str | None = None
 
     def view(self, cluster: str) -> MemberMeshView | None:
         """The view of one member."""
@@ -426,8 +428,9 @@ class MeshHealth(DomainModel):
     def not_ready_links(self, previous: MeshHealth | None = None) -> list[NotReadyLink]:
         """Every problem, viewer by viewer, each explained in ``cilium clustermesh status`` order.
 
-        Every member expects every other member of this view. With ``previous``,
-        a link whose ``numFailures`` grew since then is reported too.
+        Every member expects every other member of this view (with ``focus``, the
+        focus expects every other member and the others expect only the focus).
+        With ``previous``, a link whose ``numFailures`` grew since then is reported too.
         """
         names = [m.cluster for m in self.members]
         found: list[NotReadyLink] = []
@@ -458,7 +461,8 @@ class MeshHealth(DomainModel):
             # Indexed once per member (``remote()`` per peer made this cubic in the members).
             remotes = _first_by_name(member.remote_clusters)
             old_remotes = _first_by_name(before.remote_clusters) if before else {}
-            for peer in names:
+            expected = names if self.focus in (None, member.cluster) else [self.focus]
+            for peer in expected:
                 if peer == member.cluster:
                     continue
                 remote = remotes.get(peer)
@@ -625,8 +629,13 @@ class FleetBackend(Protocol):
         """Check ``cluster`` against the membership rules for ``network`` with ``members``."""
         ...
 
-    async def mesh_health(self, members: Sequence[str]) -> MeshHealth:
-        """How each of ``members`` sees each of the others (each expects all the others)."""
+    async def mesh_health(self, members: Sequence[str], *, focus: str | None = None) -> MeshHealth:
+        """How each of ``members`` sees each of the others (each expects all the others).
+
+        With ``focus`` (one of ``members``), only the links from or to it are read:
+        its own view in full, and each other member's entry for it — what checking
+        one member needs, at a cost that grows with the members, not their square.
+        """
         ...
 
     async def enable_mesh(

@@ -161,3 +161,26 @@ async def test_time_scale_zero_completes_every_operation_at_once(
     assert backend.sim_time() == 600.0
     services = await backend.list_global_services(MEMBERS)
     assert services[0].key == CHECKOUT
+
+
+async def test_a_focused_mesh_read_sees_only_the_links_of_its_member(
+    backend: SimulatedFleetBackend, clock: FakeClock
+) -> None:
+    """A link between two other members is outside a focus; a full read reports it."""
+    from engine.domain.fleet import Fault, FaultKind
+
+    alpha, bravo, charlie = MEMBERS
+    backend.add_fault(bravo, Fault(kind=FaultKind.MESH_PARTITION, at_sim_time=0, peers=[charlie]))
+    clock.advance(30)
+    full = await backend.mesh_health(MEMBERS)
+    assert {(link.viewer, link.peer) for link in full.not_ready_links()} >= {(bravo, charlie)}
+
+    focused = await backend.mesh_health(MEMBERS, focus=alpha)
+    assert focused.focus == alpha
+    assert focused.not_ready_links() == []
+    view = focused.view(bravo)
+    assert view is not None
+    assert [r.name for r in view.remote_clusters] == [alpha]
+
+    on_bravo = await backend.mesh_health(MEMBERS, focus=bravo)
+    assert (bravo, charlie) in {(link.viewer, link.peer) for link in on_bravo.not_ready_links()}

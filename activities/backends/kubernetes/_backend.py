@@ -269,10 +269,18 @@ class KubernetesBackend:
 
     # --- mesh health ----------------------------------------------------------------------
 
-    async def mesh_health(self, members: Sequence[str]) -> MeshHealth:
-        """Each member's agents' view of the others, and its mesh components' rollout."""
+    async def mesh_health(self, members: Sequence[str], *, focus: str | None = None) -> MeshHealth:
+        """Each member's agents' view of the others, and its mesh components' rollout.
+
+        With ``focus``, every agent is still asked (one exec per member either way);
+        the views of the others keep only their entry for the focus.
+        """
         views = await asyncio.gather(*(self._mesh_view(m, members) for m in members))
-        return MeshHealth(observed_at=_now(), members=list(views))
+        if focus is not None:
+            for view in views:
+                if view.cluster != focus:
+                    view.remote_clusters = [r for r in view.remote_clusters if r.name == focus]
+        return MeshHealth(observed_at=_now(), members=list(views), focus=focus)
 
     async def _mesh_view(self, cluster: str, members: Sequence[str]) -> MemberMeshView:
         await self.clients.target(cluster)

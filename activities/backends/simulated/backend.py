@@ -96,7 +96,9 @@ class SimulatedFleetBackend:
         #: The last mesh health read: (version, simulated now, members) -> the health. Every
         #: member's verify reads the whole mesh (quadratic in the members); while nothing
         #: changed in between, the answer is the same.
-        self._mesh_memo: tuple[tuple[int, float, tuple[str, ...]], MeshHealth] | None = None
+        self._mesh_memo: (
+            tuple[tuple[int, float, tuple[str, ...], str | None], MeshHealth] | None
+        ) = None
         self._write_behind = write_behind
         self._stored_at = time.monotonic()
         self._unstored = False
@@ -282,16 +284,16 @@ class SimulatedFleetBackend:
 
         return await self._run(check, reads=True)
 
-    async def mesh_health(self, members: Sequence[str]) -> MeshHealth:
+    async def mesh_health(self, members: Sequence[str], *, focus: str | None = None) -> MeshHealth:
         wanted = tuple(members)
 
         def read(sim: Simulation) -> MeshHealth:
-            key = (self._version, sim.world.now, wanted)
+            key = (self._version, sim.world.now, wanted, focus)
             memo = self._mesh_memo
             if memo is not None and memo[0] == key:
                 # The same world at the same simulated time: the same views (read-only).
                 return memo[1].model_copy(update={"observed_at": sim.wall_at(sim.world.now)})
-            health = sim.mesh_health(wanted)
+            health = sim.mesh_health(wanted, focus)
             self._mesh_memo = (key, health)
             return health
 

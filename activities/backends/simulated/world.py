@@ -1324,7 +1324,8 @@ class Simulation:
             reason=reason,
         )
 
-    def mesh_view(self, cluster: str) -> MemberMeshView:
+    def mesh_view(self, cluster: str, only: str | None = None) -> MemberMeshView:
+        """``cluster``'s agents' view of its peers (with ``only``: of that one peer alone)."""
         state = self._require(cluster)
         t = self.world.now
         if not self.api_available(cluster, t):
@@ -1363,7 +1364,8 @@ class Simulation:
             rollout = {c.name: c for c in self._cilium_rollout(running, t)}
             agent, apiserver = rollout["cilium"], rollout["clustermesh-apiserver"]
         remotes = []
-        for peer in sorted(state.peers):
+        peers = sorted(state.peers) if only is None else [p for p in (only,) if p in state.peers]
+        for peer in peers:
             link = self.link(cluster, peer, t)
             peer_state = self.world.clusters[peer]
             configured = link.connected
@@ -1399,10 +1401,9 @@ class Simulation:
             self._configs[peer] = cached
         return cached
 
-    def mesh_health(self, members: Sequence[str]) -> MeshHealth:
-        return MeshHealth(
-            observed_at=self.wall_at(self.world.now), members=[self.mesh_view(m) for m in members]
-        )
+    def mesh_health(self, members: Sequence[str], focus: str | None = None) -> MeshHealth:
+        views = [self.mesh_view(m, only=None if focus in (None, m) else focus) for m in members]
+        return MeshHealth(observed_at=self.wall_at(self.world.now), members=views, focus=focus)
 
     def global_services(self, members: Iterable[str]) -> list[GlobalService]:
         t = self.world.now
