@@ -1369,8 +1369,10 @@ class Simulation:
             link = self.link(cluster, peer, t)
             peer_state = self.world.clusters[peer]
             configured = link.connected
+            # model_construct: the simulator's own state is already valid, and a full
+            # mesh read builds members² of these (65,025 at 255 members).
             remotes.append(
-                RemoteClusterStatus(
+                RemoteClusterStatus.model_construct(
                     name=peer,
                     ready=link.ready,
                     connected=link.connected,
