@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 from engine.domain.schedule import FleetWindow
 from engine.domain.windows import parse_time_of_day
+from strategies.windows import merge_touching
 
 #: How far past ``t`` (or the last skip date) to look: a week always holds every window day.
 _LOOKAHEAD = dt.timedelta(days=8)
@@ -67,16 +68,7 @@ def _occurrences(
 
 def _openings(window: FleetWindow, after: dt.datetime) -> Iterator[tuple[dt.datetime, dt.datetime]]:
     """Openings (touching occurrences merged) that end after ``after``, in order."""
-    current: tuple[dt.datetime, dt.datetime] | None = None
-    for begin, finish in _occurrences(window, after):
-        if current is not None and begin <= current[1]:
-            current = (current[0], max(current[1], finish))
-            continue
-        if current is not None:
-            yield current
-        current = (begin, finish)
-    if current is not None:
-        yield current
+    return merge_touching(_occurrences(window, after))
 
 
 def fleet_window_open(window: FleetWindow, t: dt.datetime) -> bool:

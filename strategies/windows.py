@@ -19,7 +19,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from engine.domain.strategy import Gate, GateType
 from engine.domain.windows import (
@@ -112,12 +112,12 @@ def _raw_openings(
         day += dt.timedelta(days=1)
 
 
-def _openings(
-    window: MaintenanceWindow, after: dt.datetime
+def merge_touching(
+    spans: Iterable[tuple[dt.datetime, dt.datetime]],
 ) -> Iterator[tuple[dt.datetime, dt.datetime]]:
-    """Openings (back-to-back occurrences merged) that end after ``after``, in order."""
+    """Merge ``(begin, end)`` spans, given in order of ``begin``, that touch or overlap."""
     current: tuple[dt.datetime, dt.datetime] | None = None
-    for begin, finish in _raw_openings(window, after):
+    for begin, finish in spans:
         if current is not None and begin <= current[1]:
             current = (current[0], max(current[1], finish))
             continue
@@ -126,6 +126,13 @@ def _openings(
         current = (begin, finish)
     if current is not None:
         yield current
+
+
+def _openings(
+    window: MaintenanceWindow, after: dt.datetime
+) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+    """Openings (back-to-back occurrences merged) that end after ``after``, in order."""
+    return merge_touching(_raw_openings(window, after))
 
 
 def is_open(window: MaintenanceWindow, t: dt.datetime) -> bool:
