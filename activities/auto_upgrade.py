@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 
 from activities.common import classified
 from engine.domain import schedule as contract
+from engine.domain import search_attributes
 from engine.domain.backend import FleetBackend
 from engine.domain.errors import InvalidInputError
 from engine.domain.network import QUERY_DESCRIBE, NetworkDescription, network_workflow_id
@@ -34,7 +34,7 @@ from engine.domain.schedule import (
 from strategies import load_catalog, with_start_gate
 
 #: The run's state as the run workflow publishes it (a search attribute).
-RUN_STATE_KEY = SearchAttributeKey.for_keyword("MeshfleetRunState")
+RUN_STATE_KEY = search_attributes.RUN_STATE
 
 
 class RunStarter(Protocol):

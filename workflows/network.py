@@ -18,9 +18,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from engine.domain import search_attributes
 from engine.domain.durations import format_duration
 from engine.domain.names import MAX_NETWORK_MEMBERS
 from engine.domain.network import (
@@ -34,7 +35,6 @@ from engine.domain.network import (
     ACTIVITY_RESTORE_SERVICES,
     ACTIVITY_WAIT_MESH_READY,
     ACTIVITY_WAIT_UNLISTED,
-    NETWORK_SEARCH_ATTRIBUTE,
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
     UPDATE_ACQUIRE,
@@ -87,7 +87,7 @@ from engine.domain.network import (
 
 T = TypeVar("T")
 
-NETWORK_KEY = SearchAttributeKey.for_keyword(NETWORK_SEARCH_ATTRIBUTE)
+NETWORK_KEY = search_attributes.NETWORK
 
 #: Error type of an update rejected by a validator (the client maps it to invalid input).
 REJECTED = "MeshfleetRejected"

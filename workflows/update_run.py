@@ -19,11 +19,12 @@ import datetime as dt
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 from engine.domain import run as contract
+from engine.domain import search_attributes
 from engine.domain.errors import InvalidInputError
 from engine.domain.member import Member
 from engine.domain.plan import Plan, PlannedMemberState, VersionPair
@@ -75,10 +76,10 @@ from strategies import (
 from strategies.progress import MemberVersions, skew_blocker
 from workflows.failures import failure_reason
 
-NETWORK_KEY = SearchAttributeKey.for_keyword("MeshfleetNetwork")
-STATE_KEY = SearchAttributeKey.for_keyword("MeshfleetRunState")
-STAGE_KEY = SearchAttributeKey.for_keyword("MeshfleetStage")
-TARGET_KEY = SearchAttributeKey.for_keyword("MeshfleetTargetVersion")
+NETWORK_KEY = search_attributes.NETWORK
+STATE_KEY = search_attributes.RUN_STATE
+STAGE_KEY = search_attributes.STAGE
+TARGET_KEY = search_attributes.TARGET_VERSION
 
 #: Run-level activities are short reads; retry transient failures a few times.
 RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))

@@ -18,6 +18,7 @@ from typing import TypeAlias
 
 from pydantic import Field
 
+from engine.domain import search_attributes
 from engine.domain.backend import (
     ANNOTATION_NAMESPACE_GLOBAL,
     ANNOTATION_SERVICE_GLOBAL,
@@ -120,7 +121,7 @@ __all__ = [
 
 NETWORK_WORKFLOW = "Network"
 #: The Keyword search attribute every network (and update run) carries.
-NETWORK_SEARCH_ATTRIBUTE = "MeshfleetNetwork"
+NETWORK_SEARCH_ATTRIBUTE = search_attributes.NETWORK.name
 
 UPDATE_JOIN = "join"
 UPDATE_REMOVE = "remove"

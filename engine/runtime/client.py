@@ -29,7 +29,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -37,6 +36,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from engine.domain import search_attributes
 from engine.domain.errors import MeshfleetError, NotFoundError, UnavailableError
 from engine.domain.model import DomainModel
 from engine.domain.network import (
@@ -77,7 +77,7 @@ from engine.runtime.settings import task_queue as default_task_queue
 
 T = TypeVar("T")
 
-NETWORK_KEY = SearchAttributeKey.for_keyword(NETWORK_SEARCH_ATTRIBUTE)
+NETWORK_KEY = search_attributes.NETWORK
 #: ``list_networks`` asks each network for its status; one that does not answer
 #: within this (no worker running) is listed without it.
 LIST_QUERY_TIMEOUT = timedelta(seconds=5)

@@ -37,6 +37,7 @@ import structlog
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
+from engine.domain import search_attributes
 from engine.domain.errors import UnavailableError
 
 log = structlog.get_logger(__name__)
@@ -47,12 +48,7 @@ DEFAULT_UI_PORT = 8233
 DEFAULT_NAMESPACE = "default"
 
 #: meshfleet's search attributes: every one Keyword, so the Web UI can filter on them.
-SEARCH_ATTRIBUTES: tuple[str, ...] = (
-    "MeshfleetNetwork",
-    "MeshfleetRunState",
-    "MeshfleetStage",
-    "MeshfleetTargetVersion",
-)
+SEARCH_ATTRIBUTES: tuple[str, ...] = tuple(key.name for key in search_attributes.ALL)
 
 #: The dynamic-config flag that enables per-workflow time skipping (tests only).
 TIME_SKIPPING_FLAG = "frontend.WorkflowTimeSkippingEnabled"

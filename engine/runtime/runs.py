@@ -18,7 +18,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -27,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine.domain import run as contract
+from engine.domain import search_attributes
 from engine.domain.errors import FieldError, InvalidInputError, MeshfleetError, NotFoundError
 from engine.domain.names import resource_name_problem
 from engine.domain.network import network_workflow_id
@@ -48,10 +48,10 @@ from strategies import load_catalog
 
 T = TypeVar("T")
 
-NETWORK_KEY = SearchAttributeKey.for_keyword("MeshfleetNetwork")
-STATE_KEY = SearchAttributeKey.for_keyword("MeshfleetRunState")
-STAGE_KEY = SearchAttributeKey.for_keyword("MeshfleetStage")
-TARGET_KEY = SearchAttributeKey.for_keyword("MeshfleetTargetVersion")
+NETWORK_KEY = search_attributes.NETWORK
+STATE_KEY = search_attributes.RUN_STATE
+STAGE_KEY = search_attributes.STAGE
+TARGET_KEY = search_attributes.TARGET_VERSION
 
 #: How often watch() and result() look at the run.
 WATCH_INTERVAL = dt.timedelta(seconds=0.5)
