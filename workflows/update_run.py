@@ -57,6 +57,7 @@ from engine.domain.strategy import (
     Gate,
     GateType,
     GroupSpec,
+    HealthSpec,
     StageSpec,
     StrategyMetadata,
     StrategySpec,
@@ -198,6 +199,10 @@ class UpdateRunWorkflow:
         self._completions = 0
         self._changes = 0
         self._failed_reason: str | None = None
+        #: How the built-in health gates are tuned (the strategy's, else the defaults).
+        self._health = spec.strategy.spec.health if spec.strategy else HealthSpec()
+        #: The search attributes last upserted (upsert only on change).
+        self._published: tuple[tuple[str, str], ...] = ()
 
     # --- queries and controls -------------------------------------------------------------
 
@@ -506,8 +511,7 @@ class UpdateRunWorkflow:
         self._publish()
         if not await self._pass_gates(stage.before_gates, stage):
             return
-        health = self._input.spec.strategy.spec.health if self._input.spec.strategy else None
-        timeout = health.mesh_ready_timeout if health else timedelta(minutes=10)
+        timeout = self._health.mesh_ready_timeout
         if not await self._mesh_gate(stage, "before", timeout):
             return
         await asyncio.gather(*(self._run_group(stage, g) for g in stage.groups))
@@ -528,9 +532,7 @@ class UpdateRunWorkflow:
             return
         if not await self._endpoints_gate(stage, timeout):
             return
-        if not await self._soak(
-            stage, health.soak_check_interval if health else timedelta(seconds=30)
-        ):
+        if not await self._soak(stage, self._health.soak_check_interval):
             return
         if not await self._pass_gates(stage.after_gates, stage):
             return
@@ -810,7 +812,6 @@ class UpdateRunWorkflow:
         self, stage: StageStatus, group: GroupStatus, member: MemberStatus
     ) -> None:
         status = self._state.status
-        health = self._input.spec.strategy.spec.health if self._input.spec.strategy else None
         others = self._in_flight_before.pop(member.name, [])
         assert status.target is not None
         request = MemberUpdateInput(
@@ -823,8 +824,8 @@ class UpdateRunWorkflow:
             target=status.target,
             network_members=self._state.network_members,
             in_flight=others,
-            min_ready_endpoints=health.min_ready_endpoints if health else 1,
-            mesh_ready_timeout=health.mesh_ready_timeout if health else timedelta(minutes=10),
+            min_ready_endpoints=self._health.min_ready_endpoints,
+            mesh_ready_timeout=self._health.mesh_ready_timeout,
             timings=self._input.timings,
         )
         try:
@@ -980,7 +981,7 @@ class UpdateRunWorkflow:
         if status.current_stage:
             pairs.append(STAGE_KEY.value_set(status.current_stage))
         signature = tuple((p.key.name, str(p.value)) for p in pairs)
-        if signature != getattr(self, "_published", None):
+        if signature != self._published:
             workflow.upsert_search_attributes(pairs)
             self._published = signature
         workflow.set_current_details(details_markdown(status))
