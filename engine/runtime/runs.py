@@ -22,12 +22,18 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine.domain import run as contract
 from engine.domain import search_attributes
-from engine.domain.errors import FieldError, InvalidInputError, MeshfleetError, NotFoundError
+from engine.domain.errors import (
+    FieldError,
+    InvalidInputError,
+    MeshfleetError,
+    NotFoundError,
+    UnavailableError,
+)
 from engine.domain.names import resource_name_problem
 from engine.domain.network import network_workflow_id
 from engine.domain.run import (
@@ -45,6 +51,7 @@ from engine.domain.run import (
 )
 from engine.domain.runspec import RunSpec, UpgradeType
 from strategies import load_catalog
+from workflows.failures import failure_reason
 
 T = TypeVar("T")
 
@@ -192,7 +199,7 @@ class UpdateRunHandle:
                 name, request, result_type=RunStatus
             )
         except WorkflowUpdateFailedError as error:
-            raise ControlRejectedError(f"{name} rejected: {_innermost(error)}") from None
+            raise ControlRejectedError(f"{name} rejected: {failure_reason(error)}") from None
         except RPCError as error:
             raise _rpc_problem(error, f"run {self.ref}") from None
         return status
@@ -259,18 +266,12 @@ async def start_update_run(
                 f"upgrade type: {spec.upgrade_type.value}"
             ),
         )
+    except WorkflowAlreadyStartedError:
+        raise InvalidInputError(
+            [FieldError(path="name", message=f"a run {spec.network}/{name} already exists")]
+        ) from None
     except RPCError as error:
-        if error.status is RPCStatusCode.ALREADY_EXISTS:
-            raise InvalidInputError(
-                [FieldError(path="name", message=f"a run {spec.network}/{name} already exists")]
-            ) from None
         raise _rpc_problem(error, f"run {spec.network}/{name}") from None
-    except Exception as error:
-        if "already started" in str(error).lower():
-            raise InvalidInputError(
-                [FieldError(path="name", message=f"a run {spec.network}/{name} already exists")]
-            ) from None
-        raise
     return UpdateRunHandle(client, spec.network, name)
 
 
@@ -343,19 +344,7 @@ def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _innermost(error: BaseException) -> str:
-    message = str(error)
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            message = cause.message
-        cause = cause.__cause__
-    return message
-
-
 def _rpc_problem(error: RPCError, what: str) -> MeshfleetError:
     if error.status is RPCStatusCode.NOT_FOUND:
         return NotFoundError(f"{what} does not exist")
-    from engine.domain.errors import UnavailableError
-
     return UnavailableError(f"{what}: Temporal answered {error.status.name}: {error.message}")

@@ -205,3 +205,18 @@ async def test_no_member_starts_while_the_fleet_window_is_closed(
             assert member.start_time is not None
             assert member.start_time >= expected, f"{member.name} started before the window"
             assert member.start_time < expected + dt.timedelta(hours=1)
+
+
+async def test_starting_a_run_under_a_name_already_taken_is_refused_as_invalid_input(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    from engine.domain.errors import InvalidInputError
+
+    async with running_fleet(client, task_queue, state_dir, FOUR[:1]) as fleet:
+        document = strategy([{"name": "all", "groups": [{"name": "all"}]}])
+        first = await fleet.start_run(document, name="nightly")
+        with pytest.raises(
+            InvalidInputError, match=f"a run {fleet.network}/nightly already exists"
+        ):
+            await fleet.start_run(document, name="nightly")
+        assert (await first.result()).state is State.COMPLETED
