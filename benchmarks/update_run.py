@@ -20,11 +20,21 @@ throw-away state directory, stopped at the end), this runs:
 It prints one JSON object: ``members``, ``stages``, ``wallSeconds``,
 ``floorSeconds``, ``ratio`` (wall / floor), ``stageTransitionLatencyMedianSeconds``
 (the last member of a stage finishing -> the first member of the next
-starting, from the run's own status times), ``maxHistoryEvents`` (the largest
-history among the run and its members), ``workerPeakRssMb`` (this process's
-peak resident memory: worker, client and simulated fleet together), plus
-``networks`` and ``activities`` (activity tasks of the run and of the floor,
-counted from their histories: they must be equal).
+starting, gates and soaks excluded: the window is taken from the run's own
+status times, and the time the run spent in its gates is taken out of it),
+``stageTransitionWithGatesMedianSeconds`` (the same windows, gates included),
+``maxHistoryEvents`` (the largest history among the run and its members),
+``workerPeakRssMb`` (this process's peak resident memory: worker, client and
+simulated fleet together), plus ``networks`` and ``activities`` (activity
+tasks of the run and of the floor, counted from their histories: they must be
+equal).
+
+The gates are read from the run's history: each health gate (the mesh before
+and after a stage, the endpoints after it, the soak's checks) from its
+activity's scheduled event to its closing event, and each soak or
+ScheduledStart wait from its timer's start to its firing or cancellation.
+Approval gates wait on no timer and are not taken out; the benchmark's
+strategy has none.
 """
 
 from __future__ import annotations
@@ -230,15 +240,92 @@ async def history_stats(client: Client, workflow_ids: list[str]) -> tuple[int, i
     return max(n for n, _ in found), sum(a for _, a in found)
 
 
-def transition_latencies(status: RunStatus) -> list[float]:
-    """Per consecutive stage pair: last member done -> first member of the next started."""
+Interval = tuple[dt.datetime, dt.datetime]
+
+#: Timers of the run that belong to a gate: their summaries start so (workflows/update_run.py).
+GATE_TIMER_SUMMARIES = ("soak after stage ", "gate ")
+
+
+async def gate_intervals(client: Client, workflow_id: str) -> list[Interval]:
+    """When the run was in a gate or a soak, from its history: merged, in order.
+
+    A gate activity counts from its scheduled event to its closing one (all its
+    attempts); a soak or ScheduledStart timer from its start to its firing or
+    cancellation.
+    """
+    from engine.domain.run import CHECK_MESH_HEALTH, SERVICE_ENDPOINTS
+
+    gates = {CHECK_MESH_HEALTH, SERVICE_ENDPOINTS}
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    converter = client.data_converter.payload_converter
+    opened: dict[int, dt.datetime] = {}
+    found: list[Interval] = []
+    for event in history.events:
+        at = event.event_time.ToDatetime(tzinfo=dt.UTC)
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            if name in gates:
+                opened[event.event_id] = at
+        elif event.HasField("timer_started_event_attributes"):
+            summary = event.user_metadata.summary
+            text = converter.from_payload(summary, str) if summary.data else ""
+            if text.startswith(GATE_TIMER_SUMMARIES):
+                opened[event.event_id] = at
+        else:
+            opening = _opening_event(event)
+            if opening in opened:
+                found.append((opened.pop(opening), at))
+    return merge(found)
+
+
+def _opening_event(event: Any) -> int | None:
+    """The id of the event that scheduled the activity or started the timer ``event`` closes."""
+    for field in (
+        "activity_task_completed_event_attributes",
+        "activity_task_failed_event_attributes",
+        "activity_task_timed_out_event_attributes",
+        "activity_task_canceled_event_attributes",
+    ):
+        if event.HasField(field):
+            return int(getattr(event, field).scheduled_event_id)
+    for field in ("timer_fired_event_attributes", "timer_canceled_event_attributes"):
+        if event.HasField(field):
+            return int(getattr(event, field).started_event_id)
+    return None
+
+
+def merge(intervals: list[Interval]) -> list[Interval]:
+    """Overlapping intervals joined, in order."""
+    merged: list[Interval] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def transition_latencies(status: RunStatus, excluded: list[Interval] | None = None) -> list[float]:
+    """Per consecutive stage pair: last member done -> first member of the next started.
+
+    ``excluded`` (merged, as ``gate_intervals`` returns them): time taken out of each window.
+    """
     found = []
     for before, after in zip(status.stages, status.stages[1:], strict=False):
         ended = [m.completed_time for g in before.groups for m in g.members if m.completed_time]
         started = [m.start_time for g in after.groups for m in g.members if m.start_time]
         if ended and started:
-            found.append((min(started) - max(ended)).total_seconds())
+            start, end = max(ended), min(started)
+            seconds = (end - start).total_seconds()
+            for low, high in excluded or []:
+                overlap = (min(end, high) - max(start, low)).total_seconds()
+                seconds -= max(overlap, 0.0)
+            found.append(seconds)
     return found
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
 
 
 @dataclass
@@ -339,7 +426,7 @@ async def benchmark(
 ) -> dict[str, Any]:
     from temporalio.worker import Worker
 
-    from engine.domain.run import State, member_workflow_id
+    from engine.domain.run import State, member_workflow_id, run_workflow_id
     from engine.runtime import devserver
     from engine.runtime.connection import ConnectionSettings, connect_client
     from engine.runtime.worker import build_worker, workflow_runner
@@ -382,7 +469,7 @@ async def benchmark(
             statuses = [status for status, _ in results]
             ids = []
             for status in statuses:
-                ids.append(f"updaterun/{status.network}/{status.run_id}")
+                ids.append(run_workflow_id(status.network, status.run_id))
                 ids += [
                     member_workflow_id(status.network, status.run_id, m.name)
                     for _, _, m in status.members()
@@ -396,7 +483,15 @@ async def benchmark(
             if status_file is not None:
                 text = json.dumps([s.to_json_dict() for s in statuses], indent=1)
                 await asyncio.to_thread(status_file.write_text, text)
-            latencies = [lat for status in statuses for lat in transition_latencies(status)]
+            gates = await asyncio.gather(
+                *(gate_intervals(client, run_workflow_id(s.network, s.run_id)) for s in statuses)
+            )
+            latencies = [
+                lat
+                for status, excluded in zip(statuses, gates, strict=True)
+                for lat in transition_latencies(status, excluded)
+            ]
+            with_gates = [lat for status in statuses for lat in transition_latencies(status)]
             not_done = [
                 f"{s.network}: {s.state.value} ({s.error or 'no error'})"
                 for s in statuses
@@ -411,9 +506,8 @@ async def benchmark(
                 "wallSeconds": round(wall, 3),
                 "floorSeconds": round(floor_seconds, 3),
                 "ratio": round(wall / floor_seconds, 3),
-                "stageTransitionLatencyMedianSeconds": (
-                    round(statistics.median(latencies), 3) if latencies else None
-                ),
+                "stageTransitionLatencyMedianSeconds": median(latencies),
+                "stageTransitionWithGatesMedianSeconds": median(with_gates),
                 "maxHistoryEvents": max_events,
                 "workerPeakRssMb": round(
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
