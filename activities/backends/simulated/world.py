@@ -227,9 +227,11 @@ class World(DomainModel):
     exports: dict[str, int] = Field(default_factory=dict)
     #: service -> viewer -> source -> [backends, as of]: each viewer's last-known
     #: backends from each source (no cache TTL: kept while the source is unreachable).
+    #: Only the service's declared clusters are sources: no other can ever export it.
     cache: dict[str, dict[str, dict[str, list[float]]]] = Field(default_factory=dict)
-    #: "viewer|peer" links that were ready at the last transition point.
-    links_ready: list[str] = Field(default_factory=list)
+    #: "viewer|peer" links that were ready at the last transition point (a set: a full
+    #: mesh of 255 has 64,770 of them, and every access reads it).
+    links_ready: set[str] = Field(default_factory=set)
     violations: list[ViolationRecord] = Field(default_factory=list)
 
     @property
@@ -256,7 +258,7 @@ class _Counts(NamedTuple):
 class _Instant:
     """The disturbances active at one instant, indexed for the hot paths."""
 
-    __slots__ = ("api_down", "cut", "cut_off", "lost", "ready", "restarting", "t")
+    __slots__ = ("api_down", "cut", "cut_off", "disturbed", "lost", "ready", "restarting", "t")
 
     def __init__(self, t: float, conditions: Iterable[Condition]) -> None:
         self.t = t
@@ -270,6 +272,8 @@ class _Instant:
         self.lost: dict[str, set[str | None]] = {}
         #: Memo of ready endpoints: service -> cluster -> count.
         self.ready: dict[str, dict[str, int]] = {}
+        #: Memo of each cluster's past disturbances of its links (see ``Simulation._disturbed``).
+        self.disturbed: dict[str, tuple[int, float | None, bool]] = {}
         for c in conditions:
             if not c.active(t):
                 continue
@@ -310,7 +314,8 @@ class Simulation:
         self.world = world
         self.wall = wall
         self.audit: list[AuditEntry] = []
-        self._links_ready = set(world.links_ready)
+        #: The world's own set, changed in place (copying it per access cost more than the rest).
+        self._links_ready = world.links_ready
         self._by_cluster: dict[str, list[Condition]] | None = None
         self._instant: _Instant | None = None
         self._specs = {
@@ -320,6 +325,10 @@ class Simulation:
         self._configs: dict[str, RemoteClusterConfig] = {}
         #: Clusters whose links may have changed since the last settle (None: all).
         self._dirty: set[str] | None = set()
+        #: cluster -> its running Cilium upgrade (built on first use; None = not built).
+        self._cilium_running: dict[str, SimOperation] | None = None
+        #: Ready links' statuses by (peer, failures, last failure), shared by viewers.
+        self._ready_remote: dict[tuple[str, int, float | None], RemoteClusterStatus] = {}
 
     # --- loading -----------------------------------------------------------------------
 
@@ -368,7 +377,8 @@ class Simulation:
         for link in sim._links_ready:
             viewer, peer = link.split("|")
             for key in sim._service_keys():
-                sim._cache_set(key, viewer, peer, world.exports[f"{peer}|{key}"], 0.0)
+                if sim._is_source(peer, key):
+                    sim._cache_set(key, viewer, peer, world.exports[f"{peer}|{key}"], 0.0)
         sim._step(0.0)
         return sim
 
@@ -389,7 +399,6 @@ class Simulation:
             self._step(t)
         if math.isfinite(target) and target > world.now:
             world.now = target
-        world.links_ready = list(self._links_ready)
 
     def _schedule(self, at: float, kind: str, **data: Any) -> None:
         item = Scheduled(at=at, seq=self._new_id(), kind=kind, data=data)
@@ -414,7 +423,6 @@ class Simulation:
             if not (world.events and world.events[0].at <= t):
                 break
         self._monitor(t)
-        world.links_ready = list(self._links_ready)
 
     def _handle(self, item: Scheduled, t: float) -> None:
         self._invalidate()
@@ -455,6 +463,11 @@ class Simulation:
         if self._instant is None or self._instant.t != t:
             self._instant = _Instant(t, self.world.conditions)
         return self._instant
+
+    def _is_source(self, cluster: str, key: str) -> bool:
+        """Whether ``cluster`` can ever export the service: only its declared clusters carry
+        its annotations (``set_annotations`` refuses a service a cluster does not have)."""
+        return cluster in self._service_spec(key).clusters
 
     def _cache_set(self, key: str, viewer: str, source: str, value: float, as_of: float) -> None:
         self.world.cache.setdefault(key, {}).setdefault(viewer, {})[source] = [value, as_of]
@@ -560,9 +573,31 @@ class Simulation:
             return False
         return not self._partitioned(viewer, peer, t)
 
-    def link(self, viewer: str, peer: str, t: float) -> _Link:
-        """The directed link's state at ``t``."""
-        state = _Link()
+    def _disturbed(self, cluster: str, t: float) -> tuple[int, float | None, bool]:
+        """(agent restarts begun by ``t``, the last one's start, any partition begun by ``t``)."""
+        memo = self._at(t).disturbed
+        found = memo.get(cluster)
+        if found is None:
+            restarts, last, partitions = 0, None, False
+            for c in self._conditions_of(cluster):
+                if c.start > t:
+                    continue
+                if c.kind is ConditionKind.AGENT_RESTART:
+                    restarts += 1
+                    last = c.start if last is None else max(last, c.start)
+                elif c.kind is ConditionKind.MESH_PARTITION:
+                    partitions = True
+            found = memo[cluster] = (restarts, last, partitions)
+        return found
+
+    def _failures(self, viewer: str, peer: str, t: float) -> tuple[int, float | None]:
+        """How often the link failed by ``t`` and when it last did (``numFailures``)."""
+        v_count, v_last, v_cut = self._disturbed(viewer, t)
+        p_count, p_last, p_cut = self._disturbed(peer, t)
+        if not (v_cut or p_cut):
+            lasts = [x for x in (v_last, p_last) if x is not None]
+            return v_count + p_count, max(lasts) if lasts else None
+        failures, last_failure = 0, None
         for cluster in (viewer, peer):
             for c in self._conditions_of(cluster):
                 if c.start > t:
@@ -572,8 +607,14 @@ class Simulation:
                     and (c.peers is None or ({viewer, peer} - {cluster}) & set(c.peers))
                 )
                 if hits:
-                    state.failures += 1
-                    state.last_failure = max(state.last_failure or c.start, c.start)
+                    failures += 1
+                    last_failure = max(last_failure or c.start, c.start)
+        return failures, last_failure
+
+    def link(self, viewer: str, peer: str, t: float) -> _Link:
+        """The directed link's state at ``t``."""
+        state = _Link()
+        state.failures, state.last_failure = self._failures(viewer, peer, t)
         connect_at = self._connect_at(viewer, peer)
         ready_at = self._ready_from(viewer, peer, connect_at)
         if connect_at is None or ready_at is None or t < connect_at:
@@ -597,8 +638,14 @@ class Simulation:
         dirty = self._dirty
         self._dirty = set()
         if dirty is None:
-            candidates = [(v, p) for v, state in world.clusters.items() for p in state.peers]
-            ready_now: set[str] = set()
+            ready_now = {
+                f"{v}|{p}"
+                for v, state in world.clusters.items()
+                for p in state.peers
+                if self._link_ready(v, p, t)
+            }
+            added = ready_now - self._links_ready
+            self._links_ready = world.links_ready = ready_now
         else:
             # Only links touching a cluster that changed can have changed.
             candidates = [(v, p) for v in dirty for p in world.clusters[v].peers]
@@ -609,17 +656,19 @@ class Simulation:
                 for p in dirty
                 if p in state.peers
             ]
-            ready_now = set(self._links_ready)
+            added = set()
             for viewer, peer in candidates:
-                ready_now.discard(f"{viewer}|{peer}")
-        for viewer, peer in candidates:
-            if self._link_ready(viewer, peer, t):
-                ready_now.add(f"{viewer}|{peer}")
-        for link in sorted(ready_now - self._links_ready):
+                link = f"{viewer}|{peer}"
+                if not self._link_ready(viewer, peer, t):
+                    self._links_ready.discard(link)
+                elif link not in self._links_ready:
+                    self._links_ready.add(link)
+                    added.add(link)
+        for link in sorted(added):
             viewer, peer = link.split("|")
             for key in keys:  # a (re)connected agent resynchronizes everything
-                self._cache_set(key, viewer, peer, self._export(peer, key, t), t)
-        self._links_ready = ready_now
+                if self._is_source(peer, key):
+                    self._cache_set(key, viewer, peer, self._export(peer, key, t), t)
         if self._config_changed:
             # A peer removed from the configuration takes its backends with it.
             self._config_changed = False
@@ -666,7 +715,8 @@ class Simulation:
         if not self._is_global(viewer, key):
             return []
         found = []
-        for peer, (value, _) in sorted(self.world.cache.get(key, {}).get(viewer, {}).items()):
+        cached = self.world.cache.get(key, {}).get(viewer, {})
+        for peer, (value, _) in sorted(cached.items()):
             routable = int(value)
             if routable <= 0:
                 continue
@@ -696,7 +746,12 @@ class Simulation:
         open_ = {(v.service, v.viewpoint): v for v in world.violations if v.ended is None}
         for spec in world.fleet.spec.global_services:
             key = service_key(spec.namespace, spec.name)
-            ready = {name: self.ready_endpoints(name, key, t) for name in world.clusters}
+            # Only its declared clusters have endpoints of a service (the rest count 0).
+            ready = {
+                name: self.ready_endpoints(name, key, t)
+                for name in spec.clusters
+                if name in world.clusters
+            }
             for viewer in spec.clusters:
                 if viewer not in world.clusters or not self._is_global(viewer, key):
                     continue
@@ -1335,60 +1390,88 @@ class Simulation:
         if state.mesh_enabled_at is None:
             return MemberMeshView(cluster=cluster, error="ClusterMesh is not enabled")
         nodes = state.spec.nodes
-        running = next(
-            (
-                op
-                for op in self.world.operations.values()
-                if op.cluster == cluster
-                and op.kind is OperationKind.CILIUM_UPGRADE
-                and op.state is OperationState.RUNNING
-            ),
-            None,
-        )
-        agent = RolloutStatus(
-            name="cilium",
-            kind="DaemonSet",
-            version=state.cilium_version,
-            desired=nodes,
-            updated=nodes,
-            ready=nodes,
-        )
-        apiserver = RolloutStatus(
-            name="clustermesh-apiserver",
-            version=state.cilium_version,
-            desired=1,
-            updated=1,
-            ready=1,
-        )
+        running = self._running_cilium(cluster)
         if running is not None:
             rollout = {c.name: c for c in self._cilium_rollout(running, t)}
             agent, apiserver = rollout["cilium"], rollout["clustermesh-apiserver"]
+        else:
+            # model_construct here and below: the simulator's own state is already valid,
+            # and a full mesh read builds members² of these (65,025 at 255 members).
+            agent = RolloutStatus.model_construct(
+                name="cilium",
+                kind="DaemonSet",
+                version=state.cilium_version,
+                desired=nodes,
+                updated=nodes,
+                ready=nodes,
+            )
+            apiserver = RolloutStatus.model_construct(
+                name="clustermesh-apiserver",
+                kind="Deployment",
+                version=state.cilium_version,
+                desired=1,
+                updated=1,
+                ready=1,
+            )
         remotes = []
         peers = sorted(state.peers) if only is None else [p for p in (only,) if p in state.peers]
         for peer in peers:
-            link = self.link(cluster, peer, t)
-            peer_state = self.world.clusters[peer]
-            configured = link.connected
-            # model_construct: the simulator's own state is already valid, and a full
-            # mesh read builds members² of these (65,025 at 255 members).
-            remotes.append(
-                RemoteClusterStatus.model_construct(
-                    name=peer,
-                    ready=link.ready,
-                    connected=link.connected,
-                    status=link.status,
-                    num_nodes=peer_state.spec.nodes if link.ready else 0,
-                    num_failures=link.failures,
-                    last_failure=self.wall_at(link.last_failure)
-                    if link.last_failure is not None
-                    else None,
-                    config=self._remote_config(peer) if configured else None,
-                    synced=_SYNCED[link.ready] if configured else None,
-                )
-            )
-        return MemberMeshView(
-            cluster=cluster, agent=agent, clustermesh_apiserver=apiserver, remote_clusters=remotes
+            if self._link_ready(cluster, peer, t):
+                # Every viewer whose ready link failed as often sees this peer the same way.
+                remotes.append(self._ready_remote_status(peer, *self._failures(cluster, peer, t)))
+                continue
+            remotes.append(self._remote_status(self.link(cluster, peer, t), peer))
+        return MemberMeshView.model_construct(
+            cluster=cluster,
+            api_available=True,
+            error=None,
+            agent=agent,
+            clustermesh_apiserver=apiserver,
+            remote_clusters=remotes,
         )
+
+    def _running_cilium(self, cluster: str) -> SimOperation | None:
+        """The cluster's running Cilium upgrade, if any (indexed once per access)."""
+        if self._cilium_running is None:
+            self._cilium_running = {
+                op.cluster: op
+                for op in self.world.operations.values()
+                if op.kind is OperationKind.CILIUM_UPGRADE and op.state is OperationState.RUNNING
+            }
+        return self._cilium_running.get(cluster)
+
+    def _remote_status(self, link: _Link, peer: str) -> RemoteClusterStatus:
+        """How a viewer's agents report the link to ``peer``."""
+        configured = link.connected
+        return RemoteClusterStatus.model_construct(
+            name=peer,
+            ready=link.ready,
+            connected=link.connected,
+            status=link.status,
+            num_nodes=self.world.clusters[peer].spec.nodes if link.ready else 0,
+            num_endpoints=0,
+            num_identities=0,
+            num_shared_services=0,
+            num_failures=link.failures,
+            last_failure=None if link.last_failure is None else self.wall_at(link.last_failure),
+            config=self._remote_config(peer) if configured else None,
+            synced=_SYNCED[link.ready] if configured else None,
+        )
+
+    def _ready_remote_status(
+        self, peer: str, failures: int, last_failure: float | None
+    ) -> RemoteClusterStatus:
+        """A ready link's status (shared: readers never change what they are given)."""
+        key = (peer, failures, last_failure)
+        found = self._ready_remote.get(key)
+        if found is None:
+            link = _Link()
+            link.ready = link.connected = True
+            link.phase = "ready"
+            link.status = f"etcd: 1/1 connected: https://{peer}.mesh.cilium.io:2379"
+            link.failures, link.last_failure = failures, last_failure
+            found = self._ready_remote[key] = self._remote_status(link, peer)
+        return found
 
     def _remote_config(self, peer: str) -> RemoteClusterConfig:
         """The configuration an agent retrieves from ``peer`` (one shared value per peer)."""
@@ -1404,6 +1487,7 @@ class Simulation:
         return cached
 
     def mesh_health(self, members: Sequence[str], focus: str | None = None) -> MeshHealth:
+        self._cilium_running = None  # operations may have changed since the last read
         views = [self.mesh_view(m, only=None if focus in (None, m) else focus) for m in members]
         return MeshHealth(observed_at=self.wall_at(self.world.now), members=views, focus=focus)
 
