@@ -144,8 +144,7 @@ class UpdateActivities:
 
             async def healthy() -> bool | None:
                 nonlocal last
-                health = await self._backend.mesh_health(request.members)
-                last = health.not_ready_links()
+                last = await self._backend.not_ready_links(request.members)
                 return True if not last else None
 
             try:
@@ -378,13 +377,10 @@ class UpdateActivities:
 
             async def verified() -> bool | None:
                 problems.clear()
-                health = await self._backend.mesh_health(
+                links = await self._backend.not_ready_links(
                     member.network_members, focus=member.member
                 )
-                problems.extend(
-                    f"{link.viewer} -> {link.peer}: {link.reason}"
-                    for link in health.not_ready_links()
-                )
+                problems.extend(f"{link.viewer} -> {link.peer}: {link.reason}" for link in links)
                 services = await self._backend.list_global_services(member.network_members)
                 for service in services:
                     before = request.drain.ready_before.get(service.key)

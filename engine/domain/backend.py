@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import Field
@@ -283,9 +283,15 @@ class RemoteClusterSynced(DomainModel):
     @property
     def all(self) -> bool:
         """Every reported resource kind is synchronized."""
-        required = (self.nodes, self.endpoints, self.identities, self.services)
-        optional = (self.endpoint_slices, self.service_exports)
-        return all(required) and all(v is not False for v in optional)
+        # One expression, no generators: the mesh gate asks this of every link (N² of them).
+        return (
+            self.nodes
+            and self.endpoints
+            and self.identities
+            and self.services
+            and self.endpoint_slices is not False
+            and self.service_exports is not False
+        )
 
 
 #: ``cilium clustermesh status`` explanations, in the order it checks them.
@@ -435,54 +441,60 @@ class MeshHealth(DomainModel):
         names = [m.cluster for m in self.members]
         found: list[NotReadyLink] = []
         for member in self.members:
-            if not member.api_available or member.error:
-                found.append(
-                    NotReadyLink(
-                        viewer=member.cluster,
-                        peer="*",
-                        reason=member.error or "API server unavailable",
-                    )
-                )
-                continue
-            for name, component in (
-                ("agent", member.agent),
-                ("clustermesh-apiserver", member.clustermesh_apiserver),
-            ):
-                if component is not None and not component.rolled_out:
-                    found.append(
-                        NotReadyLink(
-                            viewer=member.cluster,
-                            peer="*",
-                            reason=f"{name} not rolled out ({component.ready}/"
-                            f"{component.desired} ready, {component.updated} updated)",
-                        )
-                    )
-            before = previous.view(member.cluster) if previous else None
-            # Indexed once per member (``remote()`` per peer made this cubic in the members).
-            remotes = _first_by_name(member.remote_clusters)
-            old_remotes = _first_by_name(before.remote_clusters) if before else {}
             expected = names if self.focus in (None, member.cluster) else [self.focus]
-            for peer in expected:
-                if peer == member.cluster:
-                    continue
-                remote = remotes.get(peer)
-                if remote is None:
-                    found.append(
-                        NotReadyLink(viewer=member.cluster, peer=peer, reason=REASON_MISSING)
-                    )
-                    continue
-                reason = remote.not_ready_reason()
-                if reason is None and before is not None:
-                    old = old_remotes.get(peer)
-                    if old is not None and remote.num_failures > old.num_failures:
-                        reason = REASON_FAILURES_GREW
-                if reason is not None:
-                    found.append(NotReadyLink(viewer=member.cluster, peer=peer, reason=reason))
+            before = previous.view(member.cluster) if previous else None
+            found += view_problems(member, expected, before)
         return found
 
     def healthy(self, previous: MeshHealth | None = None) -> bool:
         """Mesh healthy: components rolled out, every link fully ready, no new failures."""
         return not self.not_ready_links(previous)
+
+
+def view_problems(
+    member: MemberMeshView, expected: Iterable[str], before: MemberMeshView | None = None
+) -> list[NotReadyLink]:
+    """What keeps one member's view from healthy: it cannot be read, its mesh components
+    are not rolled out, or a link to one of the ``expected`` peers is missing or not fully
+    ready (with ``before``, also a link whose ``numFailures`` grew since then)."""
+    if not member.api_available or member.error:
+        return [
+            NotReadyLink(
+                viewer=member.cluster, peer="*", reason=member.error or "API server unavailable"
+            )
+        ]
+    found: list[NotReadyLink] = []
+    for name, component in (
+        ("agent", member.agent),
+        ("clustermesh-apiserver", member.clustermesh_apiserver),
+    ):
+        if component is not None and not component.rolled_out:
+            found.append(
+                NotReadyLink(
+                    viewer=member.cluster,
+                    peer="*",
+                    reason=f"{name} not rolled out ({component.ready}/"
+                    f"{component.desired} ready, {component.updated} updated)",
+                )
+            )
+    # Indexed once per member (``remote()`` per peer made this cubic in the members).
+    remotes = _first_by_name(member.remote_clusters)
+    old_remotes = _first_by_name(before.remote_clusters) if before else {}
+    for peer in expected:
+        if peer == member.cluster:
+            continue
+        remote = remotes.get(peer)
+        if remote is None:
+            found.append(NotReadyLink(viewer=member.cluster, peer=peer, reason=REASON_MISSING))
+            continue
+        reason = remote.not_ready_reason()
+        if reason is None and before is not None:
+            old = old_remotes.get(peer)
+            if old is not None and remote.num_failures > old.num_failures:
+                reason = REASON_FAILURES_GREW
+        if reason is not None:
+            found.append(NotReadyLink(viewer=member.cluster, peer=peer, reason=reason))
+    return found
 
 
 # --- long-running operations --------------------------------------------------------------
@@ -636,6 +648,14 @@ class FleetBackend(Protocol):
         its own view in full, and each other member's entry for it — what checking
         one member needs, at a cost that grows with the members, not their square.
         """
+        ...
+
+    async def not_ready_links(
+        self, members: Sequence[str], *, focus: str | None = None
+    ) -> list[NotReadyLink]:
+        """``(await mesh_health(members, focus=focus)).not_ready_links()``: what the built-in
+        mesh gate and a member's verify step ask. A backend may answer it without building
+        every link's status (a full mesh of 255 members has 64,770 links)."""
         ...
 
     async def enable_mesh(

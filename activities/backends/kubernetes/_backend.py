@@ -70,6 +70,7 @@ from engine.domain.backend import (
     MemberDescription,
     MemberMeshView,
     MeshHealth,
+    NotReadyLink,
     OperationConflictError,
     OperationInProgressError,
     OperationKind,
@@ -281,6 +282,12 @@ class KubernetesBackend:
                 if view.cluster != focus:
                     view.remote_clusters = [r for r in view.remote_clusters if r.name == focus]
         return MeshHealth(observed_at=_now(), members=list(views), focus=focus)
+
+    async def not_ready_links(
+        self, members: Sequence[str], *, focus: str | None = None
+    ) -> list[NotReadyLink]:
+        """The problems of :meth:`mesh_health` (each agent is asked either way)."""
+        return (await self.mesh_health(members, focus=focus)).not_ready_links()
 
     async def _mesh_view(self, cluster: str, members: Sequence[str]) -> MemberMeshView:
         await self.clients.target(cluster)

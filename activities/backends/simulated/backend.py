@@ -35,6 +35,7 @@ from engine.domain.backend import (
     JoinCheck,
     MemberDescription,
     MeshHealth,
+    NotReadyLink,
     OperationKind,
     OperationProgress,
     join_prerequisite_failures,
@@ -298,6 +299,12 @@ class SimulatedFleetBackend:
             return health
 
         return await self._run(read, reads=True)
+
+    async def not_ready_links(
+        self, members: Sequence[str], *, focus: str | None = None
+    ) -> list[NotReadyLink]:
+        wanted = list(members)
+        return await self._run(lambda sim: sim.not_ready_links(wanted, focus), reads=True)
 
     async def enable_mesh(
         self, cluster: str, *, network: str, idempotency_key: str

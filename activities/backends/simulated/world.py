@@ -38,6 +38,7 @@ from engine.domain.backend import (
     MemberDescription,
     MemberMeshView,
     MeshHealth,
+    NotReadyLink,
     OperationConflictError,
     OperationInProgressError,
     OperationKind,
@@ -48,6 +49,7 @@ from engine.domain.backend import (
     RemoteClusterSynced,
     RolloutStatus,
     RoutingView,
+    view_problems,
 )
 from engine.domain.errors import NotFoundError
 from engine.domain.fleet import (
@@ -1490,6 +1492,34 @@ class Simulation:
         self._cilium_running = None  # operations may have changed since the last read
         views = [self.mesh_view(m, only=None if focus in (None, m) else focus) for m in members]
         return MeshHealth(observed_at=self.wall_at(self.world.now), members=views, focus=focus)
+
+    def not_ready_links(
+        self, members: Sequence[str], focus: str | None = None
+    ) -> list[NotReadyLink]:
+        """``mesh_health(members, focus).not_ready_links()``, building only troubled views.
+
+        A member whose API and mesh are up, with no Cilium rollout running, and whose
+        every expected link is in ``links_ready`` has nothing to report: readiness only
+        changes at transition points, and the world has been advanced to now.
+        """
+        self._cilium_running = None  # operations may have changed since the last read
+        t = self.world.now
+        names = list(members)
+        ready = self._links_ready
+        found: list[NotReadyLink] = []
+        for member in names:
+            only = None if focus in (None, member) else focus
+            expected = names if only is None else [only]
+            state = self._require(member)
+            if (
+                state.mesh_enabled_at is not None
+                and self.api_available(member, t)
+                and self._running_cilium(member) is None
+                and all(peer == member or f"{member}|{peer}" in ready for peer in expected)
+            ):
+                continue
+            found += view_problems(self.mesh_view(member, only), expected)
+        return found
 
     def global_services(self, members: Iterable[str]) -> list[GlobalService]:
         t = self.world.now
