@@ -681,7 +681,9 @@ class Simulation:
                         del sources[source]
         delay = world.fleet.spec.durations.mesh_propagation.total_seconds()
         for key in keys:
-            for name in world.clusters:
+            for name in self._service_spec(key).clusters:  # no other cluster can export it
+                if name not in world.clusters:
+                    continue
                 value = self._export(name, key, t)
                 slot = f"{name}|{key}"
                 if world.exports.get(slot) != value:
