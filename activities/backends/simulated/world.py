@@ -325,6 +325,8 @@ class Simulation:
         }
         self._config_changed = False
         self._configs: dict[str, RemoteClusterConfig] = {}
+        #: How long a change takes to cross the mesh (simulated seconds).
+        self._propagation = world.fleet.spec.durations.mesh_propagation.total_seconds()
         #: Clusters whose links may have changed since the last settle (None: all).
         self._dirty: set[str] | None = set()
         #: cluster -> its running Cilium upgrade (built on first use; None = not built).
@@ -553,7 +555,7 @@ class Simulation:
         """``_ready_at`` once ``_connect_at(viewer, peer)`` is known (the hot path has it)."""
         if start is None:
             return None
-        delay = self.world.fleet.spec.durations.mesh_propagation.total_seconds()
+        delay = self._propagation
         ready = start + delay
         v = self.world.clusters[viewer]
         p = self.world.clusters[peer]
@@ -567,11 +569,11 @@ class Simulation:
 
     def _link_ready(self, viewer: str, peer: str, t: float) -> bool:
         """Whether ``viewer -> peer`` is ready at ``t`` (the fast path of ``link``)."""
-        ready_at = self._ready_at(viewer, peer)
-        if ready_at is None or t < ready_at:
-            return False
         instant = self._at(t)
         if viewer in instant.restarting or peer in instant.restarting:
+            return False
+        ready_at = self._ready_at(viewer, peer)
+        if ready_at is None or t < ready_at:
             return False
         return not self._partitioned(viewer, peer, t)
 
