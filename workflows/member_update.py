@@ -79,11 +79,14 @@ class MemberUpdateWorkflow:
         drain: contract.DrainRecord | None = None
         failure: str | None = None
         failed_step: MemberStep | None = None
+        # Later steps get only the member lists they read: each input is kept in history.
+        step_input = member.for_step()
+        hop_input = member.for_step(reads_members=False)
         try:
             self._step = MemberStep.DRAIN
             drain = await workflow.execute_activity(
                 contract.DRAIN,
-                member,
+                step_input,
                 result_type=contract.DrainRecord,
                 start_to_close_timeout=member.timings.drain_timeout + MARGIN,
                 heartbeat_timeout=member.timings.heartbeat_timeout,
@@ -92,7 +95,7 @@ class MemberUpdateWorkflow:
             )
             if member.upgrade_type is not UpgradeType.NODE_IMAGE_ONLY:
                 for index, hop in enumerate(member.hops):
-                    request = contract.HopRequest(member=member, hop=hop, hop_index=index)
+                    request = contract.HopRequest(member=hop_input, hop=hop, hop_index=index)
                     self._step = MemberStep.CONTROL_PLANE
                     await workflow.execute_activity(
                         contract.UPGRADE_CONTROL_PLANE,
@@ -116,7 +119,7 @@ class MemberUpdateWorkflow:
             self._step = MemberStep.VERIFY
             await workflow.execute_activity(
                 contract.VERIFY,
-                contract.VerifyRequest(member=member, drain=drain),
+                contract.VerifyRequest(member=step_input, drain=drain),
                 start_to_close_timeout=member.mesh_ready_timeout + MARGIN,
                 heartbeat_timeout=member.timings.heartbeat_timeout,
                 retry_policy=STEP_RETRY,
@@ -127,7 +130,7 @@ class MemberUpdateWorkflow:
         finally:
             if drain is not None:
                 # Shielded: even a cancelled member puts its services back.
-                await asyncio.shield(asyncio.ensure_future(self._restore(member, drain)))
+                await asyncio.shield(asyncio.ensure_future(self._restore(step_input, drain)))
         if failure is not None:
             return MemberUpdateResult(
                 outcome=MemberOutcome.FAILED,

@@ -329,6 +329,18 @@ class MemberUpdateInput(DomainModel):
     mesh_ready_timeout: dt.timedelta
     timings: RunTimings = Field(default_factory=RunTimings)
 
+    def for_step(self, *, reads_members: bool = True) -> MemberUpdateInput:
+        """This input for a step after preflight: only the member lists the step reads.
+
+        Every step's input is stored in the member's history, and both lists grow with
+        the network: ``in_flight`` only preflight reads; ``network_members`` only the
+        steps that look at peers (not the upgrade hops, ``reads_members=False``).
+        """
+        update: dict[str, object] = {"in_flight": []}
+        if not reads_members:
+            update["network_members"] = []
+        return self.model_copy(update=update)
+
 
 class MemberOutcome(str, enum.Enum):
     COMPLETED = "Completed"
@@ -412,7 +424,7 @@ class DrainRecord(DomainModel):
 
 
 class HopRequest(DomainModel):
-    """One upgrade hop of one member."""
+    """One upgrade hop of one member (``member`` without its lists: a hop reads none)."""
 
     member: MemberUpdateInput
     hop: VersionPair
