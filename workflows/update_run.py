@@ -203,6 +203,10 @@ class UpdateRunWorkflow:
         self._health = spec.strategy.spec.health if spec.strategy else HealthSpec()
         #: The search attributes last upserted (upsert only on change).
         self._published: tuple[tuple[str, str], ...] = ()
+        #: Bumped by every publish; the Web UI's details are rendered once per batch of them.
+        self._status_edits = 0
+        self._rendered_edits = -1
+        self._details: asyncio.Task[None] | None = None
 
     # --- queries and controls -------------------------------------------------------------
 
@@ -336,6 +340,7 @@ class UpdateRunWorkflow:
 
     @workflow.run
     async def run(self, request: UpdateRunInput) -> RunStatus:
+        self._details = asyncio.create_task(self._keep_details())
         status = self._state.status
         if status.state is State.NOT_STARTED:
             status.start_time = workflow.now()
@@ -745,6 +750,7 @@ class UpdateRunWorkflow:
         ordered = sorted(
             waiting, key=lambda m: 0 if is_open_or_none(windows.get(m.name), now) else 1
         )
+        versions: list[MemberVersions] | None = None  # read once, when first needed
         for member in ordered:
             if self._deferred.get(member.name) == self._completions:
                 continue
@@ -761,7 +767,8 @@ class UpdateRunWorkflow:
                 if opens is not None and (wake_at is None or opens < wake_at):
                     wake_at = opens
                 continue
-            blocker = skew_blocker(member.name, self._versions())
+            versions = versions if versions is not None else self._versions()
+            blocker = skew_blocker(member.name, versions)
             if blocker is not None:
                 member.state = State.PENDING
                 member.message = blocker
@@ -969,8 +976,21 @@ class UpdateRunWorkflow:
                 timeout_summary="next window opening",
             )
 
+    async def _keep_details(self) -> None:
+        """Render the Web UI's current details once per batch of status edits.
+
+        Rendering reads every member, and an activation can edit the status once per
+        member event; waiting for the edits to settle makes that once per activation.
+        Details are no command, so this adds nothing to history (replay is unchanged).
+        """
+        while True:
+            await workflow.wait_condition(lambda: self._status_edits != self._rendered_edits)
+            self._rendered_edits = self._status_edits
+            workflow.set_current_details(details_markdown(self._state.status))
+
     def _publish(self) -> None:
-        """Keep the search attributes and the Web UI's current details up to date."""
+        """Keep the search attributes (now) and the Web UI's current details (soon) up to date."""
+        self._status_edits += 1
         status = self._state.status
         pairs: list[SearchAttributeUpdate[str]] = [
             NETWORK_KEY.value_set(status.network),
@@ -984,7 +1004,6 @@ class UpdateRunWorkflow:
         if signature != self._published:
             workflow.upsert_search_attributes(pairs)
             self._published = signature
-        workflow.set_current_details(details_markdown(status))
 
 
 def is_open_or_none(window: MaintenanceWindow | None, now: dt.datetime) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
 from engine.domain.run import RunStatus, State
 from engine.domain.versions import Version
-from tests.runs.harness import Cluster, Fleet, running_fleet, strategy
+from tests.runs.harness import Cluster, Fleet, running_fleet, strategy, wait_until
 
 DAG_CLUSTERS = [
     Cluster("canary-1", group="canary"),
@@ -255,3 +256,36 @@ async def test_two_members_launched_together_do_not_defer_each_other_forever(
         assert fleet.backend.violations() == []
         attempts = sorted(m.attempts for _, _, m in status.members())
         assert attempts == [1, 2]  # one went first; the other was deferred once, then went
+
+
+async def current_details(client: Client, workflow_id: str) -> str:
+    """The run's current details, as the Web UI reads them."""
+    metadata = await client.get_workflow_handle(workflow_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return metadata.current_details
+
+
+async def test_the_web_ui_details_follow_the_run_from_a_waiting_gate_to_the_end(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The details table is rendered after the status changes (once per batch of changes)."""
+    clusters = [Cluster("ui-1", group="a"), Cluster("ui-2", group="b"), Cluster("ui-3", group="b")]
+    document = strategy(
+        [
+            {"name": "a", "groups": [{"name": "a"}]},
+            {"name": "b", "beforeGates": [{"type": "Approval"}], "groups": [{"name": "b"}]},
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(document)
+        await wait_until(run, lambda s: any(g.state.value == "Pending" for g in s.gates()))
+        waiting = await current_details(client, run.workflow_id)
+        assert "| a | Completed | 1/1 | 0 | 0 | 0 |" in waiting
+        assert "| b | Pending | 0/2 | 0 | 0 | 0 |" in waiting
+        await run.approve("b/before/0")
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+        done = await current_details(client, run.workflow_id)
+        assert ": **Completed**" in done
+        assert "| b | Completed | 2/2 | 0 | 0 | 0 |" in done
