@@ -7,6 +7,7 @@ the run knows them then.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,7 +27,13 @@ class MemberVersions:
 
 
 def _cilium_minor(pair: VersionPair) -> tuple[int, int]:
-    version = Version.parse(pair.cilium_version)
+    return _major_minor(pair.cilium_version)
+
+
+@functools.lru_cache(maxsize=256)
+def _major_minor(text: str) -> tuple[int, int]:
+    # Cached: a run re-checks every member's versions for each member it starts.
+    version = Version.parse(text)
     return (version.major, version.minor)
 
 
