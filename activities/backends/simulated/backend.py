@@ -77,11 +77,12 @@ class SimulatedFleetBackend:
         write_behind: float | None = None,
     ) -> None:
         """``write_behind`` (seconds): this process is the world's only writer, so the world
-        document is stored at most that often (and by :meth:`flush`) instead of at every
-        access; the audit log is still appended at every access. Other processes then read
-        a world up to that old. A failing access keeps what advancing applied. For private
-        worlds (``meshfleet simulate``, the benchmark), where re-serialising a 255-member
-        world at every access would dominate everything else."""
+        lives in memory and is stored, with the audit entries since the last store, at most
+        that often (and by :meth:`flush`); accesses in between touch no file and run on the
+        caller's thread. Other processes then read a world and an audit log up to that old.
+        A failing access keeps what advancing applied. For private worlds (``meshfleet
+        simulate``, the benchmark), where a transaction per access of 51 members at once
+        would dominate everything else."""
         self.path = state_dir / DATABASE_NAME
         self._store = WorldStore(self.path, keep_open=True)
         self._clock = clock
@@ -103,6 +104,8 @@ class SimulatedFleetBackend:
         self._write_behind = write_behind
         self._stored_at = time.monotonic()
         self._unstored = False
+        #: Write-behind: audit entries not stored yet (they are stored with the world).
+        self._pending_audit: list[AuditEntry] = []
 
     # --- one transaction per access -------------------------------------------------------
 
@@ -121,9 +124,38 @@ class SimulatedFleetBackend:
         self._version += 1
         return generation, self._store.read_world(connection)
 
+    def _in_memory(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
+        """One write-behind access to the world in memory (the caller holds the turn)."""
+        assert self._cached is not None
+        _, world = self._cached
+        wall = self._clock()
+        target = self._target(world, wall)
+        quiet = reads and not (world.events and world.events[0].at <= target)
+        now = world.now
+        sim = Simulation(world, wall)
+        sim.advance(target)
+        try:
+            # A failing action keeps what advancing applied, and what it did before failing.
+            return action(sim)
+        finally:
+            if quiet and not sim.audit:
+                world.now = now  # nothing happened: not even the clock moved
+            else:
+                self._version += 1
+                self._unstored = True
+                self._pending_audit += sim.audit
+
     def _transact(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
         """One access. ``reads``: the action changes nothing, so when advancing has nothing
         to apply either, the stored world stays as it is (and is not written again)."""
+        if self._write_behind is not None:
+            with self._turn:
+                if self._cached is not None:
+                    try:
+                        return self._in_memory(action, reads=reads)
+                    finally:
+                        if not self._behind():
+                            self._store_now()
         with self._turn:
             wall = self._clock()
             wrote = False
@@ -186,17 +218,27 @@ class SimulatedFleetBackend:
         return time.monotonic() - self._stored_at < self._write_behind
 
     def flush(self) -> None:
-        """Store the world document now (write-behind only; otherwise it always is)."""
-        with self._turn, self._store.writing() as connection:
-            if not self._unstored or self._cached is None:
-                return
+        """Store the world and its audit entries now (write-behind only; else they always are)."""
+        with self._turn:
+            self._store_now()
+
+    def _store_now(self) -> None:
+        """Write-behind: store what is unstored (the caller holds the turn)."""
+        self._stored_at = time.monotonic()
+        if not (self._unstored or self._pending_audit) or self._cached is None:
+            return
+        with self._store.writing() as connection:
             generation, world = self._cached
-            if self._store.read_generation(connection) != generation:
-                return  # someone else wrote: theirs stands
-            self._cached = (self._store.write_world(connection, world), world)
-            self._stored_at, self._unstored = time.monotonic(), False
+            if self._unstored and self._store.read_generation(connection) == generation:
+                # (Had someone else written, theirs would stand.)
+                self._cached = (self._store.write_world(connection, world), world)
+            self._store.append_audit(connection, self._pending_audit)
+        self._pending_audit, self._unstored = [], False
 
     async def _run(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
+        if self._write_behind is not None and self._cached is not None and self._behind():
+            # The world is in memory and nothing is due to be stored: no file, no thread.
+            return self._transact(action, reads=reads)
         return await asyncio.to_thread(self._transact, action, reads=reads)
 
     # --- simulation-only API ------------------------------------------------------------
@@ -217,6 +259,8 @@ class SimulatedFleetBackend:
             self._store.append_audit(connection, sim.audit)
             self._cached = (generation, sim.world)
             self._version += 1
+            self._pending_audit, self._unstored = [], False
+            self._stored_at = time.monotonic()
         log.info("sim.loaded", fleet=fleet.metadata.name, clusters=len(fleet.spec.clusters))
 
     def exists(self) -> bool:
@@ -257,6 +301,8 @@ class SimulatedFleetBackend:
     ) -> list[AuditEntry]:
         """The audit log (after advancing to now), oldest first; ``after`` = a previous ``seq``."""
         self._transact(lambda sim: None, reads=True)
+        if self._write_behind is not None:
+            self.flush()  # the entries held in memory too
         with self._turn, self._store.connection() as connection:
             return self._store.read_audit(connection, after=after, event=event, cluster=cluster)
 
