@@ -11,7 +11,7 @@ throw-away state directory, stopped at the end), this runs:
   once, each with its own fleet and worker), ``--stages`` stages chained one
   after the other, every member of a stage in flight at once, with
   instantaneous operations at ``--time-scale 0``;
-- the floor: the same shape with no-op bodies, defined below. A parent
+- the floor: the same shape with no-op bodies, defined in ``floor_workflows.py``. A parent
   workflow runs the run's own activities at the same places (acquire, read
   the members, the endpoint baseline; per stage a health gate before and two
   after; the release) and, per stage, one child workflow per member, each
@@ -56,7 +56,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from temporalio import activity, workflow
+from floor_workflows import FloorInput, FloorMemberWorkflow, FloorRunWorkflow, floor_noop
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -64,17 +64,6 @@ if TYPE_CHECKING:
     from activities.backends.simulated import SimulatedFleetBackend
     from engine.domain.run import RunStatus
 
-# Only the standard library and temporalio at the top: the workflow sandbox re-imports
-# this module for every floor workflow, as it does the real workflows' modules (whose
-# heavy imports pass through it), so the floor must not pay for meshfleet's imports.
-
-#: Activities of one member update (preflight, drain, control plane, Cilium, verify, restore).
-MEMBER_ACTIVITIES = 6
-#: The run's own activities: before the first stage, around each stage, at the end.
-RUN_START_ACTIVITIES = 3
-STAGE_BEFORE_ACTIVITIES = 1
-STAGE_AFTER_ACTIVITIES = 2
-RUN_END_ACTIVITIES = 1
 #: Timings of the run: poll quickly; close the run as soon as it ends.
 #: The run polls quickly and closes as soon as it ends (its result is then its final status).
 POLL_INTERVAL = timedelta(milliseconds=100)
@@ -82,66 +71,6 @@ LINGER = timedelta(milliseconds=1)
 #: Three global services, each served by about five clusters spread over the stages.
 SERVICES = 3
 HOLDERS = 5
-
-
-# --- the floor: the run's shape with no-op bodies ------------------------------------------
-
-
-@dataclass
-class FloorInput:
-    stages: list[list[str]]
-    prefix: str
-
-
-@dataclass
-class FloorMember:
-    name: str
-
-
-@activity.defn(name="floor_noop")
-async def floor_noop(step: str) -> str:
-    """Does nothing: what is left is Temporal's own cost."""
-    return step
-
-
-_OPTIONS: dict[str, Any] = {"start_to_close_timeout": timedelta(minutes=2)}
-
-
-@workflow.defn(name="FloorMember")
-class FloorMemberWorkflow:
-    @workflow.run
-    async def run(self, member: FloorMember) -> str:
-        for step in range(MEMBER_ACTIVITIES):
-            await workflow.execute_activity(floor_noop, f"{member.name}/{step}", **_OPTIONS)
-        return member.name
-
-
-@workflow.defn(name="FloorRun")
-class FloorRunWorkflow:
-    @workflow.run
-    async def run(self, request: FloorInput) -> int:
-        async def noops(count: int, label: str) -> None:
-            for index in range(count):
-                await workflow.execute_activity(floor_noop, f"{label}/{index}", **_OPTIONS)
-
-        await noops(RUN_START_ACTIVITIES, "start")
-        done = 0
-        for index, members in enumerate(request.stages):
-            await noops(STAGE_BEFORE_ACTIVITIES, f"stage{index}/before")
-            results = await asyncio.gather(
-                *(
-                    workflow.execute_child_workflow(
-                        FloorMemberWorkflow.run,
-                        FloorMember(name=name),
-                        id=f"{request.prefix}/member/{name}",
-                    )
-                    for name in members
-                )
-            )
-            done += len(results)
-            await noops(STAGE_AFTER_ACTIVITIES, f"stage{index}/after")
-        await noops(RUN_END_ACTIVITIES, "end")
-        return done
 
 
 # --- inputs ---------------------------------------------------------------------------------
