@@ -278,6 +278,8 @@ class UpdateActivities:
                 drained.append(service)
             log.info("member.drained", member=member.member, services=len(record.changes))
             keys = {s.key for s in drained}
+            if not keys:
+                return record  # it serves nothing: no peer can be routing to it
 
             async def peers_stopped() -> bool | None:
                 current = await self._backend.list_global_services(member.network_members)
@@ -340,9 +342,11 @@ class UpdateActivities:
             async def finished() -> OperationProgress | None:
                 nonlocal last
                 last = current = await self._backend.get_operation(member.member, key)
+                if current.done:
+                    return current  # no heartbeat: the activity is about to complete anyway
                 if activity.in_activity():
                     activity.heartbeat(f"{current.phase} {current.percent}%")
-                return current if current.done else None
+                return None
 
             def stuck_at() -> str:
                 """What the timeout message names: the upgrade, and where it was last seen."""
@@ -381,6 +385,8 @@ class UpdateActivities:
                     member.network_members, focus=member.member
                 )
                 problems.extend(f"{link.viewer} -> {link.peer}: {link.reason}" for link in links)
+                if not any(request.drain.ready_before.values()):
+                    return True if not problems else None  # no endpoints of its own to wait for
                 services = await self._backend.list_global_services(member.network_members)
                 for service in services:
                     before = request.drain.ready_before.get(service.key)
@@ -412,6 +418,8 @@ class UpdateActivities:
                 )
             log.info("member.restored", member=member.member, services=len(request.drain.changes))
             expected = {k for k, n in request.drain.ready_before.items() if n > 0}
+            if not expected:
+                return  # it had no ready backends before: no peer is expected to route to it
             missing: list[str] = []
 
             async def routed_again() -> bool | None:

@@ -118,6 +118,10 @@ class ConditionKind(str, enum.Enum):
     API_UNAVAILABLE = "apiUnavailable"
 
 
+#: The conditions that disturb a cluster's mesh links.
+_LINK_CONDITIONS = frozenset({ConditionKind.AGENT_RESTART, ConditionKind.MESH_PARTITION})
+
+
 class Condition(DomainModel):
     """A disturbance on ``cluster`` during ``[start, end)`` (``end`` None: until cleared)."""
 
@@ -911,10 +915,13 @@ class Simulation:
         )
         self.world.conditions.append(condition)
         self._invalidate()
-        self._touch(cluster)
-        self._schedule(start, "tick", clusters=[cluster])
+        # Links depend on restarts and partitions only (API outages and lost endpoints
+        # change what a cluster exports, which every settle checks anyway).
+        links = [cluster] if kind in _LINK_CONDITIONS else []
+        self._touch(*links)
+        self._schedule(start, "tick", clusters=links)
         if end is not None:
-            self._schedule(end, "tick", clusters=[cluster])
+            self._schedule(end, "tick", clusters=links)
         return condition
 
     def _trigger(self, cluster: str, trigger: FaultTrigger, t: float) -> None:
