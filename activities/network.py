@@ -23,7 +23,7 @@ from engine.domain.backend import (
     AnnotationChange,
     FleetBackend,
     MemberDescription,
-    MeshHealth,
+    NotReadyLink,
     OperationProgress,
     OperationState,
 )
@@ -189,26 +189,26 @@ class NetworkActivities:
         async with classified():
             if not request.members:
                 return MeshReadiness(ready=True)
-            last: list[MeshHealth] = []
+            links: list[NotReadyLink] = []
+            observed: dt.datetime | None = None
 
-            async def healthy() -> MeshHealth | None:
-                health = await self.backend.mesh_health(request.members)
-                last[:] = [health]
-                return health if health.healthy() else None
+            async def healthy() -> dt.datetime | None:
+                nonlocal links, observed
+                links = await self.backend.not_ready_links(request.members)
+                observed = dt.datetime.now(dt.UTC)
+                return observed if not links else None
 
             try:
-                health = await wait_for(
+                ready_at = await wait_for(
                     healthy,
                     timeout=request.timeout,
                     interval=self.poll_interval,
                     describe=lambda: "the mesh to report ready",
                 )
             except WaitTimedOut:
-                links = last[0].not_ready_links() if last else []
-                observed = last[0].observed_at if last else None
                 log.warning("network.mesh_not_ready", links=len(links))
                 return MeshReadiness(ready=False, not_ready_links=links, observed_at=observed)
-            return MeshReadiness(ready=True, observed_at=health.observed_at)
+            return MeshReadiness(ready=True, observed_at=ready_at)
 
     @activity.defn(name=ACTIVITY_DRAIN_SERVICES)
     async def drain_services(self, request: DrainServicesInput) -> DrainedServices:
