@@ -124,16 +124,36 @@ class SimulatedFleetBackend:
         self._version += 1
         return generation, self._store.read_world(connection)
 
-    def _in_memory(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
-        """One write-behind access to the world in memory (the caller holds the turn)."""
-        assert self._cached is not None
-        _, world = self._cached
+    def _begin(self, world: World, *, reads: bool) -> tuple[Simulation, bool, float]:
+        """Advance ``world`` to now: the simulation, whether the access is quiet (a read
+        with nothing due, which leaves the world as it was) and the clock before."""
         wall = self._clock()
         target = self._target(world, wall)
         quiet = reads and not (world.events and world.events[0].at <= target)
         now = world.now
         sim = Simulation(world, wall)
         sim.advance(target)
+        return sim, quiet, now
+
+    def _loaded(self) -> tuple[int, World]:
+        """The world from its file with its generation (the caller holds the turn)."""
+        with self._store.connection() as connection:
+            generation, world = self._read(connection)
+        if world is None:
+            raise self._not_loaded()
+        return generation, world
+
+    def _not_loaded(self) -> WorldNotLoadedError:
+        return WorldNotLoadedError(
+            f"no simulated fleet in {self.path.parent} (run 'meshfleet sim load FILE')"
+        )
+
+    def _in_memory(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
+        """One write-behind access to the world in memory (the caller holds the turn)."""
+        if self._cached is None:
+            self._cached = self._loaded()
+        world = self._cached[1]
+        sim, quiet, now = self._begin(world, reads=reads)
         try:
             # A failing action keeps what advancing applied, and what it did before failing.
             return action(sim)
@@ -150,37 +170,26 @@ class SimulatedFleetBackend:
         to apply either, the stored world stays as it is (and is not written again)."""
         if self._write_behind is not None:
             with self._turn:
-                if self._cached is not None:
-                    try:
-                        return self._in_memory(action, reads=reads)
-                    finally:
-                        if not self._behind():
-                            self._store_now()
+                try:
+                    return self._in_memory(action, reads=reads)
+                finally:
+                    if not self._behind():
+                        self._store_now()
         with self._turn:
-            wall = self._clock()
             wrote = False
             refused: Exception | None = None
             try:
                 with self._store.writing() as connection:
                     generation, world = self._read(connection)
                     if world is None:
-                        raise WorldNotLoadedError(
-                            f"no simulated fleet in {self.path.parent} "
-                            "(run 'meshfleet sim load FILE')"
-                        )
-                    target = self._target(world, wall)
-                    quiet = reads and not (world.events and world.events[0].at <= target)
-                    now = world.now
-                    sim = Simulation(world, wall)
-                    sim.advance(target)
+                        raise self._not_loaded()
+                    sim, quiet, now = self._begin(world, reads=reads)
                     try:
                         result = action(sim)
                     except Exception as error:
                         # A read that fails (an unknown operation, say) changed nothing; what
                         # advancing applied is kept, so the next access need not redo it.
-                        # Write-behind keeps it for every access (its world is in memory).
-                        kept = reads and isinstance(error, MeshfleetError)
-                        if not (kept or self._write_behind is not None):
+                        if not (reads and isinstance(error, MeshfleetError)):
                             raise
                         refused = error
                     finally:
@@ -189,11 +198,6 @@ class SimulatedFleetBackend:
                             # the next access advances from the wall clock all the same).
                             world.now = now
                             self._cached = (generation, world)
-                        elif self._behind():
-                            self._version += 1
-                            self._unstored = True
-                            self._store.append_audit(connection, sim.audit)
-                            self._cached = (generation, sim.world)
                         else:
                             # Whatever the action did before failing is still what happened:
                             # transitions applied while advancing are facts, keep them.
@@ -202,7 +206,6 @@ class SimulatedFleetBackend:
                             written = self._store.write_world(connection, sim.world)
                             self._store.append_audit(connection, sim.audit)
                             self._cached = (written, sim.world)
-                            self._stored_at, self._unstored = time.monotonic(), False
             except BaseException:
                 if wrote:
                     self._cached = None  # the write rolled back: the copy is ahead of it
@@ -236,7 +239,7 @@ class SimulatedFleetBackend:
         self._pending_audit, self._unstored = [], False
 
     async def _run(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
-        if self._write_behind is not None and self._cached is not None and self._behind():
+        if self._cached is not None and self._behind():
             # The world is in memory and nothing is due to be stored: no file, no thread.
             return self._transact(action, reads=reads)
         return await asyncio.to_thread(self._transact, action, reads=reads)
