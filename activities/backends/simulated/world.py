@@ -685,7 +685,7 @@ class Simulation:
                     configured = world.clusters[viewer].peers
                     for source in [s for s in sources if s not in configured]:
                         del sources[source]
-        delay = world.fleet.spec.durations.mesh_propagation.total_seconds()
+        delay = self._propagation
         for key in keys:
             for name in self._service_spec(key).clusters:  # no other cluster can export it
                 if name not in world.clusters:
