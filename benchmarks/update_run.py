@@ -1,7 +1,7 @@
 """How much does meshfleet cost on top of Temporal? An update run against its floor.
 
     .venv/bin/python benchmarks/update_run.py [--members 255] [--stages 5] [--time-scale 0]
-                                              [--networks K]
+                                              [--networks K] [--repeat N]
 
 In one process, on one embedded Temporal server of its own (free ports, a
 throw-away state directory, stopped at the end), this runs:
@@ -17,8 +17,13 @@ throw-away state directory, stopped at the end), this runs:
   after; the release) and, per stage, one child workflow per member, each
   running as many no-op activities as a member update does.
 
+``--repeat N`` measures N rounds of floor then run on the same server (each
+round with fresh networks): a 2-core machine's noise moves one round's ratio
+by about 0.1, and the median of a few rounds says more than any one of them.
+
 It prints one JSON object: ``members``, ``stages``, ``wallSeconds``,
-``floorSeconds``, ``ratio`` (wall / floor), ``stageTransitionLatencyMedianSeconds``
+``floorSeconds``, ``ratio`` (wall / floor; with ``--repeat``, the medians,
+and ``ratios``, each round's own), ``stageTransitionLatencyMedianSeconds``
 (the last member of a stage finishing -> the first member of the next
 starting, gates and soaks excluded: the window is taken from the run's own
 status times, and the time the run spent in its gates is taken out of it),
@@ -350,15 +355,101 @@ async def run_floor(client: Client, queue: str, members: int, stages: int) -> tu
     return time.perf_counter() - started, prefix
 
 
-async def benchmark(
-    members: int, stages: int, time_scale: float, networks: int, status_file: Path | None = None
-) -> dict[str, Any]:
+@dataclass
+class Round:
+    """One floor and one run (of ``networks`` networks each), measured."""
+
+    wall: float
+    floor: float
+    statuses: list[RunStatus]
+    latencies: list[float]
+    with_gates: list[float]
+    max_events: int
+    activities: tuple[int, int]
+
+
+async def measure_round(
+    client: Client,
+    state: Path,
+    first: int,
+    members: int,
+    stages: int,
+    time_scale: float,
+    networks: int,
+) -> Round:
+    """The floor, then the run, of networks ``first .. first + networks - 1``."""
     from temporalio.worker import Worker
 
-    from engine.domain.run import State, member_workflow_id, run_workflow_id
+    from engine.domain.run import member_workflow_id, run_workflow_id
+    from engine.runtime.worker import build_worker, workflow_runner
+
+    fleets = [
+        await prepare_network(client, state, first + i, members, stages, time_scale)
+        for i in range(networks)
+    ]
+    floor_queue = f"floor-{uuid.uuid4().hex[:6]}"
+    floor_worker = Worker(
+        client,
+        task_queue=floor_queue,
+        workflows=[FloorRunWorkflow, FloorMemberWorkflow],
+        activities=[floor_noop],
+        workflow_runner=workflow_runner(),
+    )
+    async with floor_worker:
+        floors = await asyncio.gather(
+            *(run_floor(client, floor_queue, members, stages) for _ in range(networks))
+        )
+    workers = [build_worker(client, n.queue, backend=n.backend) for n in fleets]
+    for worker in workers:
+        await worker.__aenter__()
+    try:
+        results = await asyncio.gather(*(run_update(client, n, stages) for n in fleets))
+    finally:
+        for worker in workers:
+            await worker.__aexit__(None, None, None)
+    statuses = [status for status, _ in results]
+    ids = []
+    for status in statuses:
+        ids.append(run_workflow_id(status.network, status.run_id))
+        ids += [
+            member_workflow_id(status.network, status.run_id, m.name)
+            for _, _, m in status.members()
+            if m.attempts > 0
+        ]
+    max_events, run_activities = await history_stats(client, ids)
+    floor_ids = [prefix for _, prefix in floors] + [
+        f"{prefix}/member/{name}" for _, prefix in floors for name in member_names(members)
+    ]
+    _, floor_activities = await history_stats(client, floor_ids)
+    gates = await asyncio.gather(
+        *(gate_intervals(client, run_workflow_id(s.network, s.run_id)) for s in statuses)
+    )
+    return Round(
+        wall=max(seconds for _, seconds in results),
+        floor=max(seconds for seconds, _ in floors),
+        statuses=statuses,
+        latencies=[
+            lat
+            for status, excluded in zip(statuses, gates, strict=True)
+            for lat in transition_latencies(status, excluded)
+        ],
+        with_gates=[lat for status in statuses for lat in transition_latencies(status)],
+        max_events=max_events,
+        activities=(run_activities, floor_activities),
+    )
+
+
+async def benchmark(
+    members: int,
+    stages: int,
+    time_scale: float,
+    networks: int,
+    status_file: Path | None = None,
+    repeat: int = 1,
+) -> dict[str, Any]:
+    from engine.domain.run import State
     from engine.runtime import devserver
     from engine.runtime.connection import ConnectionSettings, connect_client
-    from engine.runtime.worker import build_worker, workflow_runner
 
     with tempfile.TemporaryDirectory(prefix="meshfleet-bench-") as tmp:
         state = Path(tmp)
@@ -369,83 +460,46 @@ async def benchmark(
             client = await connect_client(
                 server.address, ConnectionSettings(address=server.address)
             )
-            fleets = [
-                await prepare_network(client, state, i, members, stages, time_scale)
-                for i in range(networks)
-            ]
-            floor_queue = f"floor-{uuid.uuid4().hex[:6]}"
-            floor_worker = Worker(
-                client,
-                task_queue=floor_queue,
-                workflows=[FloorRunWorkflow, FloorMemberWorkflow],
-                activities=[floor_noop],
-                workflow_runner=workflow_runner(),
-            )
-            async with floor_worker:
-                floors = await asyncio.gather(
-                    *(run_floor(client, floor_queue, members, stages) for _ in range(networks))
+            rounds = []
+            for index in range(repeat):
+                rounds.append(
+                    await measure_round(
+                        client, state, index * networks, members, stages, time_scale, networks
+                    )
                 )
-            floor_seconds = max(seconds for seconds, _ in floors)
-            workers = [build_worker(client, n.queue, backend=n.backend) for n in fleets]
-            for worker in workers:
-                await worker.__aenter__()
-            try:
-                results = await asyncio.gather(*(run_update(client, n, stages) for n in fleets))
-            finally:
-                for worker in workers:
-                    await worker.__aexit__(None, None, None)
-            wall = max(seconds for _, seconds in results)
-            statuses = [status for status, _ in results]
-            ids = []
-            for status in statuses:
-                ids.append(run_workflow_id(status.network, status.run_id))
-                ids += [
-                    member_workflow_id(status.network, status.run_id, m.name)
-                    for _, _, m in status.members()
-                    if m.attempts > 0
-                ]
-            max_events, run_activities = await history_stats(client, ids)
-            floor_ids = [prefix for _, prefix in floors] + [
-                f"{prefix}/member/{name}" for _, prefix in floors for name in member_names(members)
-            ]
-            _, floor_activities = await history_stats(client, floor_ids)
-            if status_file is not None:
-                text = json.dumps([s.to_json_dict() for s in statuses], indent=1)
-                await asyncio.to_thread(status_file.write_text, text)
-            gates = await asyncio.gather(
-                *(gate_intervals(client, run_workflow_id(s.network, s.run_id)) for s in statuses)
-            )
-            latencies = [
-                lat
-                for status, excluded in zip(statuses, gates, strict=True)
-                for lat in transition_latencies(status, excluded)
-            ]
-            with_gates = [lat for status in statuses for lat in transition_latencies(status)]
-            not_done = [
-                f"{s.network}: {s.state.value} ({s.error or 'no error'})"
-                for s in statuses
-                if s.state is not State.COMPLETED
-            ]
-            return {
-                #: Completed, or what kept a run from completing (then the exit code is 1).
-                "runState": "; ".join(not_done) or State.COMPLETED.value,
-                "members": members,
-                "stages": stages,
-                "networks": networks,
-                "wallSeconds": round(wall, 3),
-                "floorSeconds": round(floor_seconds, 3),
-                "ratio": round(wall / floor_seconds, 3),
-                "stageTransitionLatencyMedianSeconds": median(latencies),
-                "stageTransitionWithGatesMedianSeconds": median(with_gates),
-                "maxHistoryEvents": max_events,
-                "workerPeakRssMb": round(
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-                ),
-                "activities": {"run": run_activities, "floor": floor_activities},
-                "measuredAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
         finally:
             server.stop()
+    statuses = [s for r in rounds for s in r.statuses]
+    if status_file is not None:
+        text = json.dumps([s.to_json_dict() for s in statuses], indent=1)
+        await asyncio.to_thread(status_file.write_text, text)
+    not_done = [
+        f"{s.network}: {s.state.value} ({s.error or 'no error'})"
+        for s in statuses
+        if s.state is not State.COMPLETED
+    ]
+    ratios = [round(r.wall / r.floor, 3) for r in rounds]
+    return {
+        #: Completed, or what kept a run from completing (then the exit code is 1).
+        "runState": "; ".join(not_done) or State.COMPLETED.value,
+        "members": members,
+        "stages": stages,
+        "networks": networks,
+        "wallSeconds": median([r.wall for r in rounds]),
+        "floorSeconds": median([r.floor for r in rounds]),
+        #: The median over the rounds of each round's own wall / floor.
+        "ratio": median(ratios),
+        "ratios": ratios,
+        "stageTransitionLatencyMedianSeconds": median([x for r in rounds for x in r.latencies]),
+        "stageTransitionWithGatesMedianSeconds": median([x for r in rounds for x in r.with_gates]),
+        "maxHistoryEvents": max(r.max_events for r in rounds),
+        "workerPeakRssMb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "activities": {
+            "run": sum(r.activities[0] for r in rounds),
+            "floor": sum(r.activities[1] for r in rounds),
+        },
+        "measuredAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def main() -> None:
@@ -460,11 +514,19 @@ def main() -> None:
     )
     parser.add_argument("--networks", type=int, default=1, help="networks updated at once")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of floor + run on one server; ratio is the median of the rounds' ratios",
+    )
+    parser.add_argument(
         "--status-file", type=Path, help="also write the runs' final status here (for profiling)"
     )
     args = parser.parse_args()
     if not 1 <= args.members <= 255 or not 1 <= args.stages <= args.members or args.networks < 1:
         parser.error("need 1 <= --stages <= --members <= 255 and --networks >= 1")
+    if args.repeat < 1:
+        parser.error("need --repeat >= 1")
     from engine.runtime import devserver
     from engine.runtime.telemetry import configure_logging
 
@@ -487,7 +549,14 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupted)
     result = asyncio.run(
-        benchmark(args.members, args.stages, args.time_scale, args.networks, args.status_file)
+        benchmark(
+            args.members,
+            args.stages,
+            args.time_scale,
+            args.networks,
+            args.status_file,
+            args.repeat,
+        )
     )
     print(json.dumps(result), flush=True)
     if result["runState"] != "Completed":

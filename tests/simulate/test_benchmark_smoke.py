@@ -44,3 +44,19 @@ def test_the_benchmark_prints_its_figures_as_one_json_object_and_leaves_no_serve
         capture_output=True,
     )
     assert leftovers.stdout == b""
+
+
+def test_repeated_rounds_report_each_ratio_and_their_median() -> None:
+    ran = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--members", "10", "--stages", "2", "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(ran.stdout)
+    assert result["runState"] == "Completed"
+    assert len(result["ratios"]) == 2
+    assert result["ratio"] == round(sum(result["ratios"]) / 2, 3)  # the median of two
+    # Both rounds' activities are counted, the same number on each side.
+    assert result["activities"]["run"] == result["activities"]["floor"] > 0
