@@ -44,7 +44,7 @@ pytest: $(VENV)/.installed-dev
 test: lint typecheck layers pytest
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/update_run.py --members 255
+	$(BIN)/python benchmarks/update_run.py --members 255 --repeat 5
 
 clean:
 	rm -rf $(VENV) .meshfleet .pytest_cache .mypy_cache .ruff_cache build *.egg-info
