@@ -141,7 +141,15 @@ class NetworkWorkflow:
             workflow.upsert_search_attributes([NETWORK_KEY.value_set(self.state.name)])
         self._publish()
         while not self.state.deleted:
-            await workflow.wait_condition(lambda: self._runnable() or self._time_to_continue())
+            try:
+                await workflow.wait_condition(
+                    lambda: self._runnable() or self._time_to_continue(),
+                    timeout=self._recheck_after(),
+                    timeout_summary="re-read the degraded mesh",
+                )
+            except TimeoutError:
+                await self._recheck()
+                continue
             if self._runnable():
                 await self._run_next()
                 continue
@@ -150,6 +158,38 @@ class NetworkWorkflow:
             )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return NetworkDescription.of(self.state)
+
+    def _recheck_after(self) -> timedelta | None:
+        """When to read a Degraded mesh again (None: it is not Degraded, or not idle)."""
+        idle = self.state.holder is None and not self.state.pending and bool(self.state.members)
+        if self.state.status is NetworkStatus.DEGRADED and idle:
+            return self.settings.degraded_recheck_interval
+        return None
+
+    async def _recheck(self) -> None:
+        """Read the mesh once more: a Degraded network whose mesh healed is Connected."""
+        if self._recheck_after() is None or self.lock.locked():
+            return  # a run took the network, or an operation came, while the timer ran
+        async with self.lock:
+            try:
+                # One read, one attempt: joins and runs wait for the lock meanwhile.
+                readiness = await workflow.execute_activity(
+                    ACTIVITY_WAIT_MESH_READY,
+                    WaitMeshReadyInput(members=self.state.member_names(), timeout=timedelta(0)),
+                    result_type=MeshReadiness,
+                    start_to_close_timeout=CALL_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    summary="re-read the degraded mesh",
+                )
+            except ActivityError:
+                return  # unreadable for now: still Degraded, read again later
+            if readiness.ready:
+                self.state.not_ready_links = []
+                self._set_status(NetworkStatus.CONNECTED)
+                self._log("meshReady", "the degraded mesh healed: every member sees every other")
+            elif readiness.not_ready_links != self.state.not_ready_links:
+                self.state.not_ready_links = readiness.not_ready_links
+                self._publish()
 
     def _runnable(self) -> bool:
         return bool(self.state.pending) and self.state.holder is None and not self.lock.locked()

@@ -254,6 +254,11 @@ class NetworkSettings(DomainModel):
     heartbeat_timeout: Duration = Field(default_factory=lambda: dt.timedelta(seconds=30))
     #: How many log entries the network keeps.
     log_limit: int = Field(default=100, ge=10)
+    #: How often a Degraded network's mesh is read again while nothing else runs, so
+    #: that a healed mesh makes it Connected again.
+    degraded_recheck_interval: Duration = Field(
+        default_factory=lambda: dt.timedelta(minutes=5), ge=dt.timedelta(seconds=1)
+    )
 
 
 class NetworkState(DomainModel):

@@ -85,7 +85,10 @@ LIST_QUERY_TIMEOUT = timedelta(seconds=5)
 
 def default_network_settings() -> NetworkSettings:
     """A new network's settings, from the runtime settings (environment)."""
-    return NetworkSettings(mesh_ready_timeout=runtime_settings.mesh_ready_timeout())
+    return NetworkSettings(
+        mesh_ready_timeout=runtime_settings.mesh_ready_timeout(),
+        degraded_recheck_interval=runtime_settings.degraded_recheck_interval(),
+    )
 
 
 def _check_network_name(name: str) -> None:

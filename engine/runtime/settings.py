@@ -63,6 +63,21 @@ def mesh_ready_timeout() -> dt.timedelta:
     return _duration(MESH_READY_TIMEOUT_ENV, DEFAULT_MESH_READY_TIMEOUT)
 
 
+DEGRADED_RECHECK_INTERVAL_ENV = "MESHFLEET_DEGRADED_RECHECK_INTERVAL"
+#: How often an idle Degraded network reads its mesh again (at least a second).
+DEFAULT_DEGRADED_RECHECK_INTERVAL = dt.timedelta(minutes=5)
+
+
+def degraded_recheck_interval() -> dt.timedelta:
+    """``$MESHFLEET_DEGRADED_RECHECK_INTERVAL`` (``30s``, ``5m``...), else 5 minutes."""
+    value = _duration(DEGRADED_RECHECK_INTERVAL_ENV, DEFAULT_DEGRADED_RECHECK_INTERVAL)
+    if value < dt.timedelta(seconds=1):
+        raise InvalidInputError(
+            [FieldError(path=f"${DEGRADED_RECHECK_INTERVAL_ENV}", message="must be at least 1s")]
+        )
+    return value
+
+
 def poll_interval() -> dt.timedelta:
     """``$MESHFLEET_POLL_INTERVAL`` (``1s``, ``200ms``...), else 1 second."""
     return _duration(POLL_INTERVAL_ENV, DEFAULT_POLL_INTERVAL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from temporalio.worker import Worker
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
@@ -216,6 +218,41 @@ async def test_a_mesh_that_does_not_converge_leaves_the_network_degraded_with_th
     described = await meshfleet.describe_network(network_name)
     assert described.status is NetworkStatus.DEGRADED
     assert described.not_ready_links
+
+
+async def test_a_degraded_network_becomes_connected_again_once_its_mesh_heals(
+    backend: SimulatedFleetBackend, worker: Worker, meshfleet: MeshfleetClient, network_name: str
+) -> None:
+    """Idle and Degraded, the network reads its mesh again every interval; when the
+    partition is cleared it is Connected, with no links left and the healing logged."""
+    import asyncio
+
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    backend.load(fleet([cluster("a", 1), cluster("b", 2), cluster("cut", 3)]))
+    settings = SETTINGS.model_copy(
+        update={
+            "mesh_ready_timeout": SETTINGS.heartbeat_timeout,
+            "degraded_recheck_interval": dt.timedelta(seconds=1),
+        }
+    )
+    await meshfleet.create_network(network_name, ["a", "b"], settings=settings)
+    backend.add_fault("cut", Fault(kind=FaultKind.MESH_PARTITION, on=FaultTrigger.JOIN))
+    joined = await meshfleet.join(network_name, ["cut"])
+    assert joined.status is NetworkStatus.DEGRADED
+    await asyncio.sleep(2.5)  # two re-reads of a mesh still partitioned
+    assert (await meshfleet.describe_network(network_name)).status is NetworkStatus.DEGRADED
+
+    backend.clear_faults("cut")
+
+    async def connected() -> bool:
+        status = (await meshfleet.describe_network(network_name)).status
+        return status is NetworkStatus.CONNECTED
+
+    await eventually(connected, what="the healed network to be Connected")
+    described = await meshfleet.describe_network(network_name)
+    assert described.not_ready_links == []
+    assert any("healed" in entry.message for entry in described.log)
 
 
 async def test_delete_needs_force_for_a_network_with_members_and_force_removes_them(
