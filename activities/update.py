@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.common import NON_RETRYABLE, classified, wait_for
+from activities.common import NON_RETRYABLE, WaitTimedOut, classified, wait_for
 from engine.domain import run as contract
 from engine.domain.backend import (
     ANNOTATION_SERVICE_SHARED,
@@ -154,9 +154,9 @@ class UpdateActivities:
                     interval=dt.timedelta(seconds=1),
                     describe=lambda: "a healthy mesh",
                 )
-            except Exception:
+            except WaitTimedOut:
                 if not last:
-                    raise
+                    raise  # never read: the timeout says why (its last problem)
                 return contract.MeshHealthResult(healthy=False, not_ready=last)
             return contract.MeshHealthResult(healthy=True)
 
@@ -187,9 +187,9 @@ class UpdateActivities:
                     interval=dt.timedelta(seconds=1),
                     describe=lambda: "global services back to their baseline endpoints",
                 )
-            except Exception:
+            except WaitTimedOut:
                 if not below:
-                    raise
+                    raise  # never read: the timeout says why (its last problem)
             return contract.ServiceEndpointsResult(ready=ready, below_baseline=below)
 
     # --- one member's six steps -----------------------------------------------------------
