@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -44,6 +45,14 @@ RESTORE_RETRY = RetryPolicy(
 )
 QUICK_STEP = timedelta(minutes=2)
 MARGIN = timedelta(minutes=1)
+#: The activity of each step that waits on the fleet.
+_STEP_ACTIVITIES = {
+    MemberStep.DRAIN: contract.DRAIN,
+    MemberStep.CONTROL_PLANE: contract.UPGRADE_CONTROL_PLANE,
+    MemberStep.CILIUM: contract.UPGRADE_CILIUM,
+    MemberStep.VERIFY: contract.VERIFY,
+}
+T = TypeVar("T")
 
 
 @workflow.defn(name=contract.MEMBER_UPDATE_WORKFLOW)
@@ -82,47 +91,40 @@ class MemberUpdateWorkflow:
         # Later steps get only the member lists they read: each input is kept in history.
         step_input = member.for_step()
         hop_input = member.for_step(reads_members=False)
+        timings = member.timings
         try:
-            self._step = MemberStep.DRAIN
-            drain = await workflow.execute_activity(
-                contract.DRAIN,
+            drain = await self._waiting_step(
+                MemberStep.DRAIN,
+                member,
                 step_input,
-                result_type=contract.DrainRecord,
-                start_to_close_timeout=member.timings.drain_timeout + MARGIN,
-                heartbeat_timeout=member.timings.heartbeat_timeout,
-                retry_policy=STEP_RETRY,
+                waits=timings.drain_timeout,
                 summary=f"drain {member.member}",
+                result_type=contract.DrainRecord,
             )
             if member.upgrade_type is not UpgradeType.NODE_IMAGE_ONLY:
                 for index, hop in enumerate(member.hops):
                     request = contract.HopRequest(member=hop_input, hop=hop, hop_index=index)
-                    self._step = MemberStep.CONTROL_PLANE
-                    await workflow.execute_activity(
-                        contract.UPGRADE_CONTROL_PLANE,
+                    await self._waiting_step(
+                        MemberStep.CONTROL_PLANE,
+                        member,
                         request,
-                        result_type=OperationProgress,
-                        start_to_close_timeout=member.timings.control_plane_timeout + MARGIN,
-                        heartbeat_timeout=member.timings.heartbeat_timeout,
-                        retry_policy=STEP_RETRY,
+                        waits=timings.control_plane_timeout,
                         summary=f"control plane {member.member} -> {hop.kubernetes_version}",
-                    )
-                    self._step = MemberStep.CILIUM
-                    await workflow.execute_activity(
-                        contract.UPGRADE_CILIUM,
-                        request,
                         result_type=OperationProgress,
-                        start_to_close_timeout=member.timings.cilium_timeout + MARGIN,
-                        heartbeat_timeout=member.timings.heartbeat_timeout,
-                        retry_policy=STEP_RETRY,
-                        summary=f"cilium {member.member} -> {hop.cilium_version}",
                     )
-            self._step = MemberStep.VERIFY
-            await workflow.execute_activity(
-                contract.VERIFY,
+                    await self._waiting_step(
+                        MemberStep.CILIUM,
+                        member,
+                        request,
+                        waits=timings.cilium_timeout,
+                        summary=f"cilium {member.member} -> {hop.cilium_version}",
+                        result_type=OperationProgress,
+                    )
+            await self._waiting_step(
+                MemberStep.VERIFY,
+                member,
                 contract.VerifyRequest(member=step_input, drain=drain),
-                start_to_close_timeout=member.mesh_ready_timeout + MARGIN,
-                heartbeat_timeout=member.timings.heartbeat_timeout,
-                retry_policy=STEP_RETRY,
+                waits=member.mesh_ready_timeout,
                 summary=f"verify {member.member}",
             )
         except ActivityError as error:
@@ -138,6 +140,29 @@ class MemberUpdateWorkflow:
                 step=failed_step,
             )
         return self._ended(MemberOutcome.COMPLETED, None, member.target)
+
+    async def _waiting_step(
+        self,
+        step: MemberStep,
+        member: MemberUpdateInput,
+        arg: object,
+        *,
+        waits: timedelta,
+        summary: str,
+        result_type: type[T] | None = None,
+    ) -> T:
+        """One step that waits on the fleet: heartbeating, retried, up to ``waits``."""
+        self._step = step
+        result: T = await workflow.execute_activity(
+            _STEP_ACTIVITIES[step],
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=waits + MARGIN,
+            heartbeat_timeout=member.timings.heartbeat_timeout,
+            retry_policy=STEP_RETRY,
+            summary=summary,
+        )
+        return result
 
     async def _restore(self, member: MemberUpdateInput, drain: contract.DrainRecord) -> None:
         self._step = MemberStep.RESTORE
