@@ -1,0 +1,47 @@
+"""Recorders of golden histories: run by hand, never collected by the suite.
+
+    .venv/bin/python -m pytest tests/histories/recorders.py -k NAME
+
+pytest collects this file only when it is named on the command line (it does
+not match ``test_*.py``). Each recorder drives the workflows into one state on
+today's code and writes the history with ``record``; commit the JSON and its
+note together, on the commit *before* the workflow change they guard.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from temporalio.client import Client
+
+from engine.domain.network import network_workflow_id
+from engine.domain.run import State
+from tests.histories.record import record
+from tests.runs.harness import Cluster, running_fleet, strategy
+
+
+def _commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+async def test_record_a_completed_two_stage_run(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Network created and joined, a two-stage run completed, one member's child completed."""
+    clusters = [Cluster("a-1", group="a"), Cluster("b-1", group="b")]
+    plan = strategy(
+        [{"name": "a", "groups": [{"name": "a"}]}, {"name": "b", "groups": [{"name": "b"}]}]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(plan)
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+        note = f"Recorded at {_commit()} by recorders.py::test_record_a_completed_two_stage_run."
+        await record(client, run.workflow_id, "UpdateRun", "completed-two-stages", note)
+        await record(client, f"{run.workflow_id}/member/a-1", "MemberUpdate", "completed", note)
+        await record(
+            client, network_workflow_id(fleet.network), "Network", "joined-and-released", note
+        )
