@@ -61,7 +61,9 @@ from engine.domain.versions import Version
 from engine.runtime import devserver
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.connection import ConnectionSettings, connect_client
+from engine.runtime.report_html import StepSpan, Timeline
 from engine.runtime.runs import UpdateRunHandle, new_run_name
+from engine.runtime.timeline import member_steps, rehearsal_timeline
 from engine.runtime.worker import build_worker
 from strategies import ReleaseCatalog, load_catalog, load_strategy, plan
 
@@ -328,28 +330,31 @@ class RehearsalEvents:
 class History:
     workflows: int
     max_events: int
+    #: Each started member's steps, read from the same histories (for the HTML timeline).
+    member_steps: dict[str, list[StepSpan]] = field(default_factory=dict)
 
     def to_json_dict(self) -> dict[str, int]:
         return {"workflows": self.workflows, "maxEvents": self.max_events}
 
 
 async def count_history(client: Client, status: RunStatus) -> History:
-    """How many workflows the run used and the largest history among them."""
-    ids = [run_workflow_id(status.network, status.run_id)] + [
-        member_workflow_id(status.network, status.run_id, m.name)
-        for _, _, m in status.members()
-        if m.attempts > 0
-    ]
+    """How many workflows the run used, the largest history, and each member's steps."""
+    started = [m.name for _, _, m in status.members() if m.attempts > 0]
+    ids: list[tuple[str | None, str]] = [(None, run_workflow_id(status.network, status.run_id))]
+    ids += [(m, member_workflow_id(status.network, status.run_id, m)) for m in started]
     limit = asyncio.Semaphore(HISTORY_FETCH_CONCURRENCY)
+    steps: dict[str, list[StepSpan]] = {}
 
-    async def events(workflow_id: str) -> int:
+    async def events(member: str | None, workflow_id: str) -> int:
         async with limit:
             history = await client.get_workflow_handle(workflow_id).fetch_history()
-            return len(history.events)
+        if member is not None:
+            steps[member] = member_steps(history.events)
+        return len(history.events)
 
-    sizes = await asyncio.gather(*(events(i) for i in ids))
+    sizes = await asyncio.gather(*(events(m, i) for m, i in ids))
     executions = 1 + sum(m.attempts for _, _, m in status.members())
-    return History(workflows=executions, max_events=max(sizes, default=0))
+    return History(workflows=executions, max_events=max(sizes, default=0), member_steps=steps)
 
 
 def status_tree(status: RunStatus) -> list[dict[str, Any]]:
@@ -396,6 +401,8 @@ class RehearsalResult:
     status: RunStatus
     ui_url: str | None
     notes: list[str]
+    #: What ``--html`` draws: the report's run with every member's steps.
+    timeline: Timeline | None = None
 
     @property
     def state(self) -> State:
@@ -583,7 +590,18 @@ async def _run(
         "history": history.to_json_dict(),
         "uiUrl": run_url,
     }
-    return RehearsalResult(report=report, status=final, ui_url=run_url, notes=rehearsal.notes)
+    timeline = rehearsal_timeline(
+        final,
+        history.member_steps,
+        fleet=rehearsal.fleet,
+        members=rehearsal.members,
+        report=report,
+        time_scale=rehearsal.time_scale,
+        notes=rehearsal.notes,
+    )
+    return RehearsalResult(
+        report=report, status=final, ui_url=run_url, notes=rehearsal.notes, timeline=timeline
+    )
 
 
 async def _clean_up_configured(client: Client, rehearsal: Rehearsal) -> None:

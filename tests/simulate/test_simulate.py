@@ -191,3 +191,7 @@ def test_the_demo_completes_without_a_terminal_and_shows_every_member_at_the_tar
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "14/14 members at Kubernetes 1.33 (Cilium 1.17.9)" in ran.stdout
     assert "approved gate canary/after/0" in ran.stdout
+    # The demo draws its run and says where (the state directory unless --html says).
+    timeline = state_dir.absolute() / "demo-timeline.html"
+    assert f"timeline: {timeline}" in ran.stdout
+    assert timeline.read_text().count('class="row member') == 14

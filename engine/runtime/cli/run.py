@@ -377,6 +377,40 @@ def list_command(
     run_async(ctx, lambda: with_client(ctx, body), out)
 
 
+@run_app.command("report")
+def report_command(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
+    network: str | None = typer.Option(None, help="The run's network."),
+    html: Path = typer.Option(
+        ..., "--html", help="Write the run as a picture here: one self-contained HTML file."
+    ),
+) -> None:
+    """Write a run's timeline (steps, gates, soaks, services) as one HTML file.
+
+    Read from the run's status and its member workflows' histories; works while
+    the run goes (what happened so far) and after it ended.
+    """
+    # Imported here: the only command that draws, kept apart from the rest of ``run``.
+    import asyncio
+
+    from engine.runtime.timeline import html_file_problem, run_timeline, write_html
+
+    out = resolve_output(ctx, None)
+    problem = html_file_problem(html)
+    if problem is not None:
+        report_invalid([problem], out, None)
+    html = html.absolute()
+
+    async def body(client: MeshfleetClient) -> None:
+        handle = await client.get_update_run(run, network)
+        timeline = await run_timeline(client.temporal, await handle.status())
+        await asyncio.to_thread(write_html, html, timeline)
+        stdout.print(f"timeline: {html}", highlight=False, markup=False)
+
+    run_async(ctx, lambda: with_client(ctx, body), out)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``meshfleet run ...`` to the main app."""
     app.add_typer(run_app)

@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from engine.domain.errors import InvalidInputError
 from engine.domain.run import RunStatus, State
 from engine.runtime import devserver
 from engine.runtime.cli.common import (
@@ -43,9 +44,12 @@ from engine.runtime.simulate import (
     prepare_rehearsal,
     rehearse,
 )
+from engine.runtime.timeline import html_file_problem, write_html
 
 #: How long the demo's approval gate stays open before the demo approves it.
 DEMO_APPROVAL_PAUSE = dt.timedelta(seconds=5)
+#: The demo's picture of its run, in the state directory unless ``--html`` says elsewhere.
+DEMO_TIMELINE = "demo-timeline.html"
 
 
 class _Events(RehearsalEvents):
@@ -169,6 +173,7 @@ def _run(
     prepare: RehearsalFactory,
     report_file: Path | None,
     keep_up: bool,
+    html_file: Path | None = None,
 ) -> None:
     options = global_options(ctx)
     console = stderr if output is OutputFormat.JSON else stdout
@@ -182,12 +187,16 @@ def _run(
             if report_file is not None:
                 text = json.dumps(result.report, indent=2) + "\n"
                 await asyncio.to_thread(report_file.write_text, text)
+            if html_file is not None and result.timeline is not None:
+                await asyncio.to_thread(write_html, html_file, result.timeline)
             if output is OutputFormat.JSON:
                 print_json(result.report)
             else:
                 print_summary(result, shown_live=stdout.is_terminal)
                 if report_file is not None:
                     stdout.print(f"  report: {report_file}", highlight=False)
+            if html_file is not None:
+                console.print(f"  timeline: {html_file}", highlight=False)
             if keep_up and result.ui_url:
                 console.print(
                     "The server and the worker stay up for inspection in the Web UI; "
@@ -223,21 +232,31 @@ class RehearsalFactory:
         time_scale: float | None,
         approve_all: bool,
         approve_after: dt.timedelta = dt.timedelta(0),
+        html_file: Path | None = None,
     ) -> None:
         self.args = (fleet, strategy, target)
+        self.html_file = html_file
         self.network = network
         self.time_scale = time_scale
         self.approve_all = approve_all
         self.approve_after = approve_after
 
     def __call__(self) -> Rehearsal:
-        return prepare_rehearsal(
-            *self.args,
-            network=self.network,
-            time_scale=self.time_scale,
-            approve_all=self.approve_all,
-            approve_after=self.approve_after,
-        )
+        problem = html_file_problem(self.html_file) if self.html_file else None
+        problems = [problem] if problem else []
+        try:
+            rehearsal = prepare_rehearsal(
+                *self.args,
+                network=self.network,
+                time_scale=self.time_scale,
+                approve_all=self.approve_all,
+                approve_after=self.approve_after,
+            )
+        except InvalidInputError as error:
+            raise InvalidInputError(error.errors + problems) from None
+        if problems:
+            raise InvalidInputError(problems)
+        return rehearsal
 
 
 def simulate(
@@ -251,6 +270,9 @@ def simulate(
         None, "--network", help="Network of the fleet file to update (default: its only one)."
     ),
     report: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
+    html: Path | None = typer.Option(
+        None, "--html", help="Write the run as a picture here: one self-contained HTML file."
+    ),
     approve_all: bool = typer.Option(
         False, "--approve-all", help="Approve every Approval gate as it opens (unattended)."
     ),
@@ -269,8 +291,10 @@ def simulate(
     Exit code 0 when the run Completed, 1 when it Failed or Stopped, 2 for invalid input.
     """
     out = resolve_output(ctx, output)
-    factory = RehearsalFactory(fleet, strategy, target, network, time_scale, approve_all)
-    _run(ctx, out, factory, report, keep_up=False)
+    factory = RehearsalFactory(
+        fleet, strategy, target, network, time_scale, approve_all, html_file=html
+    )
+    _run(ctx, out, factory, report, keep_up=False, html_file=html)
 
 
 def demo(
@@ -282,6 +306,12 @@ def demo(
         None, "--time-scale", help="Override the demo's time scale (0.02 by default)."
     ),
     report: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
+    html: Path | None = typer.Option(
+        None,
+        "--html",
+        help="Where to write the run as a picture (default: demo-timeline.html "
+        "in the state directory).",
+    ),
     output: OutputFormat | None = typer.Option(None, "--output", help="table or json."),
 ) -> None:
     """A staged update of a 14-cluster ClusterMesh on a simulated fleet, in about two minutes.
@@ -291,6 +321,7 @@ def demo(
     server stays up for the Web UI until Ctrl-C (--no-wait to exit at once).
     """
     out = resolve_output(ctx, output)
+    html_file = (html or default_state_dir() / DEMO_TIMELINE).absolute()
     factory = RehearsalFactory(
         demo_file(FLEET),
         demo_file(STRATEGY),
@@ -299,9 +330,10 @@ def demo(
         time_scale,
         approve_all=True,
         approve_after=DEMO_APPROVAL_PAUSE,
+        html_file=html_file,
     )
     keep_up = not no_wait and _in_a_terminal()
-    _run(ctx, out, factory, report, keep_up=keep_up)
+    _run(ctx, out, factory, report, keep_up=keep_up, html_file=html_file)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,413 @@
+"""The rehearsal as a picture: ``simulate --html``, ``run report --html`` and the page itself.
+
+The page is read back with the stdlib's ``html.parser`` (``tests/simulate/page.py``):
+every member a row, every step a bar with its times, gates and soaks, one chart
+per global service; the JSON island carries the same data; and nothing from the
+run (names, messages) can turn into markup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.client import Client
+
+from engine.domain.run import State
+from engine.runtime import devserver
+from engine.runtime.report_html import (
+    DATA_ISLAND_ID,
+    Interval,
+    MemberRow,
+    ServiceSeries,
+    StepSpan,
+    Timeline,
+    Violation,
+    render_html,
+    timeline_to_json,
+)
+from tests.runs.harness import Cluster, fleet_document, running_fleet, strategy, wait_until
+from tests.runtime.serverproc import MESHFLEET
+from tests.simulate.page import Page, read_page
+from tests.simulate.test_simulate import EXAMPLES, TIME_SCALE, report_of, simulate
+
+#: One member's update, step by step, when nothing goes wrong (one hop: one control plane).
+ALL_STEPS = ["Preflight", "Drain", "ControlPlane", "Cilium", "Verify", "Restore"]
+
+
+def _when(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _members(report: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    return {
+        m["name"]: (s["name"], g["name"], m)
+        for s in report["status"]
+        for g in s["groups"]
+        for m in g["members"]
+    }
+
+
+def _assert_island_matches_the_markup(page: Page) -> None:
+    island = {m["name"]: m for m in page.island["members"]}
+    assert set(island) == set(page.rows)
+    for name, row in page.rows.items():
+        steps = island[name]["steps"]
+        assert [s["step"] for s in steps] == [b.step for b in row.bars]
+        assert [_when(s["start"]) for s in steps] == [b.start for b in row.bars]
+        assert [_when(s["end"]) for s in steps] == [b.end for b in row.bars]
+        assert island[name]["state"] == row.state
+
+
+def _assert_steps_follow_the_report(page: Page, report: dict[str, Any]) -> None:
+    """Every member is a row in its stage and group; its steps lie inside its reported times."""
+    members = _members(report)
+    assert set(page.rows) == set(members)
+    for name, (stage, group, member) in members.items():
+        row = page.rows[name]
+        assert (row.stage, row.group, row.state) == (stage, group, member["state"])
+        started, completed = _when(member["startTime"]), _when(member["completedTime"])
+        if member["state"] == "Completed":
+            assert [b.step for b in row.bars] == ALL_STEPS, name
+        elif member["state"] == "Skipped" and started is not None:
+            assert [b.step for b in row.bars] == ["Preflight"], name  # already at the target
+        previous_end = started
+        for bar in row.bars:
+            assert started is not None
+            assert completed is not None
+            assert bar.end is not None
+            assert started <= bar.start <= bar.end <= completed, (name, bar.step)
+            assert previous_end is not None
+            assert bar.start >= previous_end, (name, bar.step)  # one step after the other
+            previous_end = bar.end
+
+
+def _assert_upgrades_fall_inside_their_steps(page: Page, report: dict[str, Any]) -> None:
+    """The simulator saw each upgrade start while the member's step for it was running."""
+    step_of = {"controlPlaneUpgradeStarted": "ControlPlane", "ciliumUpgradeStarted": "Cilium"}
+    checked = 0
+    for entry in report["audit"]:
+        step = step_of.get(entry["event"])
+        if step is None:
+            continue
+        at = _when(entry["at"])
+        assert at is not None
+        bars = [b for b in page.rows[entry["cluster"]].bars if b.step == step]
+        assert any(b.start <= at <= (b.end or at) for b in bars), (entry, bars)
+        checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize(
+    ("strategy_file", "time_scale"),
+    [
+        ("strategy-ring.yaml", "0.001"),  # slow enough that its soaks last a second or more
+        ("strategy-dag.yaml", TIME_SCALE),
+        ("strategy-fleet.json", TIME_SCALE),
+    ],
+)
+def test_simulate_html_on_each_example_draws_every_member_and_step_as_the_report_has_them(
+    strategy_file: str,
+    time_scale: str,
+    temporal_server: devserver.EmbeddedServer,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    html_file = tmp_path / "out" / "timeline.html"  # the folder is created
+    ran = simulate(
+        "simulate",
+        "--fleet", str(EXAMPLES / "fleet.yaml"),
+        "--strategy", str(EXAMPLES / strategy_file),
+        "--target", "1.33",
+        "--approve-all",
+        "--time-scale", time_scale,
+        "--html", str(html_file),
+        "--output", "json",
+        state_dir=state_dir,
+        address=temporal_server.address,
+    )  # fmt: skip
+    report = report_of(ran)
+    assert ran.returncode == 0, report["status"]
+    assert f"timeline: {html_file}" in ran.stderr  # stdout carries only the JSON report
+    page = read_page(html_file.read_text())
+
+    _assert_steps_follow_the_report(page, report)
+    _assert_upgrades_fall_inside_their_steps(page, report)
+    _assert_island_matches_the_markup(page)
+    fleet = yaml.safe_load((EXAMPLES / "fleet.yaml").read_text())
+    services = {f"{s['namespace']}/{s['name']}": s for s in fleet["spec"]["globalServices"]}
+    assert set(page.charts) == set(services)
+    for key, chart in page.charts.items():
+        assert chart["data-minimum"] == str(services[key]["minReadyEndpoints"])
+        assert chart["data-violations"] == "0"
+    # Each gate the strategy declares waited, and each soak ran, in its own stage.
+    drawn = {(i["data-kind"], i["data-label"]) for i in page.intervals}
+    for stage in report["plan"]["stages"]:
+        gates = stage["beforeGates"] + stage["afterGates"]
+        for gate in gates:
+            assert any(kind == "gate" and gate["displayName"] in label for kind, label in drawn), (
+                gate
+            )
+    soaked = [s["name"] for s in report["plan"]["stages"] if s["afterStageWaitSeconds"]]
+    soaks = [label for kind, label in drawn if kind == "soak"]
+    assert sorted(soaks) == sorted(f"soak after stage {name}" for name in soaked)
+    # Self-contained: no script but the data island, nothing fetched from anywhere.
+    assert page.scripts == [{"type": "application/json", "id": DATA_ISLAND_ID}]
+    assert page.external == []
+
+
+def test_a_failed_member_is_marked_on_the_step_that_failed(
+    temporal_server: devserver.EmbeddedServer, state_dir: Path, tmp_path: Path
+) -> None:
+    fail = {"on": "controlPlaneUpgrade", "kind": "fail", "message": "quota <exceeded>"}
+    clusters = [
+        Cluster("alpha", group="all"),
+        Cluster("beta", group="all", faults=[fail]),
+        Cluster("gamma", group="all"),
+    ]
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(yaml.safe_dump(fleet_document(clusters)))
+    strategy_file = tmp_path / "strategy.yaml"
+    group = {"name": "all", "maxConcurrency": "1", "maxAllowedFailures": "0"}
+    strategy_file.write_text(yaml.safe_dump(strategy([{"name": "all", "groups": [group]}])))
+    html_file = tmp_path / "timeline.html"
+
+    ran = simulate(
+        "simulate",
+        "--fleet", str(fleet_file),
+        "--strategy", str(strategy_file),
+        "--target", "1.33",
+        "--time-scale", TIME_SCALE,
+        "--html", str(html_file),
+        "--output", "json",
+        state_dir=state_dir,
+        address=temporal_server.address,
+    )  # fmt: skip
+
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    page = read_page(html_file.read_text())
+    beta = page.rows["beta"]
+    assert beta.state == "Failed"
+    assert "failed" in beta.classes
+    assert "quota <exceeded>" in beta.label_title
+    failed = [b for b in beta.bars if b.failed]
+    assert [b.step for b in failed] == ["ControlPlane"]
+    assert "failed" in failed[0].classes
+    assert "quota <exceeded>" in failed[0].title
+    # Whatever failed, the member was restored: the restore step is drawn after it.
+    assert [b.step for b in beta.bars][-1] == "Restore"
+    assert "failed" not in page.rows["alpha"].classes
+    assert page.rows["gamma"].bars == []  # never started: the budget was spent
+    assert page.island["state"] == "Failed"
+
+
+def test_a_path_that_is_a_directory_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    ran = simulate(
+        "simulate",
+        "--fleet", str(EXAMPLES / "fleet.yaml"),
+        "--strategy", str(EXAMPLES / "strategy-ring.yaml"),
+        "--target", "1.33",
+        "--html", str(tmp_path),
+        state_dir=tmp_path / "state",
+        address=None,
+    )  # fmt: skip
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "--html" in ran.stderr
+    assert "is a directory" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert not (tmp_path / "state" / "simulate").exists()  # no server was started
+
+
+# --- a real run -------------------------------------------------------------------------
+
+
+async def _meshfleet(address: str, task_queue: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESHFLEET_TASK_QUEUE": task_queue}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [MESHFLEET, "--address", address, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+async def test_run_report_draws_a_real_run_from_its_status_and_histories(
+    client: Client,
+    temporal_server: devserver.EmbeddedServer,
+    task_queue: str,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    clusters = [Cluster(f"real-{n}", group="all") for n in range(1, 4)]
+    checkout = {
+        "namespace": "shop",
+        "name": "checkout",
+        "clusters": {"real-1": 2, "real-2": 3, "real-3": 4},
+        "minReadyEndpoints": 2,
+    }
+    document = strategy(
+        [{"name": "all", "groups": [{"name": "all", "maxConcurrency": "1"}]}],
+        minReadyEndpoints=2,
+    )
+    html_file = tmp_path / "run.html"
+    async with running_fleet(client, task_queue, state_dir, clusters, [checkout]) as fleet:
+        handle = await fleet.start_run(document)
+        final = await wait_until(handle, lambda s: s.state is State.COMPLETED)
+
+        ran = await _meshfleet(
+            temporal_server.address,
+            task_queue,
+            "run",
+            "report",
+            handle.ref,
+            "--html",
+            str(html_file),
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert f"timeline: {html_file}" in ran.stdout
+        audit = [e.to_json_dict() for e in fleet.backend.audit()]
+
+    page = read_page(html_file.read_text())
+    report = {
+        "status": [
+            {
+                "name": stage.name,
+                "groups": [
+                    {
+                        "name": group.name,
+                        "members": [
+                            {
+                                "name": m.name,
+                                "state": m.state.value,
+                                "startTime": m.start_time.isoformat() if m.start_time else None,
+                                "completedTime": (
+                                    m.completed_time.isoformat() if m.completed_time else None
+                                ),
+                            }
+                            for m in group.members
+                        ],
+                    }
+                    for group in stage.groups
+                ],
+            }
+            for stage in final.stages
+        ],
+        "audit": audit,
+    }
+    _assert_steps_follow_the_report(page, report)
+    _assert_upgrades_fall_inside_their_steps(page, report)
+    _assert_island_matches_the_markup(page)
+    # The run's baseline (9 endpoints), one member drained at a time: 9 - 4 at the lowest.
+    chart = page.charts["shop/checkout"]
+    assert chart["data-minimum"] == "2"
+    assert chart["data-lowest"] == "5"
+    counts = [v for _, v in page.island["services"][0]["points"]]
+    assert counts[0] == 9
+    assert counts[-1] == 9  # every member restored
+
+
+async def test_run_report_of_an_unknown_run_says_so(
+    temporal_server: devserver.EmbeddedServer, task_queue: str, tmp_path: Path
+) -> None:
+    ran = await _meshfleet(
+        temporal_server.address, task_queue, "run", "report", "nowhere/nothing",
+        "--html", str(tmp_path / "x.html"),
+    )  # fmt: skip
+    assert ran.returncode != 0
+    assert "Traceback" not in ran.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+# --- the page itself ----------------------------------------------------------------------
+
+T0 = dt.datetime(2026, 12, 3, 9, 0, tzinfo=dt.UTC)
+
+
+def _at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def _member(
+    name: str, stage: str, group: str, begin: float, message: str | None = None
+) -> MemberRow:
+    steps = [
+        StepSpan(step, _at(begin + 10 * i), _at(begin + 10 * i + 8))
+        for i, step in enumerate(ALL_STEPS)
+    ]
+    return MemberRow(name, stage, group, "Completed", message, _at(begin), _at(begin + 60), steps)
+
+
+def test_names_and_messages_from_the_run_never_become_markup() -> None:
+    hostile = '</script><script>alert(1)</script><img src=x onerror="alert(2)">&amp;'
+    timeline = Timeline(
+        title=f"Rehearsal of {hostile}",
+        network="net",
+        run="r",
+        state="Failed",
+        target="Kubernetes 1.33",
+        start=T0,
+        end=_at(100),
+        stages=["s"],
+        members=[_member("alpha", "s", hostile, 0, message=hostile)],
+        intervals=[Interval("gate", hostile, "s", None, T0, _at(5), "Completed")],
+        services=[
+            ServiceSeries(
+                hostile, 1, [(T0, 3)], [Violation(_at(1), _at(2), hostile, 0)], source=hostile
+            )
+        ],
+        notes=[hostile],
+    )
+
+    text = render_html(timeline)
+    page = read_page(text)
+
+    assert "img" not in page.tags
+    assert page.scripts == [{"type": "application/json", "id": DATA_ISLAND_ID}]
+    assert page.rows["alpha"].group == hostile  # attributes hold the exact text
+    assert hostile in page.rows["alpha"].label_title
+    assert hostile in page.charts
+    assert page.island == json.loads(json.dumps(timeline_to_json(timeline)))
+
+
+def test_a_255_member_run_is_one_row_per_member_with_every_step_and_stays_small() -> None:
+    stages = [f"stage-{n}" for n in range(5)]
+    members = [
+        _member(f"cluster-{n:03d}", stages[n % 5], f"group-{n % 15}", begin=(n % 5) * 120 + n % 7)
+        for n in range(255)
+    ]
+    timeline = Timeline(
+        title="Rehearsal of big/run",
+        network="big",
+        run="run",
+        state="Completed",
+        target="Kubernetes 1.33",
+        start=T0,
+        end=_at(700),
+        stages=stages,
+        members=members,
+        intervals=[
+            Interval("soak", f"soak after stage {s}", s, None, _at(60), _at(100), "Completed")
+            for s in stages
+        ],
+    )
+
+    text = render_html(timeline)
+    page = read_page(text)
+
+    assert len(page.rows) == 255
+    assert all([b.step for b in row.bars] == ALL_STEPS for row in page.rows.values())
+    assert len(page.intervals) == 5
+    assert len(text.encode()) < 1_000_000  # opens at once, even attached to a ticket
+    # Labels stay in view while the timeline scrolls sideways, and the time axis while it
+    # scrolls down.
+    assert ".label{position:sticky;left:0" in text
+    assert ".axis{position:sticky;top:0" in text
