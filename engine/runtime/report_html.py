@@ -34,6 +34,8 @@ SOAK_COLOUR = "#57b8c9"
 FAILED_COLOUR = "#d62d2d"
 #: The id of the JSON island that carries the timeline's data.
 DATA_ISLAND_ID = "meshfleet-timeline"
+#: Zoom factors of the timeline's width (radio buttons and CSS: no script needed).
+ZOOMS = (1, 2, 4, 8)
 #: Tick spacings the time axis chooses from (seconds).
 _TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200)
 _MAX_TICKS = 12
@@ -452,7 +454,19 @@ background-image:repeating-linear-gradient(135deg,transparent 0 3px,rgba(214,45,
 .member.failed .label{color:#b01f1f;font-weight:600}
 .st{float:right;font-size:10px;color:#8a949e;margin-left:6px}
 .st-Failed{color:#d62d2d}.st-Skipped{color:#a0a8b0}
+.zoomer{position:absolute;opacity:0;pointer-events:none}
+.zoom label{cursor:pointer;padding:0 5px;border:1px solid #c9d1d9;border-radius:3px;
+margin-left:3px;user-select:none}
 """
+
+
+def _zoom_css() -> str:
+    """Each zoom radio, when checked, widens the timeline and highlights its button."""
+    return "".join(
+        f"#zoom-{z}:checked~.gantt .row{{min-width:calc(var(--label) + {900 * z}px)}}"
+        f"#zoom-{z}:checked~.legend label[for=zoom-{z}]{{background:#1d2733;color:#fff}}"
+        for z in ZOOMS
+    )
 
 
 def render_html(timeline: Timeline) -> str:
@@ -482,6 +496,17 @@ def render_html(timeline: Timeline) -> str:
         f'<span><i style="outline:2px solid {FAILED_COLOUR}"></i>failed \u2715</span>'
         '<span><i style="background:#2466c2;height:3px"></i>ready endpoints</span>'
         f'<span><i style="border-top:2px dashed {FAILED_COLOUR};height:0"></i>minimum</span>'
+    )
+    legend += (
+        '<span class="zoom">zoom'
+        + "".join(f'<label for="zoom-{z}">{z}\u00d7</label>' for z in ZOOMS)
+        + "</span>"
+    )
+    zoomers = "".join(
+        f'<input type="radio" class="zoomer" name="zoom" id="zoom-{z}"'
+        + (" checked" if z == 1 else "")
+        + ">"
+        for z in ZOOMS
     )
     notes = "".join(f"<li>{_e(n)}</li>" for n in timeline.notes)
     charts = "".join(_service_chart(s, scale, last) for s in timeline.services)
@@ -531,12 +556,13 @@ def render_html(timeline: Timeline) -> str:
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{_e(timeline.title)}</title>"
-        f"<style>{_CSS}{step_css}.track{{--tick:{tick:.4f}%}}</style></head><body>"
+        f"<style>{_CSS}{_zoom_css()}{step_css}.track{{--tick:{tick:.4f}%}}</style></head><body>"
         f"<header><h1>{_e(timeline.title)}</h1>"
         f'<div class="meta">{"".join(meta)}</div>'
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
         + "</header>"
-        f'<div class="legend">{legend}</div>'
+        + zoomers
+        + f'<div class="legend">{legend}</div>'
         + (f'<section class="services">{charts}</section>' if charts else "")
         + f'<section class="gantt">{"".join(rows)}</section>'
         f'<script type="application/json" id="{DATA_ISLAND_ID}">'

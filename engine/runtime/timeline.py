@@ -33,6 +33,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from engine.domain import run as contract
+from engine.domain.durations import parse_duration
 from engine.domain.errors import FieldError
 from engine.domain.fleet import SimulatedFleet
 from engine.domain.run import (
@@ -266,6 +267,32 @@ class _SimClock:
         return self.wall + dt.timedelta(seconds=(sim_time - self.sim) * self.scale)
 
 
+def _lost_endpoints(
+    audit: Sequence[Mapping[str, Any]], clock: _SimClock | None
+) -> list[tuple[str, str | None, dt.datetime, dt.datetime | None]]:
+    """Each ``endpointsLost`` fault that fired: (cluster, service or every one, from, until)."""
+    cleared = {
+        (e["details"] or {}).get("id"): _parse(str(e["at"]))
+        for e in audit
+        if e["event"] == "faultInjected" and (e.get("details") or {}).get("action") == "cleared"
+    }
+    found: list[tuple[str, str | None, dt.datetime, dt.datetime | None]] = []
+    for entry in audit:
+        details = entry.get("details") or {}
+        if entry["event"] != "faultInjected" or details.get("action") != "fired":
+            continue
+        if details.get("kind") != "endpointsLost" or entry.get("cluster") is None:
+            continue
+        began = _parse(str(entry["at"]))
+        until = cleared.get(details.get("id"))
+        if details.get("duration") and clock is not None:
+            lasts = parse_duration(str(details["duration"])).total_seconds() * clock.scale
+            ends = began + dt.timedelta(seconds=lasts)
+            until = min(until, ends) if until else ends
+        found.append((str(entry["cluster"]), details.get("service"), began, until))
+    return found
+
+
 def rehearsal_services(
     fleet: SimulatedFleet,
     members: Sequence[str],
@@ -274,11 +301,12 @@ def rehearsal_services(
     start: dt.datetime | None,
     time_scale: float,
 ) -> list[ServiceSeries]:
-    """Each global service of the network: its endpoints, gone while a member is drained.
+    """Each global service of the network: its endpoints, less those drained or lost.
 
     The counts are the fleet file's ready endpoints per cluster, summed over the
     clusters sharing the service; the simulator's audit says when each cluster's
-    copy was drained and restored; the violations are the simulator's own.
+    copy was drained and restored, and when an ``endpointsLost`` fault took a
+    cluster's endpoints away; the violations are the simulator's own.
     """
     in_network = set(members)
     clock = (
@@ -287,6 +315,7 @@ def rehearsal_services(
         else None
     )
     first = start or (clock.wall if clock else dt.datetime.fromtimestamp(0, dt.UTC))
+    lost = _lost_endpoints(audit, clock)
     found: list[ServiceSeries] = []
     for spec in fleet.spec.global_services:
         if not spec.namespace_global:
@@ -295,23 +324,34 @@ def rehearsal_services(
         counts = {c: n for c, n in spec.clusters.items() if c in in_network}
         if not counts:
             continue
-        drained: set[str] = set()
-        points = [(first, sum(counts.values()))]
+        # (when, cluster, why, gone?): a cluster's endpoints count unless drained or lost.
+        changes: list[tuple[dt.datetime, str, str, bool]] = []
         for entry in audit:
             details = entry.get("details") or {}
-            cluster = entry.get("cluster")
+            cluster = str(entry.get("cluster"))
             if cluster not in counts or details.get("service") != spec.name:
                 continue
             if details.get("namespace") != spec.namespace:
                 continue
-            if entry["event"] == "serviceDrained":
-                drained.add(str(cluster))
-            elif entry["event"] == "serviceRestored":
-                drained.discard(str(cluster))
-            else:
+            if entry["event"] in ("serviceDrained", "serviceRestored"):
+                gone = entry["event"] == "serviceDrained"
+                changes.append((_parse(str(entry["at"])), cluster, "drained", gone))
+        for cluster, service, began, until in lost:
+            if cluster not in counts or service not in (None, key):
                 continue
-            value = sum(n for c, n in counts.items() if c not in drained)
-            points.append((max(_parse(str(entry["at"])), first), value))
+            changes.append((began, cluster, "lost", True))
+            if until is not None:
+                changes.append((until, cluster, "lost", False))
+        away: set[tuple[str, str]] = set()
+        points = [(first, sum(counts.values()))]
+        for when, cluster, why, gone in sorted(changes, key=lambda c: c[0]):
+            if gone:
+                away.add((cluster, why))
+            else:
+                away.discard((cluster, why))
+            missing = {c for c, _ in away}
+            value = sum(n for c, n in counts.items() if c not in missing)
+            points.append((max(when, first), value))
         seen = [
             Violation(
                 start=clock.at(float(v["started"])),
@@ -328,7 +368,7 @@ def rehearsal_services(
                 minimum=spec.min_ready_endpoints,
                 points=points,
                 violations=seen,
-                source="fleet file endpoints, less each drained cluster's (simulator audit)",
+                source="fleet file endpoints, less those drained or lost (simulator audit)",
             )
         )
     return found

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from temporalio.client import Client
 
+from engine.domain.fleet import parse_fleet
 from engine.domain.run import State
 from engine.runtime import devserver
 from engine.runtime.report_html import (
@@ -33,6 +34,7 @@ from engine.runtime.report_html import (
     render_html,
     timeline_to_json,
 )
+from engine.runtime.timeline import rehearsal_services
 from tests.runs.harness import Cluster, fleet_document, running_fleet, strategy, wait_until
 from tests.runtime.serverproc import MESHFLEET
 from tests.simulate.page import Page, read_page
@@ -411,3 +413,66 @@ def test_a_255_member_run_is_one_row_per_member_with_every_step_and_stays_small(
     # scrolls down.
     assert ".label{position:sticky;left:0" in text
     assert ".axis{position:sticky;top:0" in text
+
+
+def test_a_service_chart_counts_drains_and_lost_endpoints_and_carries_the_violations() -> None:
+    fleet = parse_fleet(
+        fleet_document(
+            [Cluster("alpha"), Cluster("beta"), Cluster("gamma")],
+            [
+                {
+                    "namespace": "shop",
+                    "name": "checkout",
+                    "clusters": {"alpha": 3, "beta": 2, "gamma": 4},
+                    "minReadyEndpoints": 5,
+                }
+            ],
+        )
+    )
+
+    def entry(seconds: float, cluster: str, event: str, **details: Any) -> dict[str, Any]:
+        # The simulator's clock: one simulated second is 0.5 s of wall time here.
+        return {
+            "at": _at(seconds * 0.5).isoformat(),
+            "simTime": seconds,
+            "cluster": cluster,
+            "event": event,
+            "details": details,
+        }
+
+    audit = [
+        entry(0, "alpha", "memberJoined", network="n"),
+        entry(10, "alpha", "serviceDrained", namespace="shop", service="checkout"),
+        entry(12, "beta", "serviceDrained", namespace="shop", service="cart"),  # another service
+        entry(20, "alpha", "serviceRestored", namespace="shop", service="checkout"),
+        entry(30, "gamma", "faultInjected", action="fired", id=7, kind="endpointsLost",
+              service="shop/checkout", duration="8s"),
+        entry(34, "beta", "serviceDrained", namespace="shop", service="checkout"),
+        entry(40, "beta", "serviceRestored", namespace="shop", service="checkout"),
+    ]  # fmt: skip
+    violations = [
+        {"service": "shop/checkout", "viewpoint": "alpha", "minReadyEndpoints": 5,
+         "readyRoutable": 3, "routable": 5, "started": 34.0, "ended": 38.0},
+    ]  # fmt: skip
+
+    (series,) = rehearsal_services(fleet, ["alpha", "beta", "gamma"], audit, violations, T0, 0.5)
+
+    assert series.service == "shop/checkout"
+    assert series.minimum == 5
+    assert [(round((t - T0).total_seconds(), 1), v) for t, v in series.points] == [
+        (0.0, 9),
+        (5.0, 6),  # alpha drained
+        (10.0, 9),  # alpha restored
+        (15.0, 5),  # gamma's endpoints lost for 8 simulated seconds
+        (17.0, 3),  # beta drained while gamma's are still lost
+        (19.0, 7),  # gamma's back
+        (20.0, 9),  # beta restored
+    ]
+    assert series.lowest == 3
+    assert series.violations == [Violation(_at(17), _at(19), "alpha", 3)]
+    chart = read_page(
+        render_html(
+            Timeline("t", "n", "r", "Completed", "1.33", T0, _at(20), [], [], services=[series])
+        )
+    ).charts["shop/checkout"]
+    assert (chart["data-lowest"], chart["data-violations"]) == ("3", "1")
