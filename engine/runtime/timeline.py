@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -57,6 +58,8 @@ from engine.runtime.report_html import (
     Violation,
     render_html,
 )
+
+log = structlog.get_logger(__name__)
 
 #: The activity of each member step, and the step's name in the picture.
 STEP_OF_ACTIVITY = {
@@ -509,4 +512,13 @@ def html_file_problem(path: Path, option: str = "--html") -> FieldError | None:
 def write_html(path: Path, timeline: Timeline) -> None:
     """Write the run's picture (creating the folder it goes in)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(timeline), encoding="utf-8")
+    text = render_html(timeline)
+    path.write_text(text, encoding="utf-8")
+    log.info(
+        "timeline.written",
+        path=str(path),
+        network=timeline.network,
+        run=timeline.run,
+        members=len(timeline.members),
+        bytes=len(text.encode()),
+    )
