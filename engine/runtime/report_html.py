@@ -51,6 +51,8 @@ class StepSpan:
     end: dt.datetime | None
     failed: bool = False
     message: str | None = None
+    #: Which attempt of the member (a retry starts it again: 2, 3, ...).
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,9 @@ class MemberRow:
 
     @property
     def failed(self) -> bool:
-        """The member failed, or one of its steps did."""
-        return self.state == "Failed" or any(s.failed for s in self.steps)
+        """The member failed, or a step of its last attempt did (a retry can mend one)."""
+        last = max((s.attempt for s in self.steps), default=1)
+        return self.state == "Failed" or any(s.failed for s in self.steps if s.attempt == last)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ class Timeline:
     services: list[ServiceSeries] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stage_states: dict[str, str] = field(default_factory=dict)
+    #: Why a stage failed or was skipped, when it says.
+    stage_messages: dict[str, str] = field(default_factory=dict)
 
     def bounds(self) -> tuple[dt.datetime, dt.datetime]:
         """The time span the picture covers: every member, step, gate and soak."""
@@ -190,6 +195,7 @@ def timeline_to_json(timeline: Timeline) -> dict[str, Any]:
                         "end": _iso(s.end),
                         "failed": s.failed,
                         "message": s.message,
+                        "attempt": s.attempt,
                     }
                     for s in m.steps
                 ],
@@ -288,15 +294,17 @@ def _member_row(member: MemberRow, scale: _Scale, last: dt.datetime) -> str:
     message = f" — {member.message}" if member.message else ""
     label_title = f"{member.name}: {member.state}{message}"
     bars = []
+    retried = any(step.attempt > 1 for step in member.steps)
     for step in member.steps:
-        title = _span_title(f"{member.name} {step.step}", step.start, step.end, scale.first)
+        name = f"{member.name} {step.step}" + (f" (attempt {step.attempt})" if retried else "")
+        title = _span_title(name, step.start, step.end, scale.first)
         if step.message:
             title += f" — {step.message}"
         failed = " failed" if step.failed else ""
         bars.append(
             f'<div class="bar s-{_e(step.step)}{failed}" data-step="{_e(step.step)}" '
             f'data-start="{_e(_iso(step.start))}" data-end="{_e(_iso(step.end) or "")}" '
-            f'data-failed="{str(step.failed).lower()}" '
+            f'data-failed="{str(step.failed).lower()}" data-attempt="{step.attempt}" '
             f'style="{scale.bar(step.start, step.end, last)}" title="{_e(title)}"></div>'
         )
     if member.state == "Failed" and not any(s.failed for s in member.steps) and member.end:
@@ -451,7 +459,7 @@ background-image:repeating-linear-gradient(135deg,transparent 0 3px,rgba(214,45,
 .fail-mark,.x{color:#d62d2d;font-weight:700}
 .fail-mark{position:absolute;top:0;font-size:11px;transform:translateX(-50%)}
 .x{margin-right:4px}
-.member.failed .label{color:#b01f1f;font-weight:600}
+.member.failed .label,.stage.failed .label{color:#b01f1f;font-weight:600}
 .st{float:right;font-size:10px;color:#8a949e;margin-left:6px}
 .st-Failed{color:#d62d2d}.st-Skipped{color:#a0a8b0}
 .zoomer{position:absolute;opacity:0;pointer-events:none}
@@ -525,9 +533,13 @@ def render_html(timeline: Timeline) -> str:
                 "</div>"
             )
         failed_class = " failed" if stage_state == "Failed" else ""
+        stage_title = f"stage {stage}: {stage_state}"
+        if timeline.stage_messages.get(stage):
+            stage_title += f" — {timeline.stage_messages[stage]}"
         rows.append(
             f'<div class="row stage{failed_class}" data-stage="{_e(stage)}" '
-            f'data-state="{_e(stage_state)}"><div class="label">stage {_e(stage)}'
+            f'data-state="{_e(stage_state)}"><div class="label" title="{_e(stage_title)}">'
+            f"stage {_e(stage)}"
             f'<span class="st st-{_e(stage_state)}">{_e(stage_state)}</span></div>'
             f'<div class="track">{span}{_interval_bars(stage_intervals, scale, last)}</div></div>'
         )

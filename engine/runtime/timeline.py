@@ -21,6 +21,7 @@ already fetched.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -134,18 +135,49 @@ def member_steps(events: Iterable[HistoryEvent]) -> list[StepSpan]:
     return member_history(events).steps
 
 
-async def fetch_member_histories(client: Client, status: RunStatus) -> dict[str, MemberHistory]:
-    """Every started member's history, read through the client (latest attempt of each)."""
+async def _attempt_runs(client: Client, workflow_id: str) -> list[str]:
+    """The run ids of every attempt of a member (a retry starts it again under its id)."""
+    found = [
+        (execution.start_time, execution.run_id)
+        async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"')
+    ]
+    return [run_id for _, run_id in sorted(found)]
+
+
+async def fetch_member_histories(
+    client: Client, status: RunStatus
+) -> dict[str, list[MemberHistory]]:
+    """Every started member's histories, one per attempt, oldest first, through the client.
+
+    A member tried once is read by its workflow id alone; a retried one's
+    earlier attempts are found by listing its workflow id (the Web UI's
+    visibility store), so a failure a retry fixed stays on the picture.
+    """
     limit = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-    async def one(name: str) -> tuple[str, MemberHistory]:
+    async def one(name: str, attempts: int) -> tuple[str, list[MemberHistory]]:
+        workflow_id = member_workflow_id(status.network, status.run_id, name)
         async with limit:
-            workflow_id = member_workflow_id(status.network, status.run_id, name)
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
-        return name, member_history(history.events)
+            runs: list[str | None] = [None]
+            if attempts > 1:
+                runs = list(await _attempt_runs(client, workflow_id)) or [None]
+            found = []
+            for run_id in runs:
+                handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+                found.append(member_history((await handle.fetch_history()).events))
+        return name, found
 
-    started = [m.name for _, _, m in status.members() if m.attempts > 0]
-    return dict(await asyncio.gather(*(one(name) for name in started)))
+    started = [(m.name, m.attempts) for _, _, m in status.members() if m.attempts > 0]
+    return dict(await asyncio.gather(*(one(name, attempts) for name, attempts in started)))
+
+
+def numbered(attempts: Sequence[MemberHistory]) -> list[StepSpan]:
+    """The steps of every attempt in one list, each marked with its attempt (from 1)."""
+    return [
+        dataclasses.replace(step, attempt=index)
+        for index, history in enumerate(attempts, start=1)
+        for step in history.steps
+    ]
 
 
 # --- from the status ----------------------------------------------------------------------
@@ -244,6 +276,7 @@ def base_timeline(
         end=status.completed_time,
         stages=[s.name for s in status.stages],
         stage_states={s.name: s.state.value for s in status.stages},
+        stage_messages={s.name: s.message for s in status.stages if s.message},
         members=member_rows(status, steps),
         intervals=intervals_of(status),
         services=services,
@@ -443,14 +476,14 @@ async def _run_facts(client: Client, status: RunStatus) -> tuple[dict[str, int],
 def drained_services(
     baseline: Mapping[str, int],
     minimum: int,
-    drains: Mapping[str, tuple[DrainRecord, dt.datetime, dt.datetime | None]],
+    drains: Sequence[tuple[DrainRecord, dt.datetime, dt.datetime | None]],
     start: dt.datetime | None,
 ) -> list[ServiceSeries]:
     """Each service's baseline, less each member's endpoints from its drain to its restore."""
     found: list[ServiceSeries] = []
     for key, total in sorted(baseline.items()):
         changes: list[tuple[dt.datetime, int]] = []
-        for record, drained, restored in drains.values():
+        for record, drained, restored in drains:
             count = record.ready_before.get(key, 0)
             if not count:
                 continue
@@ -477,17 +510,17 @@ async def run_timeline(client: Client, status: RunStatus) -> Timeline:
     """The picture of a real run, from its status and its workflows' histories."""
     histories = await fetch_member_histories(client, status)
     baseline, minimum = await _run_facts(client, status)
-    drains: dict[str, tuple[DrainRecord, dt.datetime, dt.datetime | None]] = {}
-    for name, found in histories.items():
+    drains: list[tuple[DrainRecord, dt.datetime, dt.datetime | None]] = []
+    for found in (h for attempts in histories.values() for h in attempts):
         if found.drain_result is None:
             continue
         record: DrainRecord = await _decode(client, found.drain_result, DrainRecord)
         drain = next(s for s in found.steps if s.step == "Drain")
         restore = next((s for s in found.steps if s.step == "Restore"), None)
-        drains[name] = (record, drain.start, restore.end if restore else None)
+        drains.append((record, drain.start, restore.end if restore else None))
     return base_timeline(
         status,
-        {name: h.steps for name, h in histories.items()},
+        {name: numbered(attempts) for name, attempts in histories.items()},
         title=f"Update run {status.network}/{status.name}",
         services=drained_services(baseline, minimum, drains, status.start_time),
     )

@@ -19,6 +19,7 @@ class Bar:
     failed: bool
     classes: set[str]
     title: str
+    attempt: int
 
 
 @dataclass
@@ -87,6 +88,7 @@ class _Reader(HTMLParser):
                     a["data-failed"] == "true",
                     classes,
                     a.get("title", ""),
+                    int(a["data-attempt"]),
                 )
             )
         elif "data-kind" in a:

@@ -317,6 +317,47 @@ async def test_run_report_draws_a_real_run_from_its_status_and_histories(
     assert counts[-1] == 9  # every member restored
 
 
+async def test_run_report_keeps_the_failed_attempt_a_retry_mended(
+    client: Client,
+    temporal_server: devserver.EmbeddedServer,
+    task_queue: str,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    fail = {"on": "controlPlaneUpgrade", "kind": "fail", "message": "quota exceeded"}
+    clusters = [Cluster("mend-1", group="all"), Cluster("mend-2", group="all", faults=[fail])]
+    document = strategy([{"name": "all", "groups": [{"name": "all", "maxAllowedFailures": "1"}]}])
+    html_file = tmp_path / "run.html"
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        handle = await fleet.start_run(document)
+        assert (await handle.result()).state is State.FAILED
+        await handle.retry(["mend-2"], reason="quota raised")
+        await wait_until(handle, lambda s: s.member("mend-2").state is State.COMPLETED)  # type: ignore[union-attr]
+
+        ran = await _meshfleet(
+            temporal_server.address,
+            task_queue,
+            "run",
+            "report",
+            handle.ref,
+            "--html",
+            str(html_file),
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    mended = read_page(html_file.read_text()).rows["mend-2"]
+    assert mended.state == "Completed"
+    assert "failed" not in mended.classes  # the retry mended it
+    first = [b for b in mended.bars if b.attempt == 1]
+    second = [b for b in mended.bars if b.attempt == 2]
+    assert [b.step for b in first if b.failed] == ["ControlPlane"]
+    assert [b.step for b in first][-1] == "Restore"  # restored after the failure
+    assert [b.step for b in second] == ALL_STEPS
+    assert not any(b.failed for b in second)
+    assert max(b.end for b in first if b.end) <= min(b.start for b in second)
+    assert "(attempt 1)" in first[0].title
+
+
 async def test_run_report_of_an_unknown_run_says_so(
     temporal_server: devserver.EmbeddedServer, task_queue: str, tmp_path: Path
 ) -> None:
