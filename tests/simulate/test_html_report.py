@@ -157,6 +157,16 @@ def test_simulate_html_on_each_example_draws_every_member_and_step_as_the_report
             assert any(kind == "gate" and gate["displayName"] in label for kind, label in drawn), (
                 gate
             )
+    # Gates and soaks happen inside the run, each ending after it began.
+    run_start = min(b.start for row in page.rows.values() for b in row.bars)
+    run_end = max(b.end for row in page.rows.values() for b in row.bars if b.end)
+    for interval in page.island["intervals"]:
+        began, ended = _when(interval["start"]), _when(interval["end"])
+        assert began is not None
+        assert ended is not None, interval
+        assert began <= ended, interval
+        assert run_start - dt.timedelta(seconds=30) <= began, interval
+        assert ended <= run_end + dt.timedelta(seconds=60), interval
     soaked = [s["name"] for s in report["plan"]["stages"] if s["afterStageWaitSeconds"]]
     soaks = [label for kind, label in drawn if kind == "soak"]
     assert sorted(soaks) == sorted(f"soak after stage {name}" for name in soaked)
