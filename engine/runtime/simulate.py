@@ -13,7 +13,8 @@
    rehearsal compresses time);
 4. waits for the end and builds the report: plan, final status, the
    simulator's audit log and continuity violations, history sizes, and a
-   link to the run in the Web UI.
+   link to the run in the Web UI; and the run's timeline (``--html``), with
+   each member's steps read from the same histories that are counted.
 
 Time is compressed by one factor, ``time_scale`` (real seconds per simulated
 second, the fleet file's ``timeScale`` unless overridden): the simulated

@@ -391,7 +391,7 @@ def report_command(
     Read from the run's status and its member workflows' histories; works while
     the run goes (what happened so far) and after it ended.
     """
-    # Imported here: the only command that draws, kept apart from the rest of ``run``.
+    # Imported here: the one command that draws stays self-contained in this module.
     import asyncio
 
     from engine.runtime.timeline import html_file_problem, run_timeline, write_html

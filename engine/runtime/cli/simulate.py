@@ -4,7 +4,8 @@
 ``demo`` is the same with a bundled fleet and strategy. The logic lives in
 ``engine.runtime.simulate``; this module parses flags and shows progress:
 a live view on a terminal, plain lines otherwise, and nothing but the report
-on stdout with ``--output json``.
+on stdout with ``--output json``. ``--html FILE`` also draws the run
+(``engine.runtime.report_html``); the demo always does, and says where.
 """
 
 from __future__ import annotations
