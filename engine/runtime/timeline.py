@@ -33,6 +33,7 @@ import structlog
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from engine.domain import run as contract
 from engine.domain.durations import parse_duration
@@ -74,11 +75,12 @@ STEP_OF_ACTIVITY = {
 #: At most this many history fetches at once.
 FETCH_CONCURRENCY = 16
 
+#: How an activity closed, and whether that is a failure (a cancelled step did not fail).
 _CLOSED = {
     "activity_task_completed_event_attributes": False,
     "activity_task_failed_event_attributes": True,
     "activity_task_timed_out_event_attributes": True,
-    "activity_task_canceled_event_attributes": True,
+    "activity_task_canceled_event_attributes": False,
 }
 
 
@@ -111,6 +113,8 @@ def member_history(events: Iterable[HistoryEvent]) -> MemberHistory:
             message = (
                 attributes.failure.message
                 if has_failure and attributes.HasField("failure")
+                else "cancelled"
+                if kind == "activity_task_canceled_event_attributes"
                 else None
             )
             result = (
@@ -136,11 +140,18 @@ def member_steps(events: Iterable[HistoryEvent]) -> list[StepSpan]:
 
 
 async def _attempt_runs(client: Client, workflow_id: str) -> list[str]:
-    """The run ids of every attempt of a member (a retry starts it again under its id)."""
-    found = [
-        (execution.start_time, execution.run_id)
-        async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"')
-    ]
+    """The run ids of every attempt of a member (a retry starts it again under its id).
+
+    Empty when the server cannot list them (then only the latest attempt is drawn).
+    """
+    try:
+        found = [
+            (execution.start_time, execution.run_id)
+            async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"')
+        ]
+    except RPCError as error:
+        log.warning("timeline.attempts_unlisted", workflow_id=workflow_id, error=str(error))
+        return []
     return [run_id for _, run_id in sorted(found)]
 
 

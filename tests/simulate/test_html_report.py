@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from engine.domain.fleet import parse_fleet
@@ -34,7 +35,7 @@ from engine.runtime.report_html import (
     render_html,
     timeline_to_json,
 )
-from engine.runtime.timeline import rehearsal_services
+from engine.runtime.timeline import member_history, rehearsal_services
 from tests.runs.harness import Cluster, fleet_document, running_fleet, strategy, wait_until
 from tests.runtime.serverproc import MESHFLEET
 from tests.simulate.page import Page, read_page
@@ -527,3 +528,45 @@ def test_a_service_chart_counts_drains_and_lost_endpoints_and_carries_the_violat
         )
     ).charts["shop/checkout"]
     assert (chart["data-lowest"], chart["data-violations"]) == ("3", "1")
+
+
+def test_a_step_that_failed_or_timed_out_is_failed_and_a_cancelled_one_is_not() -> None:
+    def scheduled(event_id: int, activity: str, second: int) -> HistoryEvent:
+        event = HistoryEvent(event_id=event_id)
+        event.event_time.FromDatetime(_at(second))
+        event.activity_task_scheduled_event_attributes.activity_type.name = activity
+        return event
+
+    def closed(event_id: int, kind: str, of: int, second: int, message: str = "") -> HistoryEvent:
+        event = HistoryEvent(event_id=event_id)
+        event.event_time.FromDatetime(_at(second))
+        attributes = getattr(event, f"activity_task_{kind}_event_attributes")
+        attributes.scheduled_event_id = of
+        if message:
+            attributes.failure.message = message
+        return event
+
+    events = [
+        scheduled(1, "preflight_member", 0),
+        closed(2, "completed", 1, 1),
+        scheduled(3, "drain_member", 2),
+        closed(4, "completed", 3, 3),
+        scheduled(5, "upgrade_control_plane", 4),
+        closed(6, "timed_out", 5, 9, "activity StartToClose timeout"),
+        scheduled(7, "upgrade_cilium", 10),
+        closed(8, "canceled", 7, 11),
+        scheduled(9, "restore_member", 12),  # still running
+        scheduled(10, "check_mesh_health", 12),  # not a member step
+    ]
+
+    steps = member_history(events).steps
+
+    assert [(s.step, s.failed, s.message) for s in steps] == [
+        ("Preflight", False, None),
+        ("Drain", False, None),
+        ("ControlPlane", True, "activity StartToClose timeout"),
+        ("Cilium", False, "cancelled"),
+        ("Restore", False, None),
+    ]
+    assert (steps[2].start, steps[2].end) == (_at(4), _at(9))
+    assert steps[-1].end is None
