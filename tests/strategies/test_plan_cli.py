@@ -193,3 +193,23 @@ def test_unreadable_files_and_a_bad_target_are_all_reported(tmp_path: Path) -> N
     paths = [e["path"] for e in json.loads(output)["errors"]]
     assert len(paths) == 3
     assert "--target" in paths
+
+
+def _strategy_with_soak(tmp_path: Path, soak: str) -> Path:
+    strategy = tmp_path / "soak.yaml"
+    strategy.write_text(
+        "apiVersion: meshfleet.io/v1alpha1\nkind: UpdateStrategy\nmetadata: {name: s}\n"
+        f"spec:\n  stages: [{{name: all, afterStageWait: {soak}, "
+        "groups: [{name: everyone, selector: region}]}]\n",
+        encoding="utf-8",
+    )
+    return strategy
+
+
+@pytest.mark.parametrize("soak", ["9223372036854775808", "1.0e+400", "-5", '"99999999999999d"'])
+def test_a_duration_out_of_range_is_a_field_error_with_exit_2(tmp_path: Path, soak: str) -> None:
+    code, output = invoke(*plan_args(_strategy_with_soak(tmp_path, soak), "-o", "json"))
+    assert code == 2, output
+    errors = json.loads(output)["errors"]
+    assert [e["path"].rsplit(": ", 1)[-1] for e in errors] == ["spec.stages[0].afterStageWait"]
+    assert "at most 365d" in errors[0]["message"] or "negative" in errors[0]["message"]
