@@ -66,7 +66,7 @@ def test_each_example_prints_json_in_the_documented_shape(name: str) -> None:
     member = stage["groups"][0]["members"][0]
     assert set(member) == {"name", "state", "from", "to", "hops"}
     assert member["from"]["kubernetesVersion"].startswith("1.32")
-    assert member["to"] == {"kubernetesVersion": "1.33", "ciliumVersion": "1.17.9"}
+    assert member["to"] == {"kubernetesVersion": "1.33.6", "ciliumVersion": "1.17.9"}
 
 
 @pytest.mark.parametrize("name", EXAMPLE_STRATEGIES)
@@ -162,7 +162,7 @@ def test_allowing_multi_minor_jumps_plans_consecutive_hops(tmp_path: Path) -> No
     code, output = invoke(*plan_args(strategy, "--allow-multi-minor", "-o", "json", fleet=fleet))
     assert code == 0, output
     hops = json.loads(output)["stages"][0]["groups"][0]["members"][0]["hops"]
-    assert [h["kubernetesVersion"] for h in hops] == ["1.32", "1.33"]
+    assert [h["kubernetesVersion"] for h in hops] == ["1.32.10", "1.33.6"]
 
 
 def test_network_is_refused_with_a_clear_message_until_networks_exist() -> None:
