@@ -191,3 +191,28 @@ def test_the_demo_completes_without_a_terminal_and_shows_every_member_at_the_tar
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "14/14 members at Kubernetes 1.33 (Cilium 1.17.9)" in ran.stdout
     assert "approved gate canary/after/0" in ran.stdout
+
+
+def test_a_member_that_can_never_be_drained_refuses_the_rehearsal_with_exit_2(
+    temporal_server: devserver.EmbeddedServer, state_dir: Path, tmp_path: Path
+) -> None:
+    """A global service only one member serves (minimum 1 elsewhere) can never let it drain."""
+    fleet_file = tmp_path / "fleet.yaml"
+    only_a = [{"namespace": "shop", "name": "ledger", "clusters": {"a-1": 2}}]
+    fleet_file.write_text(
+        yaml.safe_dump(fleet_document([Cluster("a-1", "g"), Cluster("b-1", "g")], only_a)),
+        encoding="utf-8",
+    )
+    strategy_file = tmp_path / "strategy.yaml"
+    strategy_file.write_text(
+        yaml.safe_dump(strategy([{"name": "s", "groups": [{"name": "g"}]}])), encoding="utf-8"
+    )
+    ran = simulate(
+        "simulate", "--fleet", str(fleet_file), "--strategy", str(strategy_file),
+        "--target", "1.33", "--time-scale", TIME_SCALE,
+        state_dir=state_dir, address=temporal_server.address,
+    )  # fmt: skip
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "'a-1' can never be drained" in ran.stderr
+    assert "shop/ledger" in ran.stderr
+    assert "Traceback" not in ran.stderr

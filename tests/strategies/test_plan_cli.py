@@ -50,7 +50,7 @@ def test_each_example_prints_json_in_the_documented_shape(name: str) -> None:
     code, output = invoke(*plan_args(EXAMPLES / name, "--output", "json"))
     assert code == 0, output
     document = json.loads(output)
-    assert set(document) == {"stages", "warnings", "planHash"}
+    assert set(document) == {"stages", "warnings", "planHash", "undrainable"}
     stage = document["stages"][0]
     assert {
         "name",
@@ -165,8 +165,10 @@ def test_allowing_multi_minor_jumps_plans_consecutive_hops(tmp_path: Path) -> No
     assert [h["kubernetesVersion"] for h in hops] == ["1.32.10", "1.33.6"]
 
 
-def test_network_is_refused_with_a_clear_message_until_networks_exist() -> None:
+def test_fleet_and_network_together_are_refused_naming_the_rule() -> None:
     code, output = invoke(
+        "--fleet",
+        str(EXAMPLES / "fleet.yaml"),
         "--network",
         "prod-mesh",
         "--strategy",
@@ -175,7 +177,7 @@ def test_network_is_refused_with_a_clear_message_until_networks_exist() -> None:
         "1.33",
     )
     assert code == 2
-    assert "networks do not exist yet" in output
+    assert "give exactly one of --fleet and --network" in output
 
 
 def test_unreadable_files_and_a_bad_target_are_all_reported(tmp_path: Path) -> None:

@@ -16,11 +16,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from engine.domain.errors import FieldError
+from engine.domain.errors import FieldError, InvalidInputError
 from engine.domain.run import RunStatus, SkipTargetType, State
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.runtime.cli.common import (
     OutputFormat,
+    command_prefix,
     print_json,
     report_invalid,
     resolve_output,
@@ -28,9 +29,10 @@ from engine.runtime.cli.common import (
     stdout,
     with_client,
 )
+from engine.runtime.cli.plan import PlanOutput, load_run_inputs, print_preview
 from engine.runtime.client import MeshfleetClient
+from engine.runtime.preview import preview_network
 from engine.runtime.runs import UpdateRunHandle
-from strategies import load_strategy
 
 run_app = typer.Typer(
     name="run", help="Staged update runs: start, watch, steer.", no_args_is_help=True
@@ -150,35 +152,85 @@ def start(
     strategy: Path | None = typer.Option(
         None, help="Strategy file (native YAML/JSON or Azure Fleet JSON); none = one by one."
     ),
-    target: str | None = typer.Option(None, help="Target Kubernetes version, e.g. 1.33."),
+    target: str | None = typer.Option(
+        None, help="Target Kubernetes version, e.g. 1.33 (the latest known patch) or 1.33.4."
+    ),
     upgrade_type: UpgradeType = typer.Option(UpgradeType.FULL, help="Full or ControlPlaneOnly."),
     name: str | None = typer.Option(None, help="Run name (default: run-<date>-<time>-<random>)."),
     allow_multi_minor: bool = typer.Option(
         False, help="Allow a jump of several minors as consecutive one-minor hops."
     ),
     catalog: Path | None = typer.Option(None, help="Release catalog overriding the bundled one."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan the run would execute and start nothing."
+    ),
     wait: bool = typer.Option(False, help="Watch the run live until it finishes."),
     output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
 ) -> None:
-    """Start an update run of NETWORK to --target under --strategy."""
+    """Start an update run of NETWORK to --target under --strategy.
+
+    The plan is computed first, from the network's live members, exactly as
+    ``meshfleet plan --network`` shows it: a plan the rules refuse is refused
+    here with every problem listed (exit 2), and nothing is started.
+    """
     out = resolve_output(ctx, output)
 
     async def body(client: MeshfleetClient) -> None:
+        if upgrade_type is UpgradeType.NODE_IMAGE_ONLY:
+            raise InvalidInputError(
+                [
+                    FieldError(
+                        path="--upgrade-type",
+                        message="NodeImageOnly is not supported by meshfleet's backends yet",
+                    )
+                ]
+            )
+        strategy_model, version, release_catalog = load_run_inputs(strategy, target or "", catalog)
         spec = RunSpec(
             name=name,
             network=network,
             kubernetes_version=target,
             upgrade_type=upgrade_type,
-            strategy=load_strategy(strategy) if strategy else None,
+            strategy=strategy_model,
             allow_multi_minor=allow_multi_minor,
         )
+        try:
+            planned = await preview_network(
+                client,
+                network,
+                strategy_model,
+                version,
+                release_catalog,
+                allow_multi_minor=allow_multi_minor,
+            )
+        except InvalidInputError as error:
+            raise InvalidInputError(
+                [
+                    e.model_copy(update={"path": "--target"}) if e.path == "target" else e
+                    for e in error.errors
+                ],
+                source=error.source,
+            ) from None
+        if dry_run:
+            print_preview(planned, PlanOutput(out.value))
+            return
+        refusals = planned.refusals()
+        if refusals:
+            raise InvalidInputError(refusals)
         handle = await client.start_update_run(spec, catalog_file=catalog)
         if not wait:
             if out is OutputFormat.JSON:
-                print_json({"run": handle.ref, "workflowId": handle.workflow_id})
+                print_json(
+                    {
+                        "runId": handle.name,
+                        "network": handle.network,
+                        "ref": handle.ref,
+                        "workflowId": handle.workflow_id,
+                    }
+                )
             else:
                 stdout.print(f"started update run {handle.ref}")
-                stdout.print(f"  watch it:  meshfleet run watch {handle.ref}")
+                stdout.print(f"  watch it:  {command_prefix(ctx)} run watch {handle.ref}")
             return
         final = await (handle.result() if out is OutputFormat.JSON else watch_live(handle))
         if out is OutputFormat.JSON:
@@ -351,9 +403,9 @@ def list_command(
             print_json(
                 [
                     {
-                        "run": r.ref,
+                        "runId": r.name,
                         "network": r.network,
-                        "name": r.name,
+                        "ref": r.ref,
                         "state": r.state,
                         "stage": r.stage,
                         "target": r.target,
