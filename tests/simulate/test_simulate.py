@@ -189,7 +189,7 @@ def test_the_demo_completes_without_a_terminal_and_shows_every_member_at_the_tar
         address=temporal_server.address,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "14/14 members at Kubernetes 1.33 (Cilium 1.17.9)" in ran.stdout
+    assert "target Kubernetes 1.33 (Cilium 1.17.9): 14 completed" in ran.stdout
     assert "approved gate canary/after/0" in ran.stdout
 
 

@@ -7,6 +7,7 @@ control prints the reason, exits 2 and leaves nothing in the run's history.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.domain.errors import FieldError, InvalidInputError
-from engine.domain.run import RunStatus, SkipTargetType, State
+from engine.domain.run import (
+    ControlAction,
+    ControlRecord,
+    GateStatus,
+    RunStatus,
+    SkipTargetType,
+    State,
+)
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.runtime.cli.common import (
     OutputFormat,
@@ -60,13 +68,11 @@ def render_status(status: RunStatus) -> RenderableType:
     """The run as a person reads it: one header, then stages, groups, members and gates."""
     target = status.target.kubernetes_version if status.target else "?"
     cilium = status.target.cilium_version if status.target else "?"
-    members = status.members()
-    finished = sum(1 for _, _, m in members if m.state in (State.COMPLETED, State.SKIPPED))
     header = Text.assemble(
         (f"{status.network}/{status.name}", "bold"),
         f"  Kubernetes {target} (Cilium {cilium})  ",
         styled(status.state),
-        f"  {finished}/{len(members)} members done",
+        f"  {member_counts(status)}",
     )
     table = Table(show_header=True, header_style="bold", expand=False, box=None, pad_edge=False)
     table.add_column("stage / group / member")
@@ -86,7 +92,7 @@ def render_status(status: RunStatus) -> RenderableType:
         )
         for gate in stage.before_gates + stage.after_gates:
             table.add_row(
-                f"  gate {gate.id}", gate.state.value, gate.kind.value, gate.message or ""
+                f"  gate {gate.id}", gate.state.value, gate.kind.value, _gate_detail(gate)
             )
         for group in stage.groups:
             table.add_row(
@@ -97,7 +103,7 @@ def render_status(status: RunStatus) -> RenderableType:
             )
             for gate in group.before_gates + group.after_gates:
                 table.add_row(
-                    f"    gate {gate.id}", gate.state.value, gate.kind.value, gate.message or ""
+                    f"    gate {gate.id}", gate.state.value, gate.kind.value, _gate_detail(gate)
                 )
             for member in group.members:
                 step = (
@@ -112,13 +118,47 @@ def render_status(status: RunStatus) -> RenderableType:
                     step + (member.message or ""),
                 )
     parts: list[RenderableType] = [header, table]
+    controls = [c for c in status.controls if c.identity != "meshfleet"]
+    if controls:
+        parts.append(Text("controls:", style="bold"))
+        for control in controls:
+            parts.append(Text(f"  {control.at:%H:%M:%S} {control_text(status, control)}"))
     if status.error:
         parts.append(Text(f"error: {status.error}", style="red"))
     return Group(*parts)
 
 
+def member_counts(status: RunStatus) -> str:
+    """'2 completed, 2 skipped, 1 failed of 5 members': upgraded and skipped counted apart."""
+    members = [m for _, _, m in status.members()]
+    counts = [
+        (state, sum(1 for m in members if m.state is state))
+        for state in (State.COMPLETED, State.SKIPPED, State.FAILED, State.RUNNING, State.PENDING)
+    ]
+    shown = [f"{n} {state.value.lower()}" for state, n in counts if n or state is State.COMPLETED]
+    return f"{', '.join(shown)} of {len(members)} members"
+
+
+def control_text(status: RunStatus, control: ControlRecord) -> str:
+    """'approve gate canary/after/0 by ana@laptop: looks healthy' (the reason or comment)."""
+    what = control.action.value + (f" {control.details}" if control.details else "")
+    why = control.reason
+    if why is None and control.action is ControlAction.APPROVE and control.details:
+        gate_id = control.details.removeprefix("gate ")
+        why = next((g.comment for g in status.gates() if g.id == gate_id), None)
+    return f"{what} by {control.identity}" + (f": {why}" if why else "")
+
+
+def _gate_detail(gate: GateStatus) -> str:
+    """A gate's message, and who approved it with what comment."""
+    parts = [gate.message] if gate.message else []
+    if gate.completed_by:
+        parts.append(f"by {gate.completed_by}" + (f": {gate.comment}" if gate.comment else ""))
+    return "; ".join(parts)
+
+
 def _limits(limit: int, failures: int, budget: int) -> str:
-    return f"limit {limit}, failures {failures}/{budget}"
+    return f"up to {limit} member(s) at once, failures {failures}/{budget} allowed"
 
 
 def _print_status(status: RunStatus, output: OutputFormat) -> None:
@@ -137,6 +177,59 @@ async def watch_live(handle: UpdateRunHandle) -> RunStatus:
             final = status
     assert final is not None
     return final
+
+
+async def print_progress_lines(handle: UpdateRunHandle) -> RunStatus:
+    """Without a terminal: one plain line per change of the run, a stage, a gate or a member."""
+    seen: dict[str, str] = {}
+    final: RunStatus | None = None
+
+    def line(key: str, text: str, state: str) -> None:
+        before = seen.get(key)
+        seen[key] = state
+        if before != state and not (before is None and state == State.NOT_STARTED.value):
+            stdout.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    async for status in handle.watch():
+        final = status
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        line("run", f"{stamp} run {handle.ref}: {status.state.value}", status.state.value)
+        for stage in status.stages:
+            stage_text = f"{stamp} stage {stage.name}: {stage.state.value}"
+            if stage.message:
+                stage_text += f" ({stage.message})"
+            line(f"s/{stage.name}", stage_text, f"{stage.state.value}{stage.message or ''}")
+            wait = stage.after_stage_wait
+            if wait is not None:
+                soak = f"{stamp} soak after {stage.name} ({wait.seconds}s): {wait.state.value}"
+                line(f"w/{stage.name}", soak, wait.state.value)
+            gates = list(stage.before_gates + stage.after_gates)
+            gates += [g for group in stage.groups for g in group.before_gates + group.after_gates]
+            for gate in gates:
+                line(f"g/{gate.id}", f"{stamp} gate {gate.id}: {gate.state.value}", gate.state)
+            for group in stage.groups:
+                for member in group.members:
+                    detail = f" ({member.message})" if member.message else ""
+                    line(
+                        f"m/{member.name}",
+                        f"{stamp}   {member.name}: {member.state.value}{detail}",
+                        f"{member.state.value}{detail}",
+                    )
+        for index, control in enumerate(status.controls):
+            line(f"c/{index}", f"{stamp} control {control_text(status, control)}", "seen")
+    assert final is not None
+    stdout.print(
+        f"run {handle.ref}: {final.state.value}, {member_counts(final)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    return final
+
+
+async def follow(handle: UpdateRunHandle) -> RunStatus:
+    """A live view in a terminal; one line per change otherwise (logs, pipes, CI)."""
+    return await (watch_live(handle) if stdout.is_terminal else print_progress_lines(handle))
 
 
 def _exit_for(status: RunStatus) -> None:
@@ -232,7 +325,7 @@ def start(
                 stdout.print(f"started update run {handle.ref}")
                 stdout.print(f"  watch it:  {command_prefix(ctx)} run watch {handle.ref}")
             return
-        final = await (handle.result() if out is OutputFormat.JSON else watch_live(handle))
+        final = await (handle.result() if out is OutputFormat.JSON else follow(handle))
         if out is OutputFormat.JSON:
             print_json(final.to_json_dict())
         _exit_for(final)
@@ -281,7 +374,7 @@ def watch(
                 final = status
             assert final is not None
         else:
-            final = await watch_live(handle)
+            final = await follow(handle)
         _exit_for(final)
 
     run_async(ctx, lambda: with_client(ctx, body), out)
@@ -434,4 +527,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(run_app)
 
 
-__all__ = ["register", "render_status", "watch_live"]
+__all__ = [
+    "follow",
+    "member_counts",
+    "print_progress_lines",
+    "register",
+    "render_status",
+    "watch_live",
+]

@@ -30,7 +30,7 @@ from engine.runtime.cli.common import (
     stderr,
     stdout,
 )
-from engine.runtime.cli.run import render_status, watch_live
+from engine.runtime.cli.run import member_counts, print_progress_lines, render_status, watch_live
 from engine.runtime.connection import ConnectionSettings
 from engine.runtime.demo import FLEET, STRATEGY, TARGET, demo_file
 from engine.runtime.runs import UpdateRunHandle
@@ -65,41 +65,6 @@ class _Events(RehearsalEvents):
         )
 
 
-async def print_progress_lines(handle: UpdateRunHandle) -> RunStatus:
-    """Without a terminal: one plain line per change of the run, a stage or a member."""
-    seen: dict[str, str] = {}
-    final: RunStatus | None = None
-
-    def line(key: str, text: str, state: str) -> None:
-        before = seen.get(key)
-        seen[key] = state
-        if before != state and not (before is None and state == State.NOT_STARTED.value):
-            stdout.print(text, highlight=False, markup=False)
-
-    async for status in handle.watch():
-        final = status
-        stamp = dt.datetime.now().strftime("%H:%M:%S")
-        line("run", f"{stamp} run {handle.ref}: {status.state.value}", status.state.value)
-        for stage in status.stages:
-            line(f"s/{stage.name}", f"{stamp} stage {stage.name}: {stage.state.value}", stage.state)
-            wait = stage.after_stage_wait
-            if wait is not None:
-                soak = f"{stamp} soak after {stage.name} ({wait.seconds}s): {wait.state.value}"
-                line(f"w/{stage.name}", soak, wait.state.value)
-            for gate in stage.before_gates + stage.after_gates:
-                line(f"g/{gate.id}", f"{stamp} gate {gate.id}: {gate.state.value}", gate.state)
-            for group in stage.groups:
-                for member in group.members:
-                    detail = f" ({member.message})" if member.message else ""
-                    line(
-                        f"m/{member.name}",
-                        f"{stamp}   {member.name}: {member.state.value}{detail}",
-                        f"{member.state.value}{detail}",
-                    )
-    assert final is not None
-    return final
-
-
 async def _silently(handle: UpdateRunHandle) -> RunStatus:
     return await handle.result()
 
@@ -118,13 +83,12 @@ def print_summary(result: RehearsalResult, shown_live: bool) -> None:
     members = status.members()
     target = status.target.kubernetes_version if status.target else "?"
     cilium = status.target.cilium_version if status.target else "?"
-    done = [m for _, _, m in members if m.state in (State.COMPLETED, State.SKIPPED)]
     failed = [m for _, _, m in members if m.state is State.FAILED]
     style = "green" if status.state is State.COMPLETED else "bold red"
     stdout.print()
     stdout.print(f"[{style}]run {status.network}/{status.name}: {status.state.value}[/]")
     stdout.print(
-        f"  {len(done)}/{len(members)} members at Kubernetes {target} (Cilium {cilium})",
+        f"  target Kubernetes {target} (Cilium {cilium}): {member_counts(status)}",
         highlight=False,
     )
     for member in failed:
