@@ -496,7 +496,7 @@ async def rehearse(
         if place.embedded is not None:
             events.note(f"started a private Temporal server at {place.address}")
         if place.ui_url:
-            events.note(f"Web UI: {place.ui_url}")
+            events.note(f"Web UI: {place.ui_url} (this command's private server: up while it runs)")
         if place.embedded is None:
             # A shared server may hold a network of that name (even a real one): never touch it.
             rehearsal = _renamed(rehearsal, f"{rehearsal.network[:50]}-sim-{uuid.uuid4().hex[:6]}")

@@ -94,7 +94,9 @@ def test_a_failing_member_fails_the_run_with_exit_code_1_and_is_named_in_the_rep
     fleet_file.write_text(yaml.safe_dump(fleet_document(clusters)))
     strategy_file = tmp_path / "strategy.yaml"
     group = {"name": "all", "maxConcurrency": "1", "maxAllowedFailures": "0"}
-    strategy_file.write_text(yaml.safe_dump(strategy([{"name": "all", "groups": [group]}])))
+    nobody = {"name": "nobody", "selector": "ring=none"}  # a plan warning: matches no member
+    stages = [{"name": "all", "groups": [group, nobody]}]
+    strategy_file.write_text(yaml.safe_dump(strategy(stages)))
     report_file = tmp_path / "report.json"
     state_dir = tmp_path / "state"
 
@@ -122,6 +124,11 @@ def test_a_failing_member_fails_the_run_with_exit_code_1_and_is_named_in_the_rep
     assert report["uiUrl"].startswith("http://127.0.0.1:")
     assert "/namespaces/default/workflows/updaterun%2Ftest%2F" in report["uiUrl"]
     assert "failed beta" in ran.stdout
+    # The injected fault is one line, not an SDK traceback; the plan's warning is shown.
+    assert "Traceback" not in ran.stdout + ran.stderr
+    assert "upgrade_control_plane of beta failed:" in ran.stdout
+    assert "plan warning: spec.stages[0].groups[1]: group 'nobody'" in ran.stdout
+    assert "gone when it exits; add --keep-server" in ran.stdout
     # The private server and its state are gone with the command.
     assert not any((state_dir / "simulate").iterdir())
 

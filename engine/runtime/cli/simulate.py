@@ -10,14 +10,19 @@ on stdout with ``--output json``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from temporalio.exceptions import ApplicationError
 
 from engine.domain.run import RunStatus, State
 from engine.runtime import devserver
@@ -75,7 +80,43 @@ def _observer(output: OutputFormat) -> Observer:
     return watch_live if stdout.is_terminal else print_progress_lines
 
 
-def print_summary(result: RehearsalResult, shown_live: bool) -> None:
+class _OneLineFailures(logging.Filter):
+    """An activity failing on purpose (an injected fault) is one line, not an SDK traceback.
+
+    The run handles these failures itself (the member fails, the budget decides);
+    the line says which step of which member failed and why.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, ApplicationError):
+            return True
+        details = getattr(record, "temporal_activity", None) or {}
+        step = details.get("activity_type", "an activity")
+        where = str(details.get("workflow_id", "")).rsplit("/", 1)[-1]
+        self.console.print(
+            f"[dim]·[/] {step} of {where or '?'} failed: {escape(error.message)}", highlight=False
+        )
+        return False
+
+
+@contextlib.contextmanager
+def one_line_activity_failures(console: Console) -> Iterator[None]:
+    """While a rehearsal runs, print failed activities as one line each on ``console``."""
+    logger = logging.getLogger("temporalio.activity")
+    quiet = _OneLineFailures(console)
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def print_summary(result: RehearsalResult, shown_live: bool, *, kept_up: bool = False) -> None:
     """The end of a rehearsal, for a person: final status, members at the target, the link."""
     status = result.status
     if not shown_live:
@@ -107,7 +148,13 @@ def print_summary(result: RehearsalResult, shown_live: bool) -> None:
     for note in result.notes:
         stdout.print(f"  note: {note}", highlight=False)
     if result.ui_url:
-        stdout.print(f"  Web UI: {result.ui_url}", highlight=False)
+        lifetime = (
+            ""
+            if kept_up
+            else " (served by this command's own server: gone when it exits; "
+            "add --keep-server to keep it up)"
+        )
+        stdout.print(f"  Web UI: {result.ui_url}{lifetime}", highlight=False)
 
 
 async def _until_interrupted() -> None:
@@ -139,6 +186,8 @@ def _run(
 
     async def body() -> int:
         rehearsal = prepare()
+        for warning in rehearsal.plan.warnings:
+            console.print(f"[bold yellow]plan warning:[/] {escape(str(warning))}", highlight=False)
         settings = ConnectionSettings.resolve(options.address, options.namespace)
         devserver.install_signal_handlers()
 
@@ -149,7 +198,7 @@ def _run(
             if output is OutputFormat.JSON:
                 print_json(result.report)
             else:
-                print_summary(result, shown_live=stdout.is_terminal)
+                print_summary(result, shown_live=stdout.is_terminal, kept_up=keep_up)
                 if report_file is not None:
                     stdout.print(f"  report: {report_file}", highlight=False)
             if keep_up and result.ui_url:
@@ -160,14 +209,15 @@ def _run(
                 )
                 await _until_interrupted()
 
-        result = await rehearse(
-            rehearsal,
-            settings,
-            default_state_dir(),
-            observe=_observer(output),
-            events=_Events(console),
-            afterwards=afterwards,
-        )
+        with one_line_activity_failures(console):
+            result = await rehearse(
+                rehearsal,
+                settings,
+                default_state_dir(),
+                observe=_observer(output),
+                events=_Events(console),
+                afterwards=afterwards,
+            )
         return result.exit_code
 
     code = run_async(ctx, body, output)
@@ -227,6 +277,11 @@ def simulate(
     output: OutputFormat | None = typer.Option(
         None, "--output", help="table or json (json: only the report on stdout)."
     ),
+    keep_server: bool = typer.Option(
+        False,
+        "--keep-server",
+        help="At the end, keep the private server and its Web UI up until Ctrl-C.",
+    ),
 ) -> None:
     """Rehearse an update run of a simulated fleet, start to end, and report what happened.
 
@@ -234,7 +289,7 @@ def simulate(
     """
     out = resolve_output(ctx, output)
     factory = RehearsalFactory(fleet, strategy, target, network, time_scale, approve_all)
-    _run(ctx, out, factory, report, keep_up=False)
+    _run(ctx, out, factory, report, keep_up=keep_server)
 
 
 def demo(
