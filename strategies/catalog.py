@@ -112,7 +112,9 @@ def parse_catalog(document: object, source: str | None = None) -> ReleaseCatalog
     try:
         return ReleaseCatalog.model_validate(document)
     except ValidationError as error:
-        raise InvalidInputError(field_errors_from_pydantic(error), source=source) from None
+        raise InvalidInputError(
+            field_errors_from_pydantic(error, model=ReleaseCatalog), source=source
+        ) from None
 
 
 def bundled_catalog() -> ReleaseCatalog:
