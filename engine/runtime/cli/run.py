@@ -21,6 +21,8 @@ from engine.domain.errors import FieldError, InvalidInputError
 from engine.domain.run import (
     ControlAction,
     ControlRecord,
+    GateKind,
+    GateState,
     GateStatus,
     RunStatus,
     SkipTargetType,
@@ -168,18 +170,44 @@ def _print_status(status: RunStatus, output: OutputFormat) -> None:
         stdout.print(render_status(status))
 
 
-async def watch_live(handle: UpdateRunHandle) -> RunStatus:
-    """A live view until the run finishes; the final status."""
+#: A condition on the run that ends a watch early (``run watch --until``).
+Until = Callable[[RunStatus], bool]
+
+
+def _never(_status: RunStatus) -> bool:
+    return False
+
+
+def parse_until(text: str | None) -> Until | None:
+    """``--until approval`` (a gate waits for approval) or ``--until STATE`` (the run's state)."""
+    if text is None:
+        return None
+    if text.lower() == "approval":
+        return lambda status: any(
+            g.kind is GateKind.APPROVAL and g.state is GateState.PENDING for g in status.gates()
+        )
+    for state in State:
+        if state.value.lower() == text.lower():
+            return lambda status: status.state is state
+    choices = ", ".join(["approval", *(s.value for s in State)])
+    problem = FieldError(path="--until", message=f"{text!r} is not one of: {choices}")
+    raise InvalidInputError([problem])
+
+
+async def watch_live(handle: UpdateRunHandle, until: Until = _never) -> RunStatus:
+    """A live view until the run finishes (or ``until`` holds); the last status."""
     final: RunStatus | None = None
     with Live(console=stdout, refresh_per_second=4, transient=False) as live:
         async for status in handle.watch():
             live.update(render_status(status))
             final = status
+            if until(status):
+                break
     assert final is not None
     return final
 
 
-async def print_progress_lines(handle: UpdateRunHandle) -> RunStatus:
+async def print_progress_lines(handle: UpdateRunHandle, until: Until = _never) -> RunStatus:
     """Without a terminal: one plain line per change of the run, a stage, a gate or a member."""
     seen: dict[str, str] = {}
     final: RunStatus | None = None
@@ -217,6 +245,8 @@ async def print_progress_lines(handle: UpdateRunHandle) -> RunStatus:
                     )
         for index, control in enumerate(status.controls):
             line(f"c/{index}", f"{stamp} control {control_text(status, control)}", "seen")
+        if until(status):
+            break
     assert final is not None
     stdout.print(
         f"run {handle.ref}: {final.state.value}, {member_counts(final)}",
@@ -227,9 +257,11 @@ async def print_progress_lines(handle: UpdateRunHandle) -> RunStatus:
     return final
 
 
-async def follow(handle: UpdateRunHandle) -> RunStatus:
+async def follow(handle: UpdateRunHandle, until: Until = _never) -> RunStatus:
     """A live view in a terminal; one line per change otherwise (logs, pipes, CI)."""
-    return await (watch_live(handle) if stdout.is_terminal else print_progress_lines(handle))
+    if stdout.is_terminal:
+        return await watch_live(handle, until)
+    return await print_progress_lines(handle, until)
 
 
 def _exit_for(status: RunStatus) -> None:
@@ -360,21 +392,35 @@ def watch(
     ctx: typer.Context,
     run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
     network: str | None = typer.Option(None, help="The run's network."),
+    until: str | None = typer.Option(
+        None,
+        help="Stop watching (exit 0) once a gate waits for approval ('approval') "
+        "or the run is in this state (e.g. Stopped).",
+    ),
     output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
 ) -> None:
-    """Follow a run live until it finishes (JSON: one status per line on each change)."""
+    """Follow a run until it finishes: live in a terminal, else one line per change.
+
+    Exit 0 when it Completed (or ``--until`` held), 1 when it Failed or Stopped.
+    JSON: one status per line on each change.
+    """
     out = resolve_output(ctx, output)
 
     async def body(client: MeshfleetClient) -> None:
+        condition = parse_until(until) or _never
         handle = await client.get_update_run(run, network)
         if out is OutputFormat.JSON:
             final: RunStatus | None = None
             async for status in handle.watch():
                 print(status.model_dump_json(by_alias=True, exclude_none=True), flush=True)
                 final = status
+                if condition(status):
+                    break
             assert final is not None
         else:
-            final = await follow(handle)
+            final = await follow(handle, condition)
+        if condition(final):
+            return
         _exit_for(final)
 
     run_async(ctx, lambda: with_client(ctx, body), out)
