@@ -20,6 +20,7 @@ from temporalio.client import Client
 from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.fleet import parse_fleet
 from engine.runtime import devserver
+from engine.runtime.client import MeshfleetClient
 from engine.runtime.runs import list_runs
 from engine.runtime.worker import build_worker
 from tests.runs.harness import Cluster, create_network, fleet_document, strategy
@@ -221,3 +222,24 @@ async def test_plan_network_without_a_worker_says_no_worker_polls_the_task_queue
     await client.get_workflow_handle(f"network/{site.network}").terminate("done")
     assert shown.returncode != 0
     assert f"no worker polls task queue {lonely!r}" in shown.stderr
+
+
+async def test_run_start_on_a_network_with_no_members_is_refused_with_exit_2(
+    client: Client,
+    temporal_server: devserver.EmbeddedServer,
+    task_queue: str,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    site = Site(client, temporal_server.address, task_queue, tmp_path)
+    async with build_worker(client, task_queue, backend=load(state_dir)):
+        await MeshfleetClient(client, task_queue=task_queue).create_network(site.network)
+        refused = await site.cli(
+            "run", "start", "--network", site.network, "--strategy", site.strategy_file(ONE_GROUP),
+            "--target", "1.33", "--name", "empty",
+        )  # fmt: skip
+        started = await site.runs()
+        await client.get_workflow_handle(f"network/{site.network}").terminate("done")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"network {site.network!r} has no members" in refused.stderr
+    assert started == []
