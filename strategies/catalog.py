@@ -22,10 +22,16 @@ BUNDLED_CATALOG = "release-catalog.yaml"
 
 
 class Release(DomainModel):
-    """One Kubernetes minor and the Cilium version bundled with it."""
+    """One Kubernetes minor, the Cilium version bundled with it, and its latest patch.
+
+    Kubernetes publishes patches of a minor in sequence, so ``latestPatch: 6``
+    means 1.33.0 to 1.33.6 exist. Without it the catalog knows no patches of
+    the minor: any patch is accepted and a target without one stays as written.
+    """
 
     kubernetes: str
     cilium: VersionStr
+    latest_patch: int | None = Field(default=None, ge=0)
 
     @field_validator("kubernetes")
     @classmethod
@@ -55,9 +61,45 @@ class ReleaseCatalog(DomainModel):
 
     def cilium_for(self, minor: Minor) -> Version | None:
         """The Cilium version bundled with Kubernetes ``minor`` (None when unknown)."""
+        release = self.release_for(minor)
+        return None if release is None else Version.parse(release.cilium)
+
+    def release_for(self, minor: Minor) -> Release | None:
+        """The catalog's entry for Kubernetes ``minor`` (None when unknown)."""
         for release in self.releases:
             if Version.parse(release.kubernetes).minor_version == minor:
-                return Version.parse(release.cilium)
+                return release
+        return None
+
+    def latest_patch(self, minor: Minor) -> Version | None:
+        """``minor``'s latest known patch as a concrete version (None when none is known)."""
+        release = self.release_for(minor)
+        if release is None or release.latest_patch is None:
+            return None
+        return Version(minor.major, minor.minor, release.latest_patch)
+
+    def resolve(self, version: Version) -> Version:
+        """A version without a patch as the minor's latest known patch; others unchanged."""
+        if version.patch is not None:
+            return version
+        return self.latest_patch(version.minor_version) or version
+
+    def target_problem(self, target: Version) -> str | None:
+        """Why the catalog cannot take a run to ``target`` (None when it can)."""
+        release = self.release_for(target.minor_version)
+        if release is None:
+            minors = self.known_minors()
+            return (
+                f"the release catalog has no Kubernetes {target.minor_version} "
+                f"(it knows {minors[0]} to {minors[-1]})"
+            )
+        latest = release.latest_patch
+        if target.patch is not None and latest is not None and target.patch > latest:
+            return (
+                f"Kubernetes {target} is not a known release: the latest known patch of "
+                f"{target.minor_version} is {target.minor_version}.{latest} "
+                "(a newer one needs a catalog that lists it: --catalog FILE)"
+            )
         return None
 
     def known_minors(self) -> list[Minor]:
@@ -70,7 +112,9 @@ def parse_catalog(document: object, source: str | None = None) -> ReleaseCatalog
     try:
         return ReleaseCatalog.model_validate(document)
     except ValidationError as error:
-        raise InvalidInputError(field_errors_from_pydantic(error), source=source) from None
+        raise InvalidInputError(
+            field_errors_from_pydantic(error, model=ReleaseCatalog), source=source
+        ) from None
 
 
 def bundled_catalog() -> ReleaseCatalog:

@@ -158,7 +158,9 @@ def strategy_from_fleet(document: Mapping[str, Any], source: str | None = None) 
     try:
         fleet = _FleetStrategy.model_validate(strategy_object)
     except ValidationError as error:
-        raise InvalidInputError(field_errors_from_pydantic(error, prefix), source=source) from None
+        raise InvalidInputError(
+            field_errors_from_pydantic(error, prefix, model=_FleetStrategy), source=source
+        ) from None
     errors: list[FieldError] = []
     stages: list[StageSpec] = []
     for s, stage in enumerate(fleet.stages):
@@ -239,7 +241,9 @@ def parse_strategy(
         try:
             strategy = UpdateStrategy.model_validate(document)
         except ValidationError as error:
-            raise InvalidInputError(field_errors_from_pydantic(error), source=source) from None
+            raise InvalidInputError(
+                field_errors_from_pydantic(error, model=UpdateStrategy), source=source
+            ) from None
     if check_rules:
         problems = validate_strategy(strategy)
         if problems:

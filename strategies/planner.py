@@ -63,6 +63,15 @@ def _member_errors(members: Sequence[Member]) -> list[FieldError]:
     return errors
 
 
+def _members_path(names: list[str], shown: int = 5) -> str:
+    """``members.a`` for one member; ``members.a, b, c and 12 more (15 members)`` for many."""
+    if len(names) == 1:
+        return f"members.{names[0]}"
+    listed = ", ".join(names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"members.{listed}{more} ({len(names)} members)"
+
+
 def _stage_plan(
     stage: StageSpec,
     stage_index: int,
@@ -149,9 +158,12 @@ def plan(
 
     ``target`` None plans a node-image-only run (no version hops). ``now``
     must be timezone-aware. Raise InvalidInputError listing every problem at
-    once: strategy rules, members in no group or in two, version paths
-    (downgrades, multi-minor jumps without ``allow_multi_minor``, versions the
-    catalog lacks) and, once the plan is built, Cilium version skew.
+    once: strategy rules, members in no group or in two, a target the release
+    catalog lacks (its minor or its patch: one error, not one per member),
+    version paths (downgrades, multi-minor jumps without ``allow_multi_minor``;
+    members refused for the same reason share one error) and, once the plan
+    is built, Cilium version skew. Hops without a patch name the catalog's
+    latest known patch of their minor.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -160,13 +172,23 @@ def plan(
     placement = place_members(strategy, members)
     errors += placement.errors
     paths: dict[str, VersionPath] = {}
-    for member in members:
-        try:
-            paths[member.name] = version_path(
-                member, target, catalog, allow_multi_minor=allow_multi_minor
-            )
-        except VersionPathError as error:
-            errors.append(FieldError(path=f"members.{member.name}", message=str(error)))
+    problem = None if target is None else catalog.target_problem(target)
+    if problem is not None:
+        # One line for the target, not one per member that cannot reach it.
+        errors.append(FieldError(path="target", message=problem))
+    else:
+        refused: dict[str, list[str]] = {}
+        for member in members:
+            try:
+                paths[member.name] = version_path(
+                    member, target, catalog, allow_multi_minor=allow_multi_minor
+                )
+            except VersionPathError as error:
+                refused.setdefault(str(error), []).append(member.name)
+        errors += [
+            FieldError(path=_members_path(names), message=message)
+            for message, names in refused.items()
+        ]
     if errors:
         raise InvalidInputError(errors)
 

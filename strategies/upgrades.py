@@ -47,6 +47,7 @@ def version_path(
 
     Raise VersionPathError when the target is below the member, more than one
     minor above it without ``allow_multi_minor``, or missing from the catalog.
+    Hops without a patch resolve to the catalog's latest known patch of their minor.
     """
     current = Version.parse(member.kubernetes_version)
     cilium = Version.parse(member.cilium_version)
@@ -86,7 +87,9 @@ def version_path(
             continue
         # Cilium never moves down either: a member already ahead keeps its version.
         cilium = max(cilium, bundled)
-        kubernetes = target if minor == target.minor_version else Version(*minor)
+        # A hop without a patch goes to the minor's latest known patch (when the catalog
+        # knows one), so every step names a concrete release before anything is touched.
+        kubernetes = catalog.resolve(target if minor == target.minor_version else Version(*minor))
         hops.append(VersionPair(kubernetes_version=str(kubernetes), cilium_version=str(cilium)))
     if missing:
         raise VersionPathError(

@@ -6,9 +6,11 @@ code; nothing here ever reaches a user as a traceback.
 
 from __future__ import annotations
 
+import difflib
+import typing
 from collections.abc import Iterable, Sequence
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from engine.domain.model import DomainModel
 
@@ -60,8 +62,53 @@ def location_path(loc: Iterable[int | str], prefix: str = "") -> str:
     return path
 
 
-def field_errors_from_pydantic(error: ValidationError, prefix: str = "") -> list[FieldError]:
-    """Flatten a pydantic ValidationError into FieldErrors with readable paths."""
+def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model that holds the last part of ``loc`` (None when the path leaves models)."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = next(
+            (f for name, f in current.model_fields.items() if part in (name, f.alias)), None
+        )
+        if field is None:
+            return None
+        nested = _nested_model(field.annotation)
+        if nested is None:
+            return None
+        current = nested
+    return current
+
+
+def _nested_model(annotation: object) -> type[BaseModel] | None:
+    """The model inside ``X``, ``X | None``, ``list[X]`` or ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in reversed(typing.get_args(annotation)):
+        found = _nested_model(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: Sequence[int | str]) -> str:
+    holder = _model_at(model, loc) if model is not None and loc else None
+    if holder is None or not isinstance(loc[-1], str):
+        return ""
+    known = [f.alias or name for name, f in holder.model_fields.items()]
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def field_errors_from_pydantic(
+    error: ValidationError, prefix: str = "", *, model: type[BaseModel] | None = None
+) -> list[FieldError]:
+    """Flatten a pydantic ValidationError into FieldErrors with readable paths.
+
+    With ``model`` (the one validated), an unknown field suggests the closest
+    known one. A number where a string belongs (YAML reads ``1.32`` as a
+    number) says to quote it.
+    """
     found: list[FieldError] = []
     for item in error.errors(include_url=False):
         # Tagged unions and validators add loc parts that are not field names.
@@ -69,5 +116,11 @@ def field_errors_from_pydantic(error: ValidationError, prefix: str = "") -> list
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message += _did_you_mean(model, loc)
+        elif item["type"] == "string_type" and isinstance(item.get("input"), int | float):
+            message += (
+                f'; YAML read it as the number {item["input"]!r}: quote it: "{item["input"]}"'
+            )
         found.append(FieldError(path=location_path(loc, prefix), message=message))
     return found

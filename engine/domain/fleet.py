@@ -183,7 +183,9 @@ def parse_fleet(document: object, source: str | None = None) -> SimulatedFleet:
     try:
         fleet = SimulatedFleet.model_validate(document)
     except ValidationError as error:
-        raise InvalidInputError(field_errors_from_pydantic(error), source=source) from None
+        raise InvalidInputError(
+            field_errors_from_pydantic(error, model=SimulatedFleet), source=source
+        ) from None
     problems = fleet.cross_check()
     if problems:
         raise InvalidInputError(problems, source=source)

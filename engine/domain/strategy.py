@@ -100,6 +100,11 @@ class HealthSpec(DomainModel):
     #: Default minimum of ready endpoints per global service, elsewhere in the mesh.
     min_ready_endpoints: int = Field(default=1, ge=0)
     soak_check_interval: Duration = Field(default_factory=lambda: _minutes(0.5))
+    #: Start a run even when the plan has members the continuity rule can never let
+    #: drain (a global service only their own copies can keep at its minimum): they
+    #: wait at preflight and are given up. Off by default: ``run start`` and
+    #: ``simulate`` refuse such a plan and name the members and services.
+    allow_undrainable_members: bool = False
 
 
 class StrategySpec(DomainModel):

@@ -62,11 +62,13 @@ from engine.domain.versions import Version
 from engine.runtime import devserver
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.connection import ConnectionSettings, connect_client
+from engine.runtime.preview import preview
 from engine.runtime.report_html import StepSpan, Timeline
 from engine.runtime.runs import UpdateRunHandle, new_run_name
 from engine.runtime.timeline import member_steps, rehearsal_timeline
 from engine.runtime.worker import build_worker
-from strategies import ReleaseCatalog, load_catalog, load_strategy, plan
+from strategies import ReleaseCatalog, load_catalog, load_strategy
+from strategies.continuity import copies_from_fleet
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +117,8 @@ class Rehearsal:
     timings: RunTimings = field(default_factory=lambda: REHEARSAL_TIMINGS.model_copy())
     #: What the rehearsal changed or could not rehearse, for the person reading it.
     notes: list[str] = field(default_factory=list)
+    #: Members the continuity rule never lets drain (the strategy allowed them), as JSON.
+    undrainable: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def time_scale(self) -> float:
@@ -245,10 +249,21 @@ def prepare_rehearsal(
     by_name = {c.name: c for c in rehearsal_fleet.spec.clusters}
     in_network: list[Member] = [by_name[m] for m in members]
     try:
-        the_plan = plan(in_network, compressed, version, catalog, now or dt.datetime.now(dt.UTC))
+        planned = preview(
+            in_network,
+            copies_from_fleet(fleet.spec.global_services),
+            compressed,
+            version,
+            catalog,
+            now or dt.datetime.now(dt.UTC),
+        )
     except InvalidInputError as error:
         collect(error)
         raise InvalidInputError(errors) from None
+    if planned.refusals():
+        raise InvalidInputError(planned.refusals())
+    the_plan = planned.plan
+    notes += [f"never drainable, allowed by the strategy: {u}" for u in planned.undrainable]
     if any(g.type.value == "ScheduledStart" for s in strategy.spec.stages for g in s.before_gates):
         notes.append("ScheduledStart gates open as soon as they are reached (time is compressed)")
     return Rehearsal(
@@ -262,6 +277,7 @@ def prepare_rehearsal(
         approve_all=approve_all,
         approve_after=approve_after,
         notes=notes,
+        undrainable=[u.to_json_dict() for u in planned.undrainable],
     )
 
 
@@ -488,7 +504,7 @@ async def rehearse(
         if place.embedded is not None:
             events.note(f"started a private Temporal server at {place.address}")
         if place.ui_url:
-            events.note(f"Web UI: {place.ui_url}")
+            events.note(f"Web UI: {place.ui_url} (this command's private server: up while it runs)")
         if place.embedded is None:
             # A shared server may hold a network of that name (even a real one): never touch it.
             rehearsal = _renamed(rehearsal, f"{rehearsal.network[:50]}-sim-{uuid.uuid4().hex[:6]}")
@@ -584,7 +600,7 @@ async def _run(
             "kubernetesVersion": target.kubernetes_version if target else str(rehearsal.target),
             "ciliumVersion": target.cilium_version if target else None,
         },
-        "plan": rehearsal.plan.to_json_dict(),
+        "plan": {**rehearsal.plan.to_json_dict(), "undrainable": rehearsal.undrainable},
         "status": status_tree(final),
         "audit": [entry.to_json_dict() for entry in audit],
         "violations": [v.to_json_dict() for v in violations],

@@ -30,6 +30,7 @@ from workflows.auto_upgrade import AutoUpgradeWorkflow
 from workflows.health import HealthCheckWorkflow
 from workflows.member_update import MemberUpdateWorkflow
 from workflows.network import NetworkWorkflow
+from workflows.plan_inputs import ReadPlanInputsWorkflow
 from workflows.update_run import UpdateRunWorkflow
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,7 @@ def all_workflows() -> list[type[Any]]:
         MemberUpdateWorkflow,
         NetworkWorkflow,
         AutoUpgradeWorkflow,
+        ReadPlanInputsWorkflow,
     ]
 
 

@@ -56,7 +56,7 @@ async def test_run_commands_list_show_and_approve_a_gated_run(
             "--output", "json",
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
-        ref = json.loads(started.stdout)["run"]
+        ref = json.loads(started.stdout)["ref"]
         assert ref == f"{fleet.network}/cli-run"
         run = await find_run(client, "cli-run", fleet.network)
         await wait_until(run, lambda s: any(g.state is GateState.PENDING for g in s.gates()))
@@ -70,7 +70,8 @@ async def test_run_commands_list_show_and_approve_a_gated_run(
             address, task_queue, "run", "list", "--network", fleet.network, "--output", "json"
         )
         assert listed.returncode == 0, listed.stderr
-        assert [r["run"] for r in json.loads(listed.stdout)] == [ref]
+        # The same key as `run status`: runId is the run's name; ref is what commands take.
+        assert [(r["runId"], r["ref"]) for r in json.loads(listed.stdout)] == [("cli-run", ref)]
 
         refused = await meshfleet(address, task_queue, "run", "approve", ref, "no-such-gate")
         assert refused.returncode == 2

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
+import uuid
 
+from temporalio.client import Client
+
+from engine.domain.health import HEALTH_CHECK_WORKFLOW, HealthCheckInput, HealthReport
 from engine.runtime import devserver
+from engine.runtime.worker import build_worker
 from tests.runtime.serverproc import MESHFLEET
 
 
@@ -36,9 +43,35 @@ def test_an_unreachable_server_is_one_line_and_a_non_zero_exit() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_healthcheck_against_a_running_server_succeeds(
-    temporal_server: devserver.EmbeddedServer,
+def test_healthcheck_with_no_worker_on_the_task_queue_fails_and_says_so(
+    temporal_server: devserver.EmbeddedServer, task_queue: str
 ) -> None:
-    result = run_cli("--address", temporal_server.address, "--output", "json", "healthcheck")
+    result = run_cli(
+        "--address", temporal_server.address, "healthcheck", "--task-queue", task_queue
+    )
+    assert result.returncode == 1, result.stdout
+    assert f"no worker polls task queue {task_queue!r}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_healthcheck_answers_from_a_worker_on_the_queue_and_counts_the_pollers(
+    temporal_server: devserver.EmbeddedServer, client: Client, task_queue: str
+) -> None:
+    async with build_worker(client, task_queue):
+        # The worker polls as soon as it runs; Temporal lists it once it has polled.
+        await client.execute_workflow(
+            HEALTH_CHECK_WORKFLOW,
+            HealthCheckInput(),
+            id=f"healthcheck/{uuid.uuid4().hex}",
+            task_queue=task_queue,
+            result_type=HealthReport,
+        )
+        result = await asyncio.to_thread(
+            run_cli,
+            "--address", temporal_server.address, "--output", "json",
+            "healthcheck", "--task-queue", task_queue,
+        )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert '"message": "ping"' in result.stdout
+    report = json.loads(result.stdout)
+    assert report["taskQueue"] == task_queue
+    assert report["pollers"] >= 1

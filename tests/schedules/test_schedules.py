@@ -292,7 +292,8 @@ async def test_a_started_run_takes_the_members_to_the_target(
         assert status.last_run is not None
         final = await (await find_run(client, status.last_run.run, here.network)).result()
         assert final.state is State.COMPLETED, final.error
-        assert {m.to.kubernetes_version for _, _, m in final.members()} == {"1.36"}
+        # A target without a patch resolves to the catalog's latest known patch of the minor.
+        assert {m.to.kubernetes_version for _, _, m in final.members()} == {"1.36.1"}
 
 
 async def test_a_member_two_minors_behind_is_taken_one_minor(

@@ -94,7 +94,9 @@ def test_a_failing_member_fails_the_run_with_exit_code_1_and_is_named_in_the_rep
     fleet_file.write_text(yaml.safe_dump(fleet_document(clusters)))
     strategy_file = tmp_path / "strategy.yaml"
     group = {"name": "all", "maxConcurrency": "1", "maxAllowedFailures": "0"}
-    strategy_file.write_text(yaml.safe_dump(strategy([{"name": "all", "groups": [group]}])))
+    nobody = {"name": "nobody", "selector": "ring=none"}  # a plan warning: matches no member
+    stages = [{"name": "all", "groups": [group, nobody]}]
+    strategy_file.write_text(yaml.safe_dump(strategy(stages)))
     report_file = tmp_path / "report.json"
     state_dir = tmp_path / "state"
 
@@ -122,6 +124,11 @@ def test_a_failing_member_fails_the_run_with_exit_code_1_and_is_named_in_the_rep
     assert report["uiUrl"].startswith("http://127.0.0.1:")
     assert "/namespaces/default/workflows/updaterun%2Ftest%2F" in report["uiUrl"]
     assert "failed beta" in ran.stdout
+    # The injected fault is one line, not an SDK traceback; the plan's warning is shown.
+    assert "Traceback" not in ran.stdout + ran.stderr
+    assert "upgrade_control_plane of beta failed:" in ran.stdout
+    assert "plan warning: spec.stages[0].groups[1]: group 'nobody'" in ran.stdout
+    assert "gone when it exits; add --keep-server" in ran.stdout
     # The private server and its state are gone with the command.
     assert not any((state_dir / "simulate").iterdir())
 
@@ -189,9 +196,34 @@ def test_the_demo_completes_without_a_terminal_and_shows_every_member_at_the_tar
         address=temporal_server.address,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "14/14 members at Kubernetes 1.33 (Cilium 1.17.9)" in ran.stdout
+    assert "target Kubernetes 1.33 (Cilium 1.17.9): 14 completed" in ran.stdout
     assert "approved gate canary/after/0" in ran.stdout
     # The demo draws its run and says where (the state directory unless --html says).
     timeline = state_dir.absolute() / "demo-timeline.html"
     assert f"timeline: {timeline}" in ran.stdout
     assert timeline.read_text().count('class="row member') == 14
+
+
+def test_a_member_that_can_never_be_drained_refuses_the_rehearsal_with_exit_2(
+    temporal_server: devserver.EmbeddedServer, state_dir: Path, tmp_path: Path
+) -> None:
+    """A global service only one member serves (minimum 1 elsewhere) can never let it drain."""
+    fleet_file = tmp_path / "fleet.yaml"
+    only_a = [{"namespace": "shop", "name": "ledger", "clusters": {"a-1": 2}}]
+    fleet_file.write_text(
+        yaml.safe_dump(fleet_document([Cluster("a-1", "g"), Cluster("b-1", "g")], only_a)),
+        encoding="utf-8",
+    )
+    strategy_file = tmp_path / "strategy.yaml"
+    strategy_file.write_text(
+        yaml.safe_dump(strategy([{"name": "s", "groups": [{"name": "g"}]}])), encoding="utf-8"
+    )
+    ran = simulate(
+        "simulate", "--fleet", str(fleet_file), "--strategy", str(strategy_file),
+        "--target", "1.33", "--time-scale", TIME_SCALE,
+        state_dir=state_dir, address=temporal_server.address,
+    )  # fmt: skip
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "'a-1' can never be drained" in ran.stderr
+    assert "shop/ledger" in ran.stderr
+    assert "Traceback" not in ran.stderr

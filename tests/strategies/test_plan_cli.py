@@ -50,7 +50,7 @@ def test_each_example_prints_json_in_the_documented_shape(name: str) -> None:
     code, output = invoke(*plan_args(EXAMPLES / name, "--output", "json"))
     assert code == 0, output
     document = json.loads(output)
-    assert set(document) == {"stages", "warnings", "planHash"}
+    assert set(document) == {"stages", "warnings", "planHash", "undrainable"}
     stage = document["stages"][0]
     assert {
         "name",
@@ -66,7 +66,7 @@ def test_each_example_prints_json_in_the_documented_shape(name: str) -> None:
     member = stage["groups"][0]["members"][0]
     assert set(member) == {"name", "state", "from", "to", "hops"}
     assert member["from"]["kubernetesVersion"].startswith("1.32")
-    assert member["to"] == {"kubernetesVersion": "1.33", "ciliumVersion": "1.17.9"}
+    assert member["to"] == {"kubernetesVersion": "1.33.6", "ciliumVersion": "1.17.9"}
 
 
 @pytest.mark.parametrize("name", EXAMPLE_STRATEGIES)
@@ -162,11 +162,13 @@ def test_allowing_multi_minor_jumps_plans_consecutive_hops(tmp_path: Path) -> No
     code, output = invoke(*plan_args(strategy, "--allow-multi-minor", "-o", "json", fleet=fleet))
     assert code == 0, output
     hops = json.loads(output)["stages"][0]["groups"][0]["members"][0]["hops"]
-    assert [h["kubernetesVersion"] for h in hops] == ["1.32", "1.33"]
+    assert [h["kubernetesVersion"] for h in hops] == ["1.32.10", "1.33.6"]
 
 
-def test_network_is_refused_with_a_clear_message_until_networks_exist() -> None:
+def test_fleet_and_network_together_are_refused_naming_the_rule() -> None:
     code, output = invoke(
+        "--fleet",
+        str(EXAMPLES / "fleet.yaml"),
         "--network",
         "prod-mesh",
         "--strategy",
@@ -175,7 +177,7 @@ def test_network_is_refused_with_a_clear_message_until_networks_exist() -> None:
         "1.33",
     )
     assert code == 2
-    assert "networks do not exist yet" in output
+    assert "give exactly one of --fleet and --network" in output
 
 
 def test_unreadable_files_and_a_bad_target_are_all_reported(tmp_path: Path) -> None:
@@ -193,3 +195,23 @@ def test_unreadable_files_and_a_bad_target_are_all_reported(tmp_path: Path) -> N
     paths = [e["path"] for e in json.loads(output)["errors"]]
     assert len(paths) == 3
     assert "--target" in paths
+
+
+def _strategy_with_soak(tmp_path: Path, soak: str) -> Path:
+    strategy = tmp_path / "soak.yaml"
+    strategy.write_text(
+        "apiVersion: meshfleet.io/v1alpha1\nkind: UpdateStrategy\nmetadata: {name: s}\n"
+        f"spec:\n  stages: [{{name: all, afterStageWait: {soak}, "
+        "groups: [{name: everyone, selector: region}]}]\n",
+        encoding="utf-8",
+    )
+    return strategy
+
+
+@pytest.mark.parametrize("soak", ["9223372036854775808", "1.0e+400", "-5", '"99999999999999d"'])
+def test_a_duration_out_of_range_is_a_field_error_with_exit_2(tmp_path: Path, soak: str) -> None:
+    code, output = invoke(*plan_args(_strategy_with_soak(tmp_path, soak), "-o", "json"))
+    assert code == 2, output
+    errors = json.loads(output)["errors"]
+    assert [e["path"].rsplit(": ", 1)[-1] for e in errors] == ["spec.stages[0].afterStageWait"]
+    assert "at most 365d" in errors[0]["message"] or "negative" in errors[0]["message"]

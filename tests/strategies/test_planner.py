@@ -163,8 +163,8 @@ def test_a_multi_minor_jump_becomes_hops_with_each_bundled_cilium_when_allowed(
     )
     old = next(m for m in result.members() if m.name == "old")
     assert [(h.kubernetes_version, h.cilium_version) for h in old.hops] == [
-        ("1.32", "1.17.9"),
-        ("1.33", "1.17.9"),
+        ("1.32.10", "1.17.9"),
+        ("1.33.6", "1.17.9"),
     ]
 
 

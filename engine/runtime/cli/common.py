@@ -66,6 +66,17 @@ def resolve_output(ctx: typer.Context, local: OutputFormat | None) -> OutputForm
     return local if local is not None else global_options(ctx).output
 
 
+def command_prefix(ctx: typer.Context) -> str:
+    """``meshfleet`` plus the global connection flags this command was given, for hints."""
+    options = global_options(ctx)
+    parts = ["meshfleet"]
+    if options.address:
+        parts += ["--address", options.address]
+    if options.namespace:
+        parts += ["--namespace", options.namespace]
+    return " ".join(parts)
+
+
 def print_json(value: Any) -> None:
     """Print JSON on stdout, plainly (no rich markup), for scripts."""
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")

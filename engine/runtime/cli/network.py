@@ -17,6 +17,7 @@ from typing import ParamSpec, TypeVar
 import typer
 from rich.table import Table
 
+from engine.domain.errors import FieldError, InvalidInputError
 from engine.domain.network import (
     MemberOutcome,
     NetworkDescription,
@@ -27,11 +28,14 @@ from engine.domain.network import (
 from engine.runtime.cli.common import (
     OutputFormat,
     print_json,
+    report_invalid,
     resolve_output,
     run_async,
+    stderr,
     stdout,
     with_client,
 )
+from engine.runtime.client import MeshfleetClient
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -52,7 +56,14 @@ _OUTCOME_STYLE = {
 }
 
 
-def _print_result(result: OperationResult, output: OutputFormat) -> None:
+def _all_rejected(result: OperationResult) -> bool:
+    """Every member of the operation broke a rule (nothing joined, nothing failed or queued)."""
+    return bool(result.members) and all(m.outcome is MemberOutcome.REJECTED for m in result.members)
+
+
+def _print_result(
+    result: OperationResult, output: OutputFormat, *, exit_on_failure: bool = True
+) -> None:
     """An operation's result; exits 1 when a member was rejected or failed."""
     if output is OutputFormat.JSON:
         print_json(result.to_json_dict())
@@ -86,7 +97,7 @@ def _print_result(result: OperationResult, output: OutputFormat) -> None:
         if result.deleted:
             stdout.print(f"network {result.network} deleted", highlight=False)
     bad = (MemberOutcome.REJECTED, MemberOutcome.FAILED)
-    if any(m.outcome in bad for m in result.members) or (
+    if (exit_on_failure and any(m.outcome in bad for m in result.members)) or (
         not result.members and result.message and not result.deleted and not result.queued
     ):
         raise typer.Exit(1)
@@ -184,13 +195,31 @@ def create(
     member: list[str] = typer.Option([], "--member", "-m", help="A cluster to join (repeat)."),
     output: OutputFormat | None = typer.Option(None, "--output", help=_OUTPUT_HELP),
 ) -> None:
-    """Create a network, joining the given clusters through the same path as `join`."""
+    """Create a network, joining the given clusters through the same path as `join`.
+
+    When every given cluster is rejected, nothing is left behind: the empty
+    network is deleted again and the command exits 2 with each rule broken.
+    """
     fmt = resolve_output(ctx, output)
 
+    async def create_or_nothing(client: MeshfleetClient) -> OperationResult | None:
+        result = await client.create_network(name, member)
+        if result is not None and _all_rejected(result):
+            await client.delete_network(name)
+        return result
+
     async def body() -> OperationResult | None:
-        return await with_client(ctx, lambda c: c.create_network(name, member))
+        return await with_client(ctx, create_or_nothing)
 
     result = run_async(ctx, body, fmt)
+    if result is not None and _all_rejected(result):
+        _print_result(result, fmt, exit_on_failure=False)
+        if fmt is not OutputFormat.JSON:
+            stderr.print(
+                f"[bold red]error:[/] network {name} was not created: every member was rejected",
+                highlight=False,
+            )
+        raise typer.Exit(InvalidInputError.exit_code)
     if result is not None:
         _print_result(result, fmt)
     elif fmt is OutputFormat.JSON:
@@ -203,14 +232,21 @@ def create(
 def join(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The network."),
-    clusters: list[str] = typer.Argument(..., help="Clusters to join."),
+    clusters: list[str] | None = typer.Argument(None, help="Clusters to join."),
+    member: list[str] = typer.Option(
+        [], "--member", "-m", help="A cluster to join (repeat; as in `create`)."
+    ),
     output: OutputFormat | None = typer.Option(None, "--output", help=_OUTPUT_HELP),
 ) -> None:
-    """Join clusters: each is joined, rejected (with the rule it breaks) or queued."""
+    """Join clusters (positional or --member): each is joined, rejected or queued."""
     fmt = resolve_output(ctx, output)
+    joining = [*(clusters or []), *member]
+    if not joining:
+        problem = "name at least one cluster (positional or --member)"
+        report_invalid([FieldError(path="--member", message=problem)], fmt, None)
 
     async def body() -> OperationResult:
-        return await with_client(ctx, lambda c: c.join(name, clusters))
+        return await with_client(ctx, lambda c: c.join(name, joining))
 
     _print_result(run_async(ctx, body, fmt), fmt)
 

@@ -1,12 +1,15 @@
 """``meshfleet plan``: show exactly what an update run would do, before it runs.
 
-Reads the members (from a simulated-fleet file for now; from a network once
-networks exist), the strategy and the target, and prints the plan the run
-workflow will execute: a table, the JSON form, or the stage DAG in Mermaid.
+Reads the members (from a live network through the workers' backend, as the
+run will, or from a simulated-fleet file), the strategy and the target, and
+prints the plan the run workflow will execute: a table, the JSON form, or the
+stage DAG in Mermaid. Members the continuity rule could never let drain are
+flagged (``run start`` and ``simulate`` refuse them unless the strategy opts out).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 from collections.abc import Callable
@@ -18,8 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.domain.errors import FieldError, InvalidInputError
-from engine.domain.fleet import load_fleet
-from engine.domain.member import Member
+from engine.domain.fleet import SimulatedFleet, load_fleet
 from engine.domain.plan import GroupPlan, Plan, PlannedMemberState, StagePlan
 from engine.domain.strategy import Gate, GateType, UpdateStrategy
 from engine.domain.versions import Version
@@ -29,8 +31,12 @@ from engine.runtime.cli.common import (
     print_json,
     run_command,
     stdout,
+    with_client,
 )
-from strategies import ReleaseCatalog, load_catalog, load_strategy, plan
+from engine.runtime.client import MeshfleetClient
+from engine.runtime.preview import PlanPreview, preview, preview_network
+from strategies import ReleaseCatalog, load_catalog, load_strategy
+from strategies.continuity import copies_from_fleet
 
 T = TypeVar("T")
 
@@ -126,8 +132,8 @@ def _stage_table(stage: StagePlan) -> Table:
     return table
 
 
-def render_table(result: Plan) -> None:
-    """The plan as rich tables, one per stage, in execution order."""
+def render_table(result: Plan, undrainable: PlanPreview | None = None) -> None:
+    """The plan as rich tables, one per stage, in execution order, then what to look at."""
     for stage in result.stages:
         stdout.print(_stage_table(stage))
         stdout.print()
@@ -135,7 +141,26 @@ def render_table(result: Plan) -> None:
         stdout.print("[bold yellow]warnings:[/]")
         for warning in result.warnings:
             stdout.print(f"  - {warning}", markup=False, highlight=False)
+    if undrainable is not None and undrainable.undrainable:
+        verdict = (
+            "allowed by the strategy (health.allowUndrainableMembers)"
+            if undrainable.undrainable_allowed
+            else "run start and simulate refuse this plan"
+        )
+        stdout.print(f"[bold yellow]never drainable[/] ({verdict}):")
+        for member in undrainable.undrainable:
+            stdout.print(f"  - {member}", markup=False, highlight=False)
     stdout.print(f"plan hash: {result.plan_hash}", highlight=False)
+
+
+def print_preview(result: PlanPreview, chosen: PlanOutput) -> None:
+    """Print a plan as ``meshfleet plan`` does, in the chosen form."""
+    if chosen is PlanOutput.JSON:
+        print_json(result.to_json_dict())
+    elif chosen is PlanOutput.MERMAID:
+        stdout.print(render_mermaid(result.plan), markup=False, highlight=False)
+    else:
+        render_table(result.plan, result)
 
 
 def render_mermaid(result: Plan) -> str:
@@ -154,16 +179,54 @@ def render_mermaid(result: Plan) -> str:
     return "\n".join(lines)
 
 
-def _parse_target(text: str) -> Version:
+def parse_target(text: str) -> Version:
+    """``--target`` as a version, or a field error naming ``--target``."""
     try:
         return Version.parse(text)
     except ValueError as error:
         raise InvalidInputError([FieldError(path="--target", message=str(error))]) from None
 
 
+def load_run_inputs(
+    strategy_file: Path | None, target: str, catalog_file: Path | None
+) -> tuple[UpdateStrategy | None, Version, ReleaseCatalog]:
+    """The strategy (rules checked with the members), target and catalog; all problems at once."""
+    errors: list[FieldError] = []
+
+    def attempt(load: Callable[[], T]) -> T | None:
+        try:
+            return load()
+        except InvalidInputError as error:
+            prefix = f"{error.source}: " if error.source else ""
+            errors.extend(
+                FieldError(path=f"{prefix}{e.path}" if prefix else e.path, message=e.message)
+                for e in error.errors
+            )
+            return None
+
+    path = strategy_file
+    strategy = None if path is None else attempt(lambda: load_strategy(path, check_rules=False))
+    version = attempt(lambda: parse_target(target))
+    catalog = attempt(lambda: load_catalog(catalog_file))
+    if errors or (path is not None and strategy is None) or version is None or catalog is None:
+        raise InvalidInputError(errors)
+    return strategy, version, catalog
+
+
+def _with_target_flag(error: InvalidInputError) -> InvalidInputError:
+    """The planner's ``target`` field is the command's ``--target``."""
+    return InvalidInputError(
+        [
+            e.model_copy(update={"path": "--target"}) if e.path == "target" else e
+            for e in error.errors
+        ],
+        source=error.source,
+    )
+
+
 def _load_inputs(
     fleet: Path, strategy_file: Path, target: str, catalog_file: Path | None
-) -> tuple[list[Member], UpdateStrategy, Version, ReleaseCatalog]:
+) -> tuple[SimulatedFleet, UpdateStrategy, Version, ReleaseCatalog]:
     """Load every input, collecting the problems of all of them before failing."""
     errors: list[FieldError] = []
 
@@ -181,11 +244,11 @@ def _load_inputs(
     fleet_model = attempt(lambda: load_fleet(fleet))
     # Rules are checked by the planner with the members, so all problems come at once.
     strategy = attempt(lambda: load_strategy(strategy_file, check_rules=False))
-    version = attempt(lambda: _parse_target(target))
+    version = attempt(lambda: parse_target(target))
     catalog = attempt(lambda: load_catalog(catalog_file))
     if errors or fleet_model is None or strategy is None or version is None or catalog is None:
         raise InvalidInputError(errors)
-    return list(fleet_model.spec.clusters), strategy, version, catalog
+    return fleet_model, strategy, version, catalog
 
 
 def plan_command(
@@ -194,12 +257,16 @@ def plan_command(
         None, "--fleet", help="A simulated-fleet file: plan over its clusters."
     ),
     network: str | None = typer.Option(
-        None, "--network", help="Plan over a network's members (needs networks: not yet)."
+        None,
+        "--network",
+        help="Plan over a live network's members and their real versions (needs a worker).",
     ),
     strategy: Path = typer.Option(
         ..., "--strategy", help="Strategy file: native YAML/JSON or Azure Fleet JSON."
     ),
-    target: str = typer.Option(..., "--target", help="Target Kubernetes version (1.33)."),
+    target: str = typer.Option(
+        ..., "--target", help="Target Kubernetes version (1.33: the latest known patch)."
+    ),
     output: PlanOutput | None = typer.Option(
         None, "--output", "-o", help="table, json or mermaid (default: the global --output)."
     ),
@@ -220,43 +287,50 @@ def plan_command(
     """Show the plan an update run would execute: stages, groups, members, versions."""
     chosen = output or PlanOutput(global_options(ctx).output.value)
     errors_as = OutputFormat.JSON if chosen is PlanOutput.JSON else OutputFormat.TABLE
+    now = at or dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)  # a moment written without an offset means UTC
 
-    def body() -> None:
-        if (fleet is None) == (network is None):
-            raise InvalidInputError(
-                [FieldError(path="--fleet", message="give exactly one of --fleet and --network")]
-            )
-        if network is not None:
-            raise InvalidInputError(
-                [
-                    FieldError(
-                        path="--network",
-                        message="networks do not exist yet; plan over a simulated fleet "
-                        "with --fleet FILE",
-                    )
-                ]
-            )
-        assert fleet is not None
-        members, strategy_model, version, release_catalog = _load_inputs(
-            fleet, strategy, target, catalog
+    def over_fleet(fleet_file: Path) -> PlanPreview:
+        fleet_model, strategy_model, version, release_catalog = _load_inputs(
+            fleet_file, strategy, target, catalog
         )
-        now = at or dt.datetime.now(dt.UTC)
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=dt.UTC)  # a moment written without an offset means UTC
-        result = plan(
-            members,
+        return preview(
+            list(fleet_model.spec.clusters),
+            copies_from_fleet(fleet_model.spec.global_services),
             strategy_model,
             version,
             release_catalog,
             now,
             allow_multi_minor=allow_multi_minor,
         )
-        if chosen is PlanOutput.JSON:
-            print_json(result.to_json_dict())
-        elif chosen is PlanOutput.MERMAID:
-            stdout.print(render_mermaid(result), markup=False, highlight=False)
-        else:
-            render_table(result)
+
+    async def over_network(client: MeshfleetClient) -> PlanPreview:
+        assert network is not None
+        strategy_model, version, release_catalog = load_run_inputs(strategy, target, catalog)
+        return await preview_network(
+            client,
+            network,
+            strategy_model,
+            version,
+            release_catalog,
+            allow_multi_minor=allow_multi_minor,
+            now=now,
+        )
+
+    def body() -> None:
+        if (fleet is None) == (network is None):
+            raise InvalidInputError(
+                [FieldError(path="--fleet", message="give exactly one of --fleet and --network")]
+            )
+        try:
+            if fleet is not None:
+                result = over_fleet(fleet)
+            else:
+                result = asyncio.run(with_client(ctx, over_network))
+        except InvalidInputError as error:
+            raise _with_target_flag(error) from None
+        print_preview(result, chosen)
 
     run_command(ctx, body, errors_as)
 

@@ -7,6 +7,7 @@ control prints the reason, exits 2 and leaves nothing in the run's history.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,11 +17,21 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from engine.domain.errors import FieldError
-from engine.domain.run import RunStatus, SkipTargetType, State
+from engine.domain.errors import FieldError, InvalidInputError
+from engine.domain.run import (
+    ControlAction,
+    ControlRecord,
+    GateKind,
+    GateState,
+    GateStatus,
+    RunStatus,
+    SkipTargetType,
+    State,
+)
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.runtime.cli.common import (
     OutputFormat,
+    command_prefix,
     print_json,
     report_invalid,
     resolve_output,
@@ -28,9 +39,10 @@ from engine.runtime.cli.common import (
     stdout,
     with_client,
 )
+from engine.runtime.cli.plan import PlanOutput, load_run_inputs, print_preview
 from engine.runtime.client import MeshfleetClient
+from engine.runtime.preview import preview_network
 from engine.runtime.runs import UpdateRunHandle
-from strategies import load_strategy
 
 run_app = typer.Typer(
     name="run", help="Staged update runs: start, watch, steer.", no_args_is_help=True
@@ -58,13 +70,11 @@ def render_status(status: RunStatus) -> RenderableType:
     """The run as a person reads it: one header, then stages, groups, members and gates."""
     target = status.target.kubernetes_version if status.target else "?"
     cilium = status.target.cilium_version if status.target else "?"
-    members = status.members()
-    finished = sum(1 for _, _, m in members if m.state in (State.COMPLETED, State.SKIPPED))
     header = Text.assemble(
         (f"{status.network}/{status.name}", "bold"),
         f"  Kubernetes {target} (Cilium {cilium})  ",
         styled(status.state),
-        f"  {finished}/{len(members)} members done",
+        f"  {member_counts(status)}",
     )
     table = Table(show_header=True, header_style="bold", expand=False, box=None, pad_edge=False)
     table.add_column("stage / group / member")
@@ -84,7 +94,7 @@ def render_status(status: RunStatus) -> RenderableType:
         )
         for gate in stage.before_gates + stage.after_gates:
             table.add_row(
-                f"  gate {gate.id}", gate.state.value, gate.kind.value, gate.message or ""
+                f"  gate {gate.id}", gate.state.value, gate.kind.value, _gate_detail(gate)
             )
         for group in stage.groups:
             table.add_row(
@@ -95,7 +105,7 @@ def render_status(status: RunStatus) -> RenderableType:
             )
             for gate in group.before_gates + group.after_gates:
                 table.add_row(
-                    f"    gate {gate.id}", gate.state.value, gate.kind.value, gate.message or ""
+                    f"    gate {gate.id}", gate.state.value, gate.kind.value, _gate_detail(gate)
                 )
             for member in group.members:
                 step = (
@@ -110,13 +120,47 @@ def render_status(status: RunStatus) -> RenderableType:
                     step + (member.message or ""),
                 )
     parts: list[RenderableType] = [header, table]
+    controls = [c for c in status.controls if c.identity != "meshfleet"]
+    if controls:
+        parts.append(Text("controls:", style="bold"))
+        for control in controls:
+            parts.append(Text(f"  {control.at:%H:%M:%S} {control_text(status, control)}"))
     if status.error:
         parts.append(Text(f"error: {status.error}", style="red"))
     return Group(*parts)
 
 
+def member_counts(status: RunStatus) -> str:
+    """'2 completed, 2 skipped, 1 failed of 5 members': upgraded and skipped counted apart."""
+    members = [m for _, _, m in status.members()]
+    counts = [
+        (state, sum(1 for m in members if m.state is state))
+        for state in (State.COMPLETED, State.SKIPPED, State.FAILED, State.RUNNING, State.PENDING)
+    ]
+    shown = [f"{n} {state.value.lower()}" for state, n in counts if n or state is State.COMPLETED]
+    return f"{', '.join(shown)} of {len(members)} members"
+
+
+def control_text(status: RunStatus, control: ControlRecord) -> str:
+    """'approve gate canary/after/0 by ana@laptop: looks healthy' (the reason or comment)."""
+    what = control.action.value + (f" {control.details}" if control.details else "")
+    why = control.reason
+    if why is None and control.action is ControlAction.APPROVE and control.details:
+        gate_id = control.details.removeprefix("gate ")
+        why = next((g.comment for g in status.gates() if g.id == gate_id), None)
+    return f"{what} by {control.identity}" + (f": {why}" if why else "")
+
+
+def _gate_detail(gate: GateStatus) -> str:
+    """A gate's message, and who approved it with what comment."""
+    parts = [gate.message] if gate.message else []
+    if gate.completed_by:
+        parts.append(f"by {gate.completed_by}" + (f": {gate.comment}" if gate.comment else ""))
+    return "; ".join(parts)
+
+
 def _limits(limit: int, failures: int, budget: int) -> str:
-    return f"limit {limit}, failures {failures}/{budget}"
+    return f"up to {limit} member(s) at once, failures {failures}/{budget} allowed"
 
 
 def _print_status(status: RunStatus, output: OutputFormat) -> None:
@@ -126,15 +170,98 @@ def _print_status(status: RunStatus, output: OutputFormat) -> None:
         stdout.print(render_status(status))
 
 
-async def watch_live(handle: UpdateRunHandle) -> RunStatus:
-    """A live view until the run finishes; the final status."""
+#: A condition on the run that ends a watch early (``run watch --until``).
+Until = Callable[[RunStatus], bool]
+
+
+def _never(_status: RunStatus) -> bool:
+    return False
+
+
+def parse_until(text: str | None) -> Until | None:
+    """``--until approval`` (a gate waits for approval) or ``--until STATE`` (the run's state)."""
+    if text is None:
+        return None
+    if text.lower() == "approval":
+        return lambda status: any(
+            g.kind is GateKind.APPROVAL and g.state is GateState.PENDING for g in status.gates()
+        )
+    for state in State:
+        if state.value.lower() == text.lower():
+            return lambda status: status.state is state
+    choices = ", ".join(["approval", *(s.value for s in State)])
+    problem = FieldError(path="--until", message=f"{text!r} is not one of: {choices}")
+    raise InvalidInputError([problem])
+
+
+async def watch_live(handle: UpdateRunHandle, until: Until = _never) -> RunStatus:
+    """A live view until the run finishes (or ``until`` holds); the last status."""
     final: RunStatus | None = None
     with Live(console=stdout, refresh_per_second=4, transient=False) as live:
         async for status in handle.watch():
             live.update(render_status(status))
             final = status
+            if until(status):
+                break
     assert final is not None
     return final
+
+
+async def print_progress_lines(handle: UpdateRunHandle, until: Until = _never) -> RunStatus:
+    """Without a terminal: one plain line per change of the run, a stage, a gate or a member."""
+    seen: dict[str, str] = {}
+    final: RunStatus | None = None
+
+    def line(key: str, text: str, state: str) -> None:
+        before = seen.get(key)
+        seen[key] = state
+        if before != state and not (before is None and state == State.NOT_STARTED.value):
+            stdout.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    async for status in handle.watch():
+        final = status
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        line("run", f"{stamp} run {handle.ref}: {status.state.value}", status.state.value)
+        for stage in status.stages:
+            stage_text = f"{stamp} stage {stage.name}: {stage.state.value}"
+            if stage.message:
+                stage_text += f" ({stage.message})"
+            line(f"s/{stage.name}", stage_text, f"{stage.state.value}{stage.message or ''}")
+            wait = stage.after_stage_wait
+            if wait is not None:
+                soak = f"{stamp} soak after {stage.name} ({wait.seconds}s): {wait.state.value}"
+                line(f"w/{stage.name}", soak, wait.state.value)
+            gates = list(stage.before_gates + stage.after_gates)
+            gates += [g for group in stage.groups for g in group.before_gates + group.after_gates]
+            for gate in gates:
+                line(f"g/{gate.id}", f"{stamp} gate {gate.id}: {gate.state.value}", gate.state)
+            for group in stage.groups:
+                for member in group.members:
+                    detail = f" ({member.message})" if member.message else ""
+                    line(
+                        f"m/{member.name}",
+                        f"{stamp}   {member.name}: {member.state.value}{detail}",
+                        f"{member.state.value}{detail}",
+                    )
+        for index, control in enumerate(status.controls):
+            line(f"c/{index}", f"{stamp} control {control_text(status, control)}", "seen")
+        if until(status):
+            break
+    assert final is not None
+    stdout.print(
+        f"run {handle.ref}: {final.state.value}, {member_counts(final)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    return final
+
+
+async def follow(handle: UpdateRunHandle, until: Until = _never) -> RunStatus:
+    """A live view in a terminal; one line per change otherwise (logs, pipes, CI)."""
+    if stdout.is_terminal:
+        return await watch_live(handle, until)
+    return await print_progress_lines(handle, until)
 
 
 def _exit_for(status: RunStatus) -> None:
@@ -150,37 +277,87 @@ def start(
     strategy: Path | None = typer.Option(
         None, help="Strategy file (native YAML/JSON or Azure Fleet JSON); none = one by one."
     ),
-    target: str | None = typer.Option(None, help="Target Kubernetes version, e.g. 1.33."),
+    target: str | None = typer.Option(
+        None, help="Target Kubernetes version, e.g. 1.33 (the latest known patch) or 1.33.4."
+    ),
     upgrade_type: UpgradeType = typer.Option(UpgradeType.FULL, help="Full or ControlPlaneOnly."),
     name: str | None = typer.Option(None, help="Run name (default: run-<date>-<time>-<random>)."),
     allow_multi_minor: bool = typer.Option(
         False, help="Allow a jump of several minors as consecutive one-minor hops."
     ),
     catalog: Path | None = typer.Option(None, help="Release catalog overriding the bundled one."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan the run would execute and start nothing."
+    ),
     wait: bool = typer.Option(False, help="Watch the run live until it finishes."),
     output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
 ) -> None:
-    """Start an update run of NETWORK to --target under --strategy."""
+    """Start an update run of NETWORK to --target under --strategy.
+
+    The plan is computed first, from the network's live members, exactly as
+    ``meshfleet plan --network`` shows it: a plan the rules refuse is refused
+    here with every problem listed (exit 2), and nothing is started.
+    """
     out = resolve_output(ctx, output)
 
     async def body(client: MeshfleetClient) -> None:
+        if upgrade_type is UpgradeType.NODE_IMAGE_ONLY:
+            raise InvalidInputError(
+                [
+                    FieldError(
+                        path="--upgrade-type",
+                        message="NodeImageOnly is not supported by meshfleet's backends yet",
+                    )
+                ]
+            )
+        strategy_model, version, release_catalog = load_run_inputs(strategy, target or "", catalog)
         spec = RunSpec(
             name=name,
             network=network,
             kubernetes_version=target,
             upgrade_type=upgrade_type,
-            strategy=load_strategy(strategy) if strategy else None,
+            strategy=strategy_model,
             allow_multi_minor=allow_multi_minor,
         )
+        try:
+            planned = await preview_network(
+                client,
+                network,
+                strategy_model,
+                version,
+                release_catalog,
+                allow_multi_minor=allow_multi_minor,
+            )
+        except InvalidInputError as error:
+            raise InvalidInputError(
+                [
+                    e.model_copy(update={"path": "--target"}) if e.path == "target" else e
+                    for e in error.errors
+                ],
+                source=error.source,
+            ) from None
+        if dry_run:
+            print_preview(planned, PlanOutput(out.value))
+            return
+        refusals = planned.refusals()
+        if refusals:
+            raise InvalidInputError(refusals)
         handle = await client.start_update_run(spec, catalog_file=catalog)
         if not wait:
             if out is OutputFormat.JSON:
-                print_json({"run": handle.ref, "workflowId": handle.workflow_id})
+                print_json(
+                    {
+                        "runId": handle.name,
+                        "network": handle.network,
+                        "ref": handle.ref,
+                        "workflowId": handle.workflow_id,
+                    }
+                )
             else:
                 stdout.print(f"started update run {handle.ref}")
-                stdout.print(f"  watch it:  meshfleet run watch {handle.ref}")
+                stdout.print(f"  watch it:  {command_prefix(ctx)} run watch {handle.ref}")
             return
-        final = await (handle.result() if out is OutputFormat.JSON else watch_live(handle))
+        final = await (handle.result() if out is OutputFormat.JSON else follow(handle))
         if out is OutputFormat.JSON:
             print_json(final.to_json_dict())
         _exit_for(final)
@@ -215,21 +392,35 @@ def watch(
     ctx: typer.Context,
     run: str = typer.Argument(..., help="NETWORK/RUN, or RUN."),
     network: str | None = typer.Option(None, help="The run's network."),
+    until: str | None = typer.Option(
+        None,
+        help="Stop watching (exit 0) once a gate waits for approval ('approval') "
+        "or the run is in this state (e.g. Stopped).",
+    ),
     output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
 ) -> None:
-    """Follow a run live until it finishes (JSON: one status per line on each change)."""
+    """Follow a run until it finishes: live in a terminal, else one line per change.
+
+    Exit 0 when it Completed (or ``--until`` held), 1 when it Failed or Stopped.
+    JSON: one status per line on each change.
+    """
     out = resolve_output(ctx, output)
 
     async def body(client: MeshfleetClient) -> None:
+        condition = parse_until(until) or _never
         handle = await client.get_update_run(run, network)
         if out is OutputFormat.JSON:
             final: RunStatus | None = None
             async for status in handle.watch():
                 print(status.model_dump_json(by_alias=True, exclude_none=True), flush=True)
                 final = status
+                if condition(status):
+                    break
             assert final is not None
         else:
-            final = await watch_live(handle)
+            final = await follow(handle, condition)
+        if condition(final):
+            return
         _exit_for(final)
 
     run_async(ctx, lambda: with_client(ctx, body), out)
@@ -351,9 +542,9 @@ def list_command(
             print_json(
                 [
                     {
-                        "run": r.ref,
+                        "runId": r.name,
                         "network": r.network,
-                        "name": r.name,
+                        "ref": r.ref,
                         "state": r.state,
                         "stage": r.stage,
                         "target": r.target,
@@ -416,4 +607,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(run_app)
 
 
-__all__ = ["register", "render_status", "watch_live"]
+__all__ = [
+    "follow",
+    "member_counts",
+    "print_progress_lines",
+    "register",
+    "render_status",
+    "watch_live",
+]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from importlib.metadata import version as package_version
 from pathlib import Path
 
 import typer
+from temporalio.client import WorkflowFailureError
 
+from engine.domain.errors import UnavailableError
 from engine.domain.health import HEALTH_CHECK_WORKFLOW, HealthCheckInput, HealthReport
 from engine.runtime import devserver
 from engine.runtime.backends import BackendKind
@@ -21,6 +24,10 @@ from engine.runtime.cli.common import (
 from engine.runtime.connection import ConnectionSettings, connect
 from engine.runtime.settings import state_dir as default_state_dir
 from engine.runtime.settings import task_queue as default_task_queue
+from workflows.failures import failure_reason
+
+#: How long a live worker may take to answer the health check.
+HEALTH_CHECK_TIMEOUT = timedelta(seconds=30)
 
 
 def settings_from(ctx: typer.Context) -> ConnectionSettings:
@@ -134,22 +141,38 @@ def version() -> None:
     )
 
 
-async def run_health_check(ctx: typer.Context, message: str) -> tuple[HealthReport, str | None]:
-    """Start a worker in this process on a fresh task queue and run the health check on it."""
-    from engine.runtime.worker import build_worker
+async def run_health_check(
+    ctx: typer.Context, message: str, task_queue: str
+) -> tuple[HealthReport, int, str | None]:
+    """Run the health check on ``task_queue``, the queue the real workers poll.
+
+    Answers with the report, how many workers Temporal saw polling the queue,
+    and the Web UI's address. Raises UnavailableError when no worker polls it
+    (meshfleet starts none of its own here: the check is about yours).
+    """
+    from engine.runtime.preview import no_worker_message, pollers
 
     connection = await connect(settings_from(ctx))
     try:
-        queue = f"meshfleet-healthcheck-{uuid.uuid4().hex[:8]}"
-        async with build_worker(connection.client, queue):
+        seen = await pollers(connection.client, task_queue)
+        if seen == 0:
+            raise UnavailableError(no_worker_message(task_queue))
+        try:
             report: HealthReport = await connection.client.execute_workflow(
                 HEALTH_CHECK_WORKFLOW,
                 HealthCheckInput(message=message),
                 id=f"healthcheck/{uuid.uuid4().hex[:12]}",
-                task_queue=queue,
+                task_queue=task_queue,
                 result_type=HealthReport,
+                execution_timeout=HEALTH_CHECK_TIMEOUT,
             )
-        return report, connection.ui_url
+        except WorkflowFailureError as error:
+            raise UnavailableError(
+                f"the {seen} worker(s) polling task queue {task_queue!r} did not answer the "
+                f"health check within {HEALTH_CHECK_TIMEOUT.total_seconds():.0f}s: "
+                f"{failure_reason(error)}"
+            ) from None
+        return report, seen, connection.ui_url
     finally:
         connection.close()
 
@@ -157,17 +180,25 @@ async def run_health_check(ctx: typer.Context, message: str) -> tuple[HealthRepo
 def healthcheck(
     ctx: typer.Context,
     message: str = typer.Option("ping", help="Text the worker echoes back."),
+    task_queue: str | None = typer.Option(
+        None,
+        help="The task queue your workers poll (default: $MESHFLEET_TASK_QUEUE or 'meshfleet').",
+    ),
 ) -> None:
-    """Prove the plumbing end to end: client -> Temporal -> worker -> activity -> result."""
+    """Prove your workers are live: client -> Temporal -> a worker on the queue -> activity.
+
+    Fails (exit 1) when no worker polls the task queue, or none answers in time.
+    """
+    queue = task_queue or default_task_queue()
 
     async def body() -> None:
-        report, ui_url = await run_health_check(ctx, message)
+        report, seen, ui_url = await run_health_check(ctx, message, queue)
         if global_options(ctx).output is OutputFormat.JSON:
-            print_json(report.to_json_dict())
+            print_json({**report.to_json_dict(), "pollers": seen})
         else:
             stdout.print(
                 f"health check ok: {report.message!r} answered by worker {report.worker_identity} "
-                f"on task queue {report.task_queue}"
+                f"on task queue {report.task_queue} ({seen} worker(s) polling it)"
             )
             if ui_url:
                 stdout.print(f"Web UI: {ui_url}")

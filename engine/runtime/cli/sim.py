@@ -66,18 +66,36 @@ def load(
     reset: bool = typer.Option(False, "--reset", help="Replace the world that is loaded."),
     state_dir: Path | None = typer.Option(None, "--state-dir", help=_STATE_DIR_HELP),
 ) -> None:
-    """Validate a fleet file and make it the simulated world (simTime starts at 0)."""
+    """Validate a fleet file and make it the simulated world (simTime starts at 0).
+
+    The clusters start unmeshed: networks exist only as network workflows, so
+    the file's ``networks:`` are a description, printed as the ``network
+    create`` commands that make them (``sim show`` and ``network show`` then
+    agree on every membership).
+    """
 
     def body() -> None:
         fleet = load_fleet(file)
+        described = fleet.spec.networks
+        unmeshed = fleet.model_copy(update={"spec": fleet.spec.model_copy(update={"networks": []})})
         backend = _backend(state_dir)
-        backend.load(fleet, reset=reset)
+        backend.load(unmeshed, reset=reset)
         stdout.print(
-            f"Loaded fleet {fleet.metadata.name!r}: {len(fleet.spec.clusters)} clusters, "
-            f"{len(fleet.spec.networks)} networks, {len(fleet.spec.global_services)} global "
-            f"services (timeScale {fleet.spec.time_scale}) into {backend.path}",
+            f"Loaded fleet {fleet.metadata.name!r}: {len(fleet.spec.clusters)} clusters "
+            f"(none in a network yet), {len(fleet.spec.global_services)} global services "
+            f"(timeScale {fleet.spec.time_scale}) into {backend.path}",
             highlight=False,
         )
+        for network in described:
+            members = " ".join(f"--member {m}" for m in network.members)
+            stdout.print(
+                f"The file describes network {network.name!r} ({len(network.members)} members); "
+                f"with a worker running, create it with:\n  meshfleet network create "
+                f"{network.name} {members}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
     run_command(ctx, body)
 

@@ -11,14 +11,19 @@ on stdout with ``--output json``. ``--html FILE`` also draws the run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from temporalio.exceptions import ApplicationError
 
 from engine.domain.errors import InvalidInputError
 from engine.domain.run import RunStatus, State
@@ -32,7 +37,7 @@ from engine.runtime.cli.common import (
     stderr,
     stdout,
 )
-from engine.runtime.cli.run import render_status, watch_live
+from engine.runtime.cli.run import member_counts, print_progress_lines, render_status, watch_live
 from engine.runtime.connection import ConnectionSettings
 from engine.runtime.demo import FLEET, STRATEGY, TARGET, demo_file
 from engine.runtime.runs import UpdateRunHandle
@@ -70,41 +75,6 @@ class _Events(RehearsalEvents):
         )
 
 
-async def print_progress_lines(handle: UpdateRunHandle) -> RunStatus:
-    """Without a terminal: one plain line per change of the run, a stage or a member."""
-    seen: dict[str, str] = {}
-    final: RunStatus | None = None
-
-    def line(key: str, text: str, state: str) -> None:
-        before = seen.get(key)
-        seen[key] = state
-        if before != state and not (before is None and state == State.NOT_STARTED.value):
-            stdout.print(text, highlight=False, markup=False)
-
-    async for status in handle.watch():
-        final = status
-        stamp = dt.datetime.now().strftime("%H:%M:%S")
-        line("run", f"{stamp} run {handle.ref}: {status.state.value}", status.state.value)
-        for stage in status.stages:
-            line(f"s/{stage.name}", f"{stamp} stage {stage.name}: {stage.state.value}", stage.state)
-            wait = stage.after_stage_wait
-            if wait is not None:
-                soak = f"{stamp} soak after {stage.name} ({wait.seconds}s): {wait.state.value}"
-                line(f"w/{stage.name}", soak, wait.state.value)
-            for gate in stage.before_gates + stage.after_gates:
-                line(f"g/{gate.id}", f"{stamp} gate {gate.id}: {gate.state.value}", gate.state)
-            for group in stage.groups:
-                for member in group.members:
-                    detail = f" ({member.message})" if member.message else ""
-                    line(
-                        f"m/{member.name}",
-                        f"{stamp}   {member.name}: {member.state.value}{detail}",
-                        f"{member.state.value}{detail}",
-                    )
-    assert final is not None
-    return final
-
-
 async def _silently(handle: UpdateRunHandle) -> RunStatus:
     return await handle.result()
 
@@ -115,7 +85,43 @@ def _observer(output: OutputFormat) -> Observer:
     return watch_live if stdout.is_terminal else print_progress_lines
 
 
-def print_summary(result: RehearsalResult, shown_live: bool) -> None:
+class _OneLineFailures(logging.Filter):
+    """An activity failing on purpose (an injected fault) is one line, not an SDK traceback.
+
+    The run handles these failures itself (the member fails, the budget decides);
+    the line says which step of which member failed and why.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, ApplicationError):
+            return True
+        details = getattr(record, "temporal_activity", None) or {}
+        step = details.get("activity_type", "an activity")
+        where = str(details.get("workflow_id", "")).rsplit("/", 1)[-1]
+        self.console.print(
+            f"[dim]·[/] {step} of {where or '?'} failed: {escape(error.message)}", highlight=False
+        )
+        return False
+
+
+@contextlib.contextmanager
+def one_line_activity_failures(console: Console) -> Iterator[None]:
+    """While a rehearsal runs, print failed activities as one line each on ``console``."""
+    logger = logging.getLogger("temporalio.activity")
+    quiet = _OneLineFailures(console)
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def print_summary(result: RehearsalResult, shown_live: bool, *, kept_up: bool = False) -> None:
     """The end of a rehearsal, for a person: final status, members at the target, the link."""
     status = result.status
     if not shown_live:
@@ -123,13 +129,12 @@ def print_summary(result: RehearsalResult, shown_live: bool) -> None:
     members = status.members()
     target = status.target.kubernetes_version if status.target else "?"
     cilium = status.target.cilium_version if status.target else "?"
-    done = [m for _, _, m in members if m.state in (State.COMPLETED, State.SKIPPED)]
     failed = [m for _, _, m in members if m.state is State.FAILED]
     style = "green" if status.state is State.COMPLETED else "bold red"
     stdout.print()
     stdout.print(f"[{style}]run {status.network}/{status.name}: {status.state.value}[/]")
     stdout.print(
-        f"  {len(done)}/{len(members)} members at Kubernetes {target} (Cilium {cilium})",
+        f"  target Kubernetes {target} (Cilium {cilium}): {member_counts(status)}",
         highlight=False,
     )
     for member in failed:
@@ -148,7 +153,13 @@ def print_summary(result: RehearsalResult, shown_live: bool) -> None:
     for note in result.notes:
         stdout.print(f"  note: {note}", highlight=False)
     if result.ui_url:
-        stdout.print(f"  Web UI: {result.ui_url}", highlight=False)
+        lifetime = (
+            ""
+            if kept_up
+            else " (served by this command's own server: gone when it exits; "
+            "add --keep-server to keep it up)"
+        )
+        stdout.print(f"  Web UI: {result.ui_url}{lifetime}", highlight=False)
 
 
 async def _until_interrupted() -> None:
@@ -181,6 +192,8 @@ def _run(
 
     async def body() -> int:
         rehearsal = prepare()
+        for warning in rehearsal.plan.warnings:
+            console.print(f"[bold yellow]plan warning:[/] {escape(str(warning))}", highlight=False)
         settings = ConnectionSettings.resolve(options.address, options.namespace)
         devserver.install_signal_handlers()
 
@@ -193,7 +206,7 @@ def _run(
             if output is OutputFormat.JSON:
                 print_json(result.report)
             else:
-                print_summary(result, shown_live=stdout.is_terminal)
+                print_summary(result, shown_live=stdout.is_terminal, kept_up=keep_up)
                 if report_file is not None:
                     stdout.print(f"  report: {report_file}", highlight=False)
             if html_file is not None:
@@ -206,14 +219,15 @@ def _run(
                 )
                 await _until_interrupted()
 
-        result = await rehearse(
-            rehearsal,
-            settings,
-            default_state_dir(),
-            observe=_observer(output),
-            events=_Events(console),
-            afterwards=afterwards,
-        )
+        with one_line_activity_failures(console):
+            result = await rehearse(
+                rehearsal,
+                settings,
+                default_state_dir(),
+                observe=_observer(output),
+                events=_Events(console),
+                afterwards=afterwards,
+            )
         return result.exit_code
 
     code = run_async(ctx, body, output)
@@ -286,6 +300,11 @@ def simulate(
     output: OutputFormat | None = typer.Option(
         None, "--output", help="table or json (json: only the report on stdout)."
     ),
+    keep_server: bool = typer.Option(
+        False,
+        "--keep-server",
+        help="At the end, keep the private server and its Web UI up until Ctrl-C.",
+    ),
 ) -> None:
     """Rehearse an update run of a simulated fleet, start to end, and report what happened.
 
@@ -295,7 +314,7 @@ def simulate(
     factory = RehearsalFactory(
         fleet, strategy, target, network, time_scale, approve_all, html_file=html
     )
-    _run(ctx, out, factory, report, keep_up=False, html_file=html)
+    _run(ctx, out, factory, report, keep_up=keep_server, html_file=html)
 
 
 def demo(
