@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := engine workflows activities strategies
+PACKAGES := meshfleet engine workflows activities strategies
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint fmt typecheck layers pytest clean bench lock check-lock
