@@ -5,13 +5,25 @@ JSON lines otherwise (or as ``--log-format`` says). Traces: an OpenTelemetry
 tracer provider from the standard ``OTEL_*`` variables — a console exporter
 with ``OTEL_TRACES_EXPORTER=console``, OTLP with ``otlp`` (the ``otlp`` extra),
 and nothing at all when none is set.
+
+One trace per update run: the client's ``StartWorkflow`` span is its root,
+the SDK's tracing interceptor (``MeshfleetTracingInterceptor``, a subclass
+that adds ``meshfleet.network``, ``meshfleet.run`` and ``meshfleet.member``
+attributes to every workflow span) carries it into the run workflow, each
+member's child workflow and each step's activity, and ``traced_backend``
+adds one span per fleet-backend call under the step that made it:
+run -> member -> step -> backend call.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, cast
 
 import structlog
 from opentelemetry import trace
@@ -23,7 +35,21 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.util.types import AttributeValue
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import (
+    TracingInterceptor,
+    TracingWorkflowInboundInterceptor,
+)
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    WorkflowInterceptorClassInput,
+)
 
+from engine.domain.backend import FleetBackend
 from engine.domain.errors import UnavailableError
 
 _configured_logging: str | None = None
@@ -112,3 +138,104 @@ def _otlp_exporter() -> SpanExporter:
         ) from None
     exporter: SpanExporter = OTLPSpanExporter()
     return exporter
+
+
+# --- one trace per run ---------------------------------------------------------------------
+
+
+def workflow_attributes(workflow_id: str) -> dict[str, AttributeValue]:
+    """Span attributes naming the network, run and member a workflow id belongs to.
+
+    ``updaterun/<network>/<run>[/member/<cluster>]`` and ``network/<name>``; any
+    other id gives none.
+    """
+    parts = workflow_id.split("/")
+    if parts[0] == "updaterun" and len(parts) >= 3:
+        found: dict[str, AttributeValue] = {
+            "meshfleet.network": parts[1],
+            "meshfleet.run": parts[2],
+        }
+        if len(parts) == 5 and parts[3] == "member":
+            found["meshfleet.member"] = parts[4]
+        return found
+    if parts[0] == "network" and len(parts) == 2:
+        return {"meshfleet.network": parts[1]}
+    return {}
+
+
+class MeshfleetTracingInterceptor(TracingInterceptor):
+    """The SDK's tracing interceptor, with the network, run and member on workflow spans."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[TracingWorkflowInboundInterceptor]:
+        """The SDK's workflow tracing, plus meshfleet's attributes."""
+        super().workflow_interceptor_class(input)
+        return _MeshfleetWorkflowTracing
+
+
+class _MeshfleetWorkflowTracing(TracingWorkflowInboundInterceptor):
+    def _completed_span(
+        self, span_name: str, *, additional_attributes: Any = None, **kwargs: Any
+    ) -> None:
+        from temporalio import workflow
+
+        attributes = workflow_attributes(workflow.info().workflow_id)
+        attributes.update(additional_attributes or {})
+        super()._completed_span(span_name, additional_attributes=attributes, **kwargs)
+
+
+def client_tracer(client: Client) -> trace.Tracer | None:
+    """The tracer of the client's tracing interceptor: the worker's spans go where its go."""
+    for interceptor in client.config()["interceptors"]:
+        if isinstance(interceptor, TracingInterceptor):
+            return interceptor.tracer
+    return None
+
+
+class ActivitySpanAttributes(Interceptor):
+    """Adds the network, run and member to each activity's span (the step of the trace)."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        """Label the current (RunActivity) span."""
+        return _ActivityAttributes(next)
+
+
+class _ActivityAttributes(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(workflow_attributes(activity.info().workflow_id or ""))
+        return await super().execute_activity(input)
+
+
+def traced_backend(backend: FleetBackend, tracer: trace.Tracer) -> FleetBackend:
+    """``backend`` with one span per call (``backend.<method>``), under the calling step."""
+    return cast(FleetBackend, _TracedBackend(backend, tracer))
+
+
+class _TracedBackend:
+    """Wraps every coroutine method of a backend in a client span; the rest passes through."""
+
+    def __init__(self, backend: FleetBackend, tracer: trace.Tracer) -> None:
+        self._backend = backend
+        self._tracer = tracer
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._backend, name)
+        if name.startswith("_") or not inspect.iscoroutinefunction(target):
+            return target
+        return self._traced(name, target)
+
+    def _traced(self, name: str, target: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(target)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            attributes: dict[str, AttributeValue] = {"meshfleet.backend.method": name}
+            if activity.in_activity():
+                attributes.update(workflow_attributes(activity.info().workflow_id or ""))
+            with self._tracer.start_as_current_span(
+                f"backend.{name}", kind=trace.SpanKind.CLIENT, attributes=attributes
+            ):
+                return await target(*args, **kwargs)
+
+        return call
