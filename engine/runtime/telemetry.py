@@ -17,12 +17,13 @@ run -> member -> step -> backend call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import structlog
@@ -35,19 +36,14 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import (
     TracingInterceptor,
     TracingWorkflowInboundInterceptor,
 )
-from temporalio.worker import (
-    ActivityInboundInterceptor,
-    ExecuteActivityInput,
-    Interceptor,
-    WorkflowInterceptorClassInput,
-)
+from temporalio.worker import StartChildWorkflowInput, WorkflowInterceptorClassInput
 
 from engine.domain.backend import FleetBackend
 from engine.domain.errors import UnavailableError
@@ -164,7 +160,20 @@ def workflow_attributes(workflow_id: str) -> dict[str, AttributeValue]:
 
 
 class MeshfleetTracingInterceptor(TracingInterceptor):
-    """The SDK's tracing interceptor, with the network, run and member on workflow spans."""
+    """The SDK's tracing interceptor, with the network, run and member on its spans.
+
+    Client and activity spans get them from the workflow id they carry; workflow
+    spans from the workflow's own id.
+    """
+
+    @contextlib.contextmanager
+    def _start_as_current_span(
+        self, name: str, *, attributes: Attributes, **kwargs: Any
+    ) -> Iterator[None]:
+        merged = dict(attributes or {})
+        merged.update(workflow_attributes(str(merged.get("temporalWorkflowID") or "")))
+        with super()._start_as_current_span(name, attributes=merged, **kwargs):
+            yield
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
@@ -181,6 +190,10 @@ class _MeshfleetWorkflowTracing(TracingWorkflowInboundInterceptor):
         from temporalio import workflow
 
         attributes = workflow_attributes(workflow.info().workflow_id)
+        child = kwargs.get("add_to_outbound")
+        if isinstance(child, StartChildWorkflowInput):
+            # The span that starts a member belongs to that member.
+            attributes.update(workflow_attributes(child.id))
         attributes.update(additional_attributes or {})
         super()._completed_span(span_name, additional_attributes=attributes, **kwargs)
 
@@ -191,22 +204,6 @@ def client_tracer(client: Client) -> trace.Tracer | None:
         if isinstance(interceptor, TracingInterceptor):
             return interceptor.tracer
     return None
-
-
-class ActivitySpanAttributes(Interceptor):
-    """Adds the network, run and member to each activity's span (the step of the trace)."""
-
-    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        """Label the current (RunActivity) span."""
-        return _ActivityAttributes(next)
-
-
-class _ActivityAttributes(ActivityInboundInterceptor):
-    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.set_attributes(workflow_attributes(activity.info().workflow_id or ""))
-        return await super().execute_activity(input)
 
 
 def traced_backend(backend: FleetBackend, tracer: trace.Tracer) -> FleetBackend:

@@ -27,7 +27,7 @@ from engine.domain.backend import FleetBackend
 from engine.runtime import settings
 from engine.runtime.metrics import MetricsInterceptor, client_runtime, metrics_for
 from engine.runtime.runs import start_update_run
-from engine.runtime.telemetry import ActivitySpanAttributes, client_tracer, traced_backend
+from engine.runtime.telemetry import client_tracer, traced_backend
 from workflows.auto_upgrade import AutoUpgradeWorkflow
 from workflows.health import HealthCheckWorkflow
 from workflows.member_update import MemberUpdateWorkflow
@@ -96,10 +96,7 @@ def build_worker(
         activities=list(activities),
         workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        interceptors=[
-            MetricsInterceptor(metrics_for(client_runtime(client))),
-            ActivitySpanAttributes(),
-        ],
+        interceptors=[MetricsInterceptor(metrics_for(client_runtime(client)))],
     )
 
 
