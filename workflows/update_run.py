@@ -74,6 +74,7 @@ from strategies import (
     parse_catalog,
     plan,
 )
+from strategies.details import details_markdown
 from strategies.progress import MemberVersions, skew_blocker
 from workflows.failures import failure_reason
 
@@ -1009,28 +1010,3 @@ class UpdateRunWorkflow:
 def is_open_or_none(window: MaintenanceWindow | None, now: dt.datetime) -> bool:
     """Open now, or no window at all (those go first among a group's members)."""
     return window is None or is_open(window, now)
-
-
-def details_markdown(status: RunStatus) -> str:
-    """A short markdown table for the Web UI: one row per stage."""
-    target = status.target.kubernetes_version if status.target else "?"
-    lines = [
-        f"**{status.name}** on `{status.network}` → Kubernetes {target}: **{status.state.value}**",
-        "",
-        "| stage | state | done | running | pending | failed |",
-        "|---|---|---|---|---|---|",
-    ]
-    for stage in status.stages:
-        members = [m for g in stage.groups for m in g.members]
-
-        def count(*states: State, group: list[MemberStatus] = members) -> int:
-            return sum(1 for m in group if m.state in states)
-
-        lines.append(
-            f"| {stage.name} | {stage.state.value} "
-            f"| {count(State.COMPLETED, State.SKIPPED)}/{len(members)} "
-            f"| {count(State.RUNNING)} | {count(State.PENDING)} | {count(State.FAILED)} |"
-        )
-    if status.error:
-        lines += ["", f"error: {status.error}"]
-    return "\n".join(lines)
