@@ -92,3 +92,10 @@ def test_the_lock_check_skips_pins_whose_marker_does_not_apply(tmp_path: Path) -
         "rich==15.0.0 \\\n    --hash=sha256:11\n"
     )
     assert check_lock().locked(lock) == {"rich": "15.0.0"}
+
+
+def test_the_image_installs_the_locked_versions_and_the_public_package() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "--require-hashes -r requirements.lock" in dockerfile
+    assert "--no-deps ." in dockerfile
+    assert "COPY meshfleet ./meshfleet" in dockerfile
