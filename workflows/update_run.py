@@ -19,7 +19,12 @@ import datetime as dt
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
@@ -74,6 +79,7 @@ from strategies import (
     parse_catalog,
     plan,
 )
+from strategies.details import details_markdown
 from strategies.progress import MemberVersions, skew_blocker
 from workflows.failures import failure_reason
 
@@ -81,6 +87,9 @@ NETWORK_KEY = search_attributes.NETWORK
 STATE_KEY = search_attributes.RUN_STATE
 STAGE_KEY = search_attributes.STAGE
 TARGET_KEY = search_attributes.TARGET_VERSION
+# h-ops: each member workflow names its network and cluster (MeshfleetMember), from this patch on.
+MEMBER_KEY = search_attributes.MEMBER
+MEMBER_SEARCH_ATTRIBUTE_PATCH = "member-search-attribute"
 
 #: Run-level activities are short reads; retry transient failures a few times.
 RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
@@ -835,6 +844,17 @@ class UpdateRunWorkflow:
             mesh_ready_timeout=self._health.mesh_ready_timeout,
             timings=self._input.timings,
         )
+        # h-ops: histories recorded before the patch started children without it.
+        member_attributes = (
+            TypedSearchAttributes(
+                [
+                    SearchAttributePair(NETWORK_KEY, status.network),
+                    SearchAttributePair(MEMBER_KEY, [member.name]),
+                ]
+            )
+            if workflow.patched(MEMBER_SEARCH_ATTRIBUTE_PATCH)
+            else None
+        )
         try:
             result: MemberUpdateResult = await workflow.execute_child_workflow(
                 contract.MEMBER_UPDATE_WORKFLOW,
@@ -842,6 +862,7 @@ class UpdateRunWorkflow:
                 id=contract.member_workflow_id(status.network, status.run_id, member.name),
                 result_type=MemberUpdateResult,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                search_attributes=member_attributes,
                 static_summary=(
                     f"{member.name}: {member.from_.kubernetes_version} "
                     f"-> {member.to.kubernetes_version}"
@@ -1009,28 +1030,3 @@ class UpdateRunWorkflow:
 def is_open_or_none(window: MaintenanceWindow | None, now: dt.datetime) -> bool:
     """Open now, or no window at all (those go first among a group's members)."""
     return window is None or is_open(window, now)
-
-
-def details_markdown(status: RunStatus) -> str:
-    """A short markdown table for the Web UI: one row per stage."""
-    target = status.target.kubernetes_version if status.target else "?"
-    lines = [
-        f"**{status.name}** on `{status.network}` → Kubernetes {target}: **{status.state.value}**",
-        "",
-        "| stage | state | done | running | pending | failed |",
-        "|---|---|---|---|---|---|",
-    ]
-    for stage in status.stages:
-        members = [m for g in stage.groups for m in g.members]
-
-        def count(*states: State, group: list[MemberStatus] = members) -> int:
-            return sum(1 for m in group if m.state in states)
-
-        lines.append(
-            f"| {stage.name} | {stage.state.value} "
-            f"| {count(State.COMPLETED, State.SKIPPED)}/{len(members)} "
-            f"| {count(State.RUNNING)} | {count(State.PENDING)} | {count(State.FAILED)} |"
-        )
-    if status.error:
-        lines += ["", f"error: {status.error}"]
-    return "\n".join(lines)

@@ -71,9 +71,19 @@ class FleetWindow(DomainModel):
     @classmethod
     def _days(cls, value: object) -> object:
         # Accept 'Sat' as well as 'Saturday', as the CLI does.
-        if isinstance(value, list):
-            return [parse_day(item) if isinstance(item, str) else item for item in value]
-        return value
+        if not isinstance(value, list):
+            return value
+        days: list[object] = []
+        bad: list[str] = []
+        for item in value:
+            try:
+                days.append(parse_day(item) if isinstance(item, str) else item)
+            except ValueError:
+                bad.append(repr(item))
+        if bad:  # every bad day at once, not the first
+            names = ", ".join(day.value[:3] for day in DayOfWeek)
+            raise ValueError(f"{', '.join(bad)} not a day of the week ({names})")
+        return days
 
     @field_validator("days", mode="after")
     @classmethod

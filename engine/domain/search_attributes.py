@@ -7,6 +7,8 @@ the client queries them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey
 
 #: The network a network workflow or update run belongs to.
@@ -18,4 +20,14 @@ STAGE = SearchAttributeKey.for_keyword("MeshfleetStage")
 #: An update run's target Kubernetes version.
 TARGET_VERSION = SearchAttributeKey.for_keyword("MeshfleetTargetVersion")
 
-ALL = (NETWORK, RUN_STATE, STAGE, TARGET_VERSION)
+#: The clusters a workflow works on (a keyword list): a run's network members when it
+#: started, a member workflow's own cluster. ``MeshfleetMember = "eu-west-2"`` finds
+#: every run and member update that touched that cluster.
+MEMBER = SearchAttributeKey.for_keyword_list("MeshfleetMember")
+
+ALL = (NETWORK, RUN_STATE, STAGE, TARGET_VERSION, MEMBER)
+
+
+def type_name(key: SearchAttributeKey[Any]) -> str:
+    """The type as the Temporal CLI names it: ``Keyword``, ``KeywordList``."""
+    return "".join(part.capitalize() for part in key.indexed_value_type.name.split("_"))

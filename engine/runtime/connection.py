@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.service import TLSConfig
@@ -22,6 +21,7 @@ from temporalio.service import TLSConfig
 from engine.domain.errors import FieldError, InvalidInputError, UnavailableError
 from engine.runtime import devserver
 from engine.runtime.settings import state_dir as default_state_dir
+from engine.runtime.telemetry import MeshfleetTracingInterceptor
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ async def connect_client(address: str, settings: ConnectionSettings) -> Client:
             tls=settings.tls,
             rpc_metadata=dict(settings.rpc_metadata),
             data_converter=pydantic_data_converter,
-            interceptors=[TracingInterceptor()],
+            interceptors=[MeshfleetTracingInterceptor()],
         )
     except RuntimeError as error:
         raise UnavailableError(f"cannot reach Temporal at {address}: {error}") from None

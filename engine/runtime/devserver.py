@@ -49,6 +49,10 @@ DEFAULT_NAMESPACE = "default"
 
 #: meshfleet's search attributes: every one Keyword, so the Web UI can filter on them.
 SEARCH_ATTRIBUTES: tuple[str, ...] = tuple(key.name for key in search_attributes.ALL)
+#: Each one's type as the ``temporal`` CLI names it (``Keyword``, ``KeywordList``).
+SEARCH_ATTRIBUTE_TYPES: dict[str, str] = {
+    key.name: search_attributes.type_name(key) for key in search_attributes.ALL
+}
 
 #: The dynamic-config flag that enables per-workflow time skipping (tests only).
 TIME_SKIPPING_FLAG = "frontend.WorkflowTimeSkippingEnabled"
@@ -167,7 +171,7 @@ class ServerConfig:
         if self.namespace != DEFAULT_NAMESPACE:
             args += ["--namespace", self.namespace]
         for name in SEARCH_ATTRIBUTES:
-            args += ["--search-attribute", f"{name}=Keyword"]
+            args += ["--search-attribute", f"{name}={SEARCH_ATTRIBUTE_TYPES[name]}"]
         for key, value in self.dynamic_config.items():
             args += ["--dynamic-config-value", f"{key}={value}"]
         return args

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from temporalio.client import (
     Client,
     WorkflowHandle,
@@ -35,7 +36,7 @@ from engine.domain.errors import (
     UnavailableError,
 )
 from engine.domain.names import resource_name_problem
-from engine.domain.network import network_workflow_id
+from engine.domain.network import QUERY_DESCRIBE, NetworkDescription, network_workflow_id
 from engine.domain.run import (
     ApproveRequest,
     ResumeRequest,
@@ -55,10 +56,15 @@ from workflows.failures import failure_reason
 
 T = TypeVar("T")
 
+log = structlog.get_logger(__name__)
+
 NETWORK_KEY = search_attributes.NETWORK
 STATE_KEY = search_attributes.RUN_STATE
 STAGE_KEY = search_attributes.STAGE
 TARGET_KEY = search_attributes.TARGET_VERSION
+MEMBER_KEY = search_attributes.MEMBER
+#: How long starting a run waits for the network to name its members (no worker: none named).
+MEMBERS_QUERY_TIMEOUT = dt.timedelta(seconds=5)
 
 #: How often watch() and result() look at the run.
 WATCH_INTERVAL = dt.timedelta(seconds=0.5)
@@ -238,6 +244,7 @@ async def start_update_run(
     if problem:
         raise InvalidInputError([FieldError(path="name", message=problem)])
     await _require_network(client, spec.network)
+    members = await _network_members(client, spec.network)
     catalog = load_catalog(catalog_file)
     request = UpdateRunInput(
         run_id=name,
@@ -258,6 +265,7 @@ async def start_update_run(
                     SearchAttributePair(NETWORK_KEY, spec.network),
                     SearchAttributePair(STATE_KEY, State.NOT_STARTED.value),
                     SearchAttributePair(TARGET_KEY, target),
+                    *([SearchAttributePair(MEMBER_KEY, members)] if members else []),
                 ]
             ),
             static_summary=f"update run {name}: network {spec.network} to Kubernetes {target}",
@@ -338,6 +346,18 @@ async def _require_network(client: Client, network: str) -> None:
         await client.get_workflow_handle(network_workflow_id(network)).describe()
     except RPCError as error:
         raise _rpc_problem(error, f"network {network!r}") from None
+
+
+async def _network_members(client: Client, network: str) -> list[str]:
+    """The network's members now, for the run's ``MeshfleetMember`` (none if it cannot say)."""
+    try:
+        described: NetworkDescription = await client.get_workflow_handle(
+            network_workflow_id(network)
+        ).query(QUERY_DESCRIBE, result_type=NetworkDescription, rpc_timeout=MEMBERS_QUERY_TIMEOUT)
+    except Exception as error:  # no worker answers: the run still starts, unlabelled
+        log.warning("run.members_unknown", network=network, error=str(error))
+        return []
+    return sorted(member.name for member in described.members)
 
 
 def _quoted(value: str) -> str:

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     Schedule,
@@ -34,12 +39,14 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from engine.domain.durations import parse_duration
 from engine.domain.errors import (
     FieldError,
     InvalidInputError,
     MeshfleetError,
     NotFoundError,
     UnavailableError,
+    field_errors_from_pydantic,
 )
 from engine.domain.network import network_workflow_id
 from engine.domain.schedule import (
@@ -48,6 +55,7 @@ from engine.domain.schedule import (
     SCHEDULE_ID_PREFIX,
     AutoUpgradeInput,
     AutoUpgradeProfile,
+    Channel,
     FleetWindow,
     ProfileStatus,
     TriggerResult,
@@ -55,7 +63,9 @@ from engine.domain.schedule import (
     schedule_id,
     trigger_workflow_id,
 )
+from engine.domain.strategy import UpdateStrategy
 from engine.domain.windows import parse_time_of_day
+from strategies import default_strategy, load_strategy
 
 #: A trigger that no worker picks up within this long times out, so the next firing
 #: (overlap SKIP) is not blocked forever.
@@ -323,3 +333,129 @@ async def trigger_profile(
     except WorkflowFailureError:
         pass  # a trigger that did not complete shows up in the status below
     return await describe_profile(client, name)
+
+
+# --- a profile from the CLI's options, every problem at once ---------------------------------
+
+#: The ``schedule create`` option behind each profile field, for messages naming what was typed.
+PROFILE_OPTIONS = {
+    "name": "NAME",
+    "network": "--network",
+    "strategy": "--strategy",
+    "channel": "--channel",
+    "targetKubernetesVersion": "--target",
+    "window.days": "--days",
+    "window.startTime": "--start",
+    "window.timeZone": "--timezone",
+    "window.durationHours": "--duration",
+    "window.skipDates": "--skip-date",
+}
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """``meshfleet schedule create``'s options, as typed (strings, not yet checked)."""
+
+    name: str
+    network: str
+    strategy: Path
+    channel: str
+    days: str
+    start: str
+    duration: str
+    target: str | None = None
+    timezone: str = "UTC"
+    skip_dates: Sequence[str] = field(default_factory=tuple)
+    start_run: bool = True
+    disabled: bool = False
+
+
+def _option_path(path: str) -> str:
+    """``window.timeZone`` -> ``--timezone (window.timeZone)``; skip dates keep their index."""
+    base = path.split("[", 1)[0]
+    option = PROFILE_OPTIONS.get(base)
+    return f"{option} ({path})" if option else path
+
+
+def _channel(text: str) -> Channel | str:
+    for channel in Channel:
+        if text.strip().lower() == channel.value.lower():
+            return channel
+    names = ", ".join(c.value for c in Channel)
+    return f"{text!r} is not a channel ({names})"
+
+
+def _duration_hours(text: str) -> int | str:
+    try:
+        delta = parse_duration(text)
+    except ValueError as error:
+        return str(error)
+    hours, rest = divmod(delta, dt.timedelta(hours=1))
+    if rest or not 1 <= hours <= 24:
+        return f"{text!r}: must be whole hours from 1h to 24h"
+    return int(hours)
+
+
+def profile_from_options(options: ProfileOptions) -> AutoUpgradeProfile:
+    """The profile the options describe, or one ``InvalidInputError`` listing every problem.
+
+    Each option is checked on its own (a bad channel does not hide a bad time
+    zone or a broken strategy file), like the file validators do.
+    """
+    problems: list[FieldError] = []
+
+    def problem(path: str, message: str) -> None:
+        problems.append(FieldError(path=_option_path(path), message=message))
+
+    channel = _channel(options.channel)
+    if not isinstance(channel, Channel):  # a Channel is a str too: ask for the enum
+        problem("channel", channel)
+    hours = _duration_hours(options.duration)
+    if not isinstance(hours, int):
+        problem("window.durationHours", hours)
+    strategy: UpdateStrategy | None = None
+    try:
+        strategy = load_strategy(options.strategy)
+    except InvalidInputError as error:
+        where = f"{error.source}: " if error.source else ""
+        problems += [
+            FieldError(path=f"--strategy {where}{e.path}".rstrip(), message=e.message)
+            for e in error.errors
+        ]
+    wants_target = channel is Channel.TARGET_KUBERNETES_VERSION
+    if wants_target and not options.target:
+        problem("targetKubernetesVersion", "channel TargetKubernetesVersion needs --target")
+    if isinstance(channel, Channel) and not wants_target and options.target:
+        problem(
+            "targetKubernetesVersion",
+            f"is only for channel TargetKubernetesVersion (channel is {channel.value})",
+        )
+    # Everything else through the model; what failed above gets a stand-in that passes.
+    document: dict[str, Any] = {
+        "name": options.name,
+        "network": options.network,
+        "strategy": strategy if strategy is not None else default_strategy(),
+        "channel": channel if wants_target and options.target else Channel.RAPID,
+        "targetKubernetesVersion": options.target if wants_target else None,
+        "window": {
+            "days": [d for d in options.days.split(",") if d.strip()],
+            "startTime": options.start,
+            "timeZone": options.timezone,
+            "durationHours": hours if isinstance(hours, int) else 1,
+            "skipDates": list(options.skip_dates),
+        },
+        "startRun": options.start_run,
+        "disabled": options.disabled,
+    }
+    try:
+        profile = AutoUpgradeProfile.model_validate(document)
+    except ValidationError as error:
+        problems += [
+            FieldError(path=_option_path(e.path), message=e.message)
+            for e in field_errors_from_pydantic(error)
+        ]
+    if problems:
+        raise InvalidInputError(problems)
+    # The stand-ins never survive: only options with no problem get here.
+    assert isinstance(channel, Channel)
+    return profile.model_copy(update={"channel": channel})

@@ -1,7 +1,7 @@
 """Preparing an existing Temporal namespace for meshfleet (``meshfleet setup``).
 
 meshfleet needs from a Temporal server only what any Temporal application
-needs: a namespace, its four Keyword search attributes (so the Web UI and
+needs: a namespace, its search attributes (Keywords and one KeywordList, so the Web UI and
 ``meshfleet run list`` can filter runs) and workflow updates (every control of
 a network or a run is an update; ``network create`` is an update-with-start).
 The embedded dev server gets all of that from its command line; a team's
@@ -35,19 +35,31 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, GetSyste
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from engine.domain import search_attributes
 from engine.domain.errors import MeshfleetError, NotFoundError, UnavailableError
 from engine.runtime.devserver import SEARCH_ATTRIBUTES
 
 __all__ = [
     "MIN_SERVER_VERSION",
     "SEARCH_ATTRIBUTE_TYPE",
+    "SEARCH_ATTRIBUTE_TYPES",
     "NamespaceNotReadyError",
     "SetupReport",
     "prepare_namespace",
 ]
 
-#: Every meshfleet search attribute is a Keyword (exact match, filterable in the Web UI).
+#: meshfleet's search attributes are Keywords (exact match, filterable in the Web UI)...
 SEARCH_ATTRIBUTE_TYPE = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+#: ...except MeshfleetMember, a KeywordList (the clusters a workflow touched).
+SEARCH_ATTRIBUTE_TYPES: dict[str, IndexedValueType.ValueType] = {
+    key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+    for key in search_attributes.ALL
+}
+
+
+def _wanted_type(name: str) -> IndexedValueType.ValueType:
+    return SEARCH_ATTRIBUTE_TYPES.get(name, SEARCH_ATTRIBUTE_TYPE)
+
 
 #: Update-with-start (``network create``) arrived in Temporal Server 1.26.
 MIN_SERVER_VERSION = (1, 26, 0)
@@ -194,16 +206,18 @@ async def prepare_namespace(
 
     existing = dict(listed.custom_attributes)
     system = set(listed.system_attributes)
-    clashes = [
-        f"{name} is {_type_name(existing[name])}"
-        for name in attributes
-        if name in existing and existing[name] != SEARCH_ATTRIBUTE_TYPE
-    ]
+    wrong = [n for n in attributes if n in existing and existing[n] != _wanted_type(n)]
+    clashes = [f"{name} is {_type_name(existing[name])}" for name in wrong]
     clashes += [f"{name} is a system attribute" for name in attributes if name in system]
     if clashes:
+        needs = ", ".join(
+            f"{name} as {_type_name(_wanted_type(name))}"
+            for name in attributes
+            if name in wrong or name in system
+        )
         raise NamespaceNotReadyError(
             f"namespace {namespace!r} already has search attributes of another type "
-            f"({'; '.join(clashes)}); meshfleet needs them as {_type_name(SEARCH_ATTRIBUTE_TYPE)}. "
+            f"({'; '.join(clashes)}); meshfleet needs {needs}. "
             "Nothing was changed: remove or rename them "
             "(temporal operator search-attribute remove) and run setup again"
         )
@@ -223,13 +237,15 @@ async def prepare_namespace(
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
                 namespace=namespace,
-                search_attributes=dict.fromkeys(missing, SEARCH_ATTRIBUTE_TYPE),
+                search_attributes={name: _wanted_type(name) for name in missing},
             ),
             timeout=_TIMEOUT,
         )
     except RPCError as error:
         if error.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
-            flags = " ".join(f"--search-attribute {name}=Keyword" for name in missing)
+            flags = " ".join(
+                f"--search-attribute {name}={_type_name(_wanted_type(name))}" for name in missing
+            )
             raise NamespaceNotReadyError(
                 f"this server does not let this client add search attributes "
                 f"({error.status.name}: {error.message}). On Temporal Cloud add them with: "

@@ -25,7 +25,9 @@ from activities.network import NetworkActivities
 from activities.update import UpdateActivities
 from engine.domain.backend import FleetBackend
 from engine.runtime import settings
+from engine.runtime.metrics import MetricsInterceptor, client_runtime, metrics_for
 from engine.runtime.runs import start_update_run
+from engine.runtime.telemetry import client_tracer, traced_backend
 from workflows.auto_upgrade import AutoUpgradeWorkflow
 from workflows.health import HealthCheckWorkflow
 from workflows.member_update import MemberUpdateWorkflow
@@ -80,8 +82,13 @@ def build_worker(
     """A worker for ``task_queue`` with every workflow and activity (or the ones given).
 
     Without ``backend`` and ``activities`` only the health check's activity is
-    registered (enough for ``meshfleet healthcheck``).
+    registered (enough for ``meshfleet healthcheck``). meshfleet's metrics go to
+    the client's runtime (a Prometheus endpoint when it has one) and its spans to
+    the client's tracer: each backend call is a span under the step that made it.
     """
+    tracer = client_tracer(client)
+    if backend is not None and tracer is not None:
+        backend = traced_backend(backend, tracer)
     if activities is None:
         activities = all_activities(backend, client) if backend is not None else [health_check]
     return Worker(
@@ -91,6 +98,7 @@ def build_worker(
         activities=list(activities),
         workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        interceptors=[MetricsInterceptor(metrics_for(client_runtime(client)))],
     )
 
 

@@ -75,7 +75,7 @@ def test_every_image_has_a_pinned_version(compose: dict[str, Any]) -> None:
         assert sep, f"{name}: image {image!r} has no tag"
         assert "/" not in tag, f"{name}: image {image!r} has no tag"
         assert tag != "latest", f"{name}: image {image!r} is not pinned"
-        assert re.fullmatch(r"\d+\.\d+(\.\d+)?([.-][\w.-]+)?", tag), f"{name}: tag {tag!r}"
+        assert re.fullmatch(r"v?\d+\.\d+(\.\d+)?([.-][\w.-]+)?", tag), f"{name}: tag {tag!r}"
         assert repository
 
 
@@ -102,7 +102,7 @@ def test_meshfleets_image_is_the_projects_version_built_from_the_dockerfile(
         assert (context / build["dockerfile"]).is_file()
 
 
-def test_only_the_frontend_and_the_web_ui_are_published_and_on_loopback(
+def test_only_the_frontend_the_web_ui_and_prometheus_are_published_and_on_loopback(
     compose: dict[str, Any], env: dict[str, str]
 ) -> None:
     published = {
@@ -111,6 +111,7 @@ def test_only_the_frontend_and_the_web_ui_are_published_and_on_loopback(
     assert published == {
         "temporal": [f"127.0.0.1:{env['TEMPORAL_PORT']}:{DEFAULT_GRPC_PORT}"],
         "temporal-ui": [f"127.0.0.1:{env['TEMPORAL_UI_PORT']}:8080"],
+        "prometheus": [f"127.0.0.1:{env['PROMETHEUS_PORT']}:9090"],
     }
 
 

@@ -107,7 +107,11 @@ def test_the_worker_deployment_is_production_shaped(directory: Path) -> None:
         assert set(container["resources"][kind]) == {"cpu", "memory"}
     args = container["args"]
     port = int(args[args.index("--health-port") + 1])
-    assert container["ports"] == [{"name": "health", "containerPort": port, "protocol": "TCP"}]
+    metrics = int(args[args.index("--metrics-port") + 1])
+    assert container["ports"] == [
+        {"name": "health", "containerPort": port, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": metrics, "protocol": "TCP"},
+    ]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["port"] == "health"
         assert container[probe]["httpGet"]["path"] in ("/healthz", "/readyz")

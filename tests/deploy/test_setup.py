@@ -24,6 +24,7 @@ from engine.domain.errors import NotFoundError
 from engine.runtime import devserver
 from engine.runtime.connection import ConnectionSettings, connect_client
 from engine.runtime.setup import (
+    SEARCH_ATTRIBUTE_TYPES,
     NamespaceNotReadyError,
     parse_server_version,
     prepare_namespace,
@@ -69,10 +70,10 @@ async def custom_attributes(client: Client) -> dict[str, int]:
     return dict(listed.custom_attributes)
 
 
-async def test_setup_adds_the_four_attributes_then_changes_nothing(
+async def test_setup_adds_every_attribute_with_its_type_then_changes_nothing(
     temporal_server: devserver.EmbeddedServer, fresh_namespace: NamespaceFactory
 ) -> None:
-    """First run adds all four (JSON report), the second adds none and keeps all four."""
+    """First run adds all (JSON report), the second adds none and keeps all, each with its type."""
     client = await fresh_namespace()
     assert not set(devserver.SEARCH_ATTRIBUTES) & set(await custom_attributes(client))
 
@@ -92,8 +93,7 @@ async def test_setup_adds_the_four_attributes_then_changes_nothing(
         "async_update": True,
     }
     assert parse_server_version(str(report["serverVersion"])) is not None
-    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-    assert await custom_attributes(client) == dict.fromkeys(devserver.SEARCH_ATTRIBUTES, keyword)
+    assert await custom_attributes(client) == SEARCH_ATTRIBUTE_TYPES
 
     second = await meshfleet(temporal_server.address, client.namespace, "setup", "--output", "json")
     assert second.code == 0, second.stderr
@@ -102,7 +102,7 @@ async def test_setup_adds_the_four_attributes_then_changes_nothing(
         "kept": list(devserver.SEARCH_ATTRIBUTES),
         "missing": [],
     }
-    assert await custom_attributes(client) == dict.fromkeys(devserver.SEARCH_ATTRIBUTES, keyword)
+    assert await custom_attributes(client) == SEARCH_ATTRIBUTE_TYPES
 
 
 async def test_setup_on_the_embedded_servers_own_namespace_keeps_everything(

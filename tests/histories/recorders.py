@@ -45,3 +45,20 @@ async def test_record_a_completed_two_stage_run(
         await record(
             client, network_workflow_id(fleet.network), "Network", "joined-and-released", note
         )
+
+
+async def test_record_a_run_whose_members_carry_their_cluster(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """h-ops: a run since the member-search-attribute patch (its marker is in the history)."""
+    clusters = [Cluster("a-1", group="a")]
+    plan = strategy([{"name": "a", "groups": [{"name": "a"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(plan)
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+        note = (
+            f"Recorded at {_commit()} (plus the member-search-attribute patch) by "
+            "recorders.py::test_record_a_run_whose_members_carry_their_cluster."
+        )
+        await record(client, run.workflow_id, "UpdateRun", "completed-member-attribute", note)

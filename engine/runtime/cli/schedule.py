@@ -15,9 +15,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from engine.domain.durations import parse_duration
-from engine.domain.errors import FieldError, InvalidInputError
-from engine.domain.schedule import AutoUpgradeProfile, Channel, ProfileStatus
+from engine.domain.schedule import AutoUpgradeProfile, ProfileStatus
 from engine.runtime.cli.common import (
     OutputFormat,
     print_json,
@@ -28,7 +26,7 @@ from engine.runtime.cli.common import (
     with_client,
 )
 from engine.runtime.client import MeshfleetClient
-from strategies import load_strategy
+from engine.runtime.schedules import ProfileOptions, profile_from_options
 
 schedule_app = typer.Typer(
     name="schedule",
@@ -41,19 +39,6 @@ _OUTPUT_HELP = "table or json (overrides the global --output)."
 
 def _when(moment: dt.datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
-
-
-def _duration_hours(text: str) -> int:
-    try:
-        delta = parse_duration(text)
-    except ValueError as error:
-        raise InvalidInputError([FieldError(path="--duration", message=str(error))]) from None
-    hours, rest = divmod(delta, dt.timedelta(hours=1))
-    if rest or not 1 <= hours <= 24:
-        raise InvalidInputError(
-            [FieldError(path="--duration", message="must be whole hours from 1h to 24h")]
-        )
-    return int(hours)
 
 
 def _print_status(status: ProfileStatus, output: OutputFormat) -> None:
@@ -99,7 +84,7 @@ def create(
     name: str = typer.Argument(..., help="The profile's name (the schedule is autoupgrade/NAME)."),
     network: str = typer.Option(..., help="The network to keep up to date."),
     strategy: Path = typer.Option(..., help="Strategy file (native YAML/JSON or Fleet JSON)."),
-    channel: Channel = typer.Option(..., help="Stable, Rapid, Patch or TargetKubernetesVersion."),
+    channel: str = typer.Option(..., help="Stable, Rapid, Patch or TargetKubernetesVersion."),
     target: str | None = typer.Option(
         None, help="The minor for channel TargetKubernetesVersion, e.g. 1.34."
     ),
@@ -114,28 +99,25 @@ def create(
     disabled: bool = typer.Option(False, help="Create the schedule paused."),
     output: OutputFormat | None = typer.Option(None, help=_OUTPUT_HELP),
 ) -> None:
-    """Create an auto-upgrade profile and its Temporal Schedule."""
+    """Create an auto-upgrade profile and its Temporal Schedule (every bad option reported)."""
     out = resolve_output(ctx, output)
+    options = ProfileOptions(
+        name=name,
+        network=network,
+        strategy=strategy,
+        channel=channel,
+        target=target,
+        days=days,
+        start=start,
+        timezone=timezone,
+        duration=duration,
+        skip_dates=tuple(skip_date),
+        start_run=start_run,
+        disabled=disabled,
+    )
 
     def profile() -> AutoUpgradeProfile:
-        return AutoUpgradeProfile.model_validate(
-            {
-                "name": name,
-                "network": network,
-                "strategy": load_strategy(strategy),
-                "channel": channel,
-                "targetKubernetesVersion": target,
-                "window": {
-                    "days": [d for d in days.split(",") if d.strip()],
-                    "startTime": start,
-                    "timeZone": timezone,
-                    "durationHours": _duration_hours(duration),
-                    "skipDates": skip_date,
-                },
-                "startRun": start_run,
-                "disabled": disabled,
-            }
-        )
+        return profile_from_options(options)
 
     checked = run_command(ctx, profile, out)
 

@@ -104,14 +104,35 @@ def worker(
     health_port: int | None = typer.Option(
         None, help="Serve GET /healthz on 0.0.0.0:PORT (200 while the worker polls)."
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        help="Serve Prometheus metrics (the SDK's and meshfleet's) on 0.0.0.0:PORT/metrics "
+        "(default: $MESHFLEET_METRICS_PORT; none when unset).",
+    ),
 ) -> None:
     """Run a meshfleet worker until SIGINT/SIGTERM (start more of them to scale out)."""
+    import contextlib
+    import os
+
+    from temporalio.runtime import Runtime
+
     from engine.runtime.backends import open_backend
+    from engine.runtime.metrics import (
+        metrics_for,
+        metrics_port_from,
+        metrics_runtime,
+        network_status_collector,
+    )
     from engine.runtime.telemetry import configure_tracing
     from engine.runtime.worker import build_worker, run_worker_until_signalled, serve_health
 
     async def body() -> None:
         configure_tracing()
+        port = metrics_port_from(metrics_port, os.environ)
+        runtime = metrics_runtime(port) if port is not None else None
+        if runtime is not None:
+            # Every client of this process (so the worker's) reports through it.
+            Runtime.set_default(runtime, error_if_already_set=False)
         fleet = open_backend(backend, state_dir=state_dir, access_file=access)
         connection = await connect(settings_from(ctx))
         try:
@@ -119,12 +140,18 @@ def worker(
             stdout.print(
                 f"meshfleet worker ({backend.value} backend) polling task queue {queue!r} "
                 f"on {connection.address}"
+                + (f"; metrics on :{port}/metrics" if port is not None else "")
             )
             health = await serve_health(health_port) if health_port else None
             try:
-                await run_worker_until_signalled(
-                    build_worker(connection.client, queue, backend=fleet)
-                )
+                async with contextlib.AsyncExitStack() as stack:
+                    if runtime is not None:
+                        await stack.enter_async_context(
+                            network_status_collector(connection.client, metrics_for(runtime))
+                        )
+                    await run_worker_until_signalled(
+                        build_worker(connection.client, queue, backend=fleet)
+                    )
             finally:
                 if health is not None:
                     health.close()
