@@ -159,7 +159,9 @@ def current_opening_end(window: MaintenanceWindow, t: dt.datetime) -> dt.datetim
     """When the opening that contains ``t`` closes (None when closed at ``t``).
 
     Back-to-back occurrences count as one opening. Work already running may
-    overrun this moment; no new work starts after it.
+    overrun this moment; no new work starts after it. A window that never
+    closes (occurrences that touch without a gap, such as a daily window of 24
+    hours) reports the end of the three-year horizon the openings are read over.
     """
     t = _aware(t)
     for begin, finish in _openings(window, t):

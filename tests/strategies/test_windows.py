@@ -73,6 +73,10 @@ def windows(
     )
 
 
+#: An opening this long is the horizon's end, not a close (see ``current_opening_end``).
+NEVER_CLOSES = dt.timedelta(days=3 * 365)
+
+
 def not_allowed(window: MaintenanceWindow, moment: dt.datetime) -> bool:
     local = moment.astimezone(parse_utc_offset(window.utc_offset)).date()
     return any(span.start <= local <= span.end for span in window.not_allowed_dates)
@@ -94,6 +98,18 @@ def test_the_next_opening_is_never_before_t_and_the_window_is_open_then(
         assert not is_open(window, opening - dt.timedelta(seconds=1))
 
 
+def test_a_daily_window_of_24_hours_never_closes_within_the_horizon() -> None:
+    """Touching occurrences merge into one opening that lasts to the horizon's end."""
+    window = MaintenanceWindow.model_validate(
+        {"schedule": {"daily": {"intervalDays": 1}}, "durationHours": 24, "startTime": "00:00"}
+    )
+    t = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    end = current_opening_end(window, t)
+    assert end is not None
+    assert end - t >= NEVER_CLOSES
+    assert all(is_open(window, t + dt.timedelta(days=d, hours=7)) for d in range(0, 1000, 37))
+
+
 @settings(max_examples=150, deadline=None)
 @given(windows(), MOMENTS)
 def test_an_open_window_stays_open_until_its_current_opening_ends(
@@ -105,6 +121,12 @@ def test_an_open_window_stays_open_until_its_current_opening_ends(
         return
     assert end is not None
     assert end > t
+    if end - t >= NEVER_CLOSES:
+        # A window whose occurrences touch (daily, 24 hours) never closes: its end
+        # is the horizon, and it is open there too.
+        assert window.duration_hours == 24
+        assert is_open(window, end)
+        return
     assert not is_open(window, end)
     assert is_open(window, end - dt.timedelta(seconds=1))
     assert not not_allowed(window, end - dt.timedelta(seconds=1))
