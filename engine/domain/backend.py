@@ -659,9 +659,17 @@ class FleetBackend(Protocol):
         ...
 
     async def enable_mesh(
-        self, cluster: str, *, network: str, idempotency_key: str
+        self,
+        cluster: str,
+        *,
+        network: str,
+        idempotency_key: str,
+        cluster_id: int | None = None,
     ) -> OperationProgress:
-        """Deploy the clustermesh-apiserver and agent mesh config, recording ``network``."""
+        """Deploy the clustermesh-apiserver and agent mesh config, recording ``network``.
+
+        ``cluster_id`` is the network's allocation for the cluster (None: keep its own).
+        """
         ...
 
     async def disable_mesh(self, cluster: str, *, idempotency_key: str) -> None:

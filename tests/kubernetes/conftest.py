@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import itertools
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -31,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp.web
 import attrs
 import kmock
 import pytest
 import pytest_asyncio
 import yaml
 from kmock._internal import parsing
+from kmock._internal.k8s import KubernetesObjectConflictError
 
 from activities.backends.kubernetes import ExecTarget, KubernetesBackend, load_access
 from activities.backends.kubernetes._api import ClusterApi
@@ -63,11 +66,47 @@ RESOURCES = (
 )
 
 
+_KEPT_REQUESTS = 64
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
-    """kmock's emulator with a settable ``/version`` and label-selector filtering on lists."""
+    """kmock's emulator with a settable ``/version``, label-selector filtering on lists,
+    and ``resourceVersion`` as the API server keeps it: every change moves it on, and a
+    patch that names an older one is refused with 409 Conflict."""
 
     git_version: str = "v1.33.2"
+    _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _writes: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    #: Patches refused for a stale resourceVersion (for assertions).
+    conflicts: int = attrs.field(default=0, init=False)
+
+    def _stamp(self) -> None:
+        """Give every object without one a resourceVersion (seeds are written directly)."""
+        for key in list(self.objects):
+            obj = self.objects[key]
+            if not obj.deleted and not (obj.get("metadata") or {}).get("resourceVersion"):
+                obj.patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # kmock matches each request against every request it kept (quadratic for a
+        # polling client): keep only the recent ones, which is all these tests look at.
+        del self._requests[:-_KEPT_REQUESTS]
+        if request.resource is None or request.action != kmock.action.UPDATE or not request.name:
+            self._stamp()
+            return await super()._handle(request)
+        async with self._writes:  # check, patch and answer as one step, like etcd's CAS
+            self._stamp()
+            key = (request.resource, request.namespace, request.name)
+            data = request.data if isinstance(request.data, dict) else {}
+            wanted = (data.get("metadata") or {}).get("resourceVersion")
+            if key in self.objects and not self.objects[key].deleted:
+                current = (self.objects[key].get("metadata") or {}).get("resourceVersion")
+                if wanted is not None and str(wanted) != str(current):
+                    self.conflicts += 1
+                    return await self._render_error(KubernetesObjectConflictError())
+            data.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+            return await super()._handle(request)
 
     async def _serve_server_version(self, request: kmock.Request) -> dict[str, str]:
         major, minor = self.git_version.lstrip("v").split(".")[:2]
@@ -80,13 +119,20 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             payload["items"] = [i for i in payload["items"] if _selected(selector, i)]
         return payload
 
+    def has(self, resource: str, namespace: str | None, name: str) -> bool:
+        """Whether the object exists (kmock's ``in`` needs a parsed resource, not a string)."""
+        wanted: tuple[Any, ...] = (resource, namespace, name)
+        return wanted in list(self.objects)
+
     def obj(self, resource: str, namespace: str | None, name: str) -> dict[str, Any]:
         """The current state of an object (a deep copy)."""
         return copy.deepcopy(self.objects[resource, namespace, name].raw)
 
     def change(self, resource: str, namespace: str | None, name: str, body: dict[str, Any]) -> None:
-        """Change an object as a controller would (merge; None removes)."""
+        """Change an object as a controller would (merge; None removes; a new resourceVersion)."""
         self.objects[resource, namespace, name].patch(body)
+        version = {"metadata": {"resourceVersion": str(next(self._versions))}}
+        self.objects[resource, namespace, name].patch(version)
 
 
 def _selected(selector: str, item: dict[str, Any]) -> bool:

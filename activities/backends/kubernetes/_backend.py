@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-import yaml
 from pydantic import Field, ValidationError
 
 from activities.backends.kubernetes import _api as calls
@@ -46,6 +45,7 @@ from activities.backends.kubernetes._exec import (
     stream_exec,
 )
 from activities.backends.kubernetes._objects import (
+    apiserver_endpoint,
     condition,
     daemonset_rollout,
     deployment_rollout,
@@ -59,6 +59,18 @@ from activities.backends.kubernetes._objects import (
     parse_agent_status,
     pod_cidrs,
     selector_matches,
+)
+from activities.backends.kubernetes._values import (
+    ANNOTATION_PRE_MESH_VALUES,
+    CLUSTER_ID,
+    CLUSTER_NAME,
+    CONFIG_CLUSTERS,
+    CONFIG_ENABLED,
+    USE_APISERVER,
+    PeerEndpoint,
+    PreMeshValues,
+    read_values,
+    set_value,
 )
 from engine.domain.backend import (
     AnnotationChange,
@@ -362,67 +374,134 @@ class KubernetesBackend:
             raise ValueError("unreadable cilium-dbg status output") from None
 
     # --- the mesh configuration ------------------------------------------------------------
+    #
+    # On a member whose Cilium a HelmChartProxy installs (CAAPH), joining and leaving
+    # are Helm values: meshfleet owns cluster.name, cluster.id, clustermesh.useAPIServer,
+    # clustermesh.config.enabled and clustermesh.config.clusters in that member's own
+    # HelmChartProxy ``valuesTemplate`` (see ``_values``), and the chart renders the
+    # clustermesh-apiserver and the connection Secrets from them. Other members are
+    # checked, not configured: their Cilium install must list the peers itself.
 
     async def enable_mesh(
-        self, cluster: str, *, network: str, idempotency_key: str
+        self,
+        cluster: str,
+        *,
+        network: str,
+        idempotency_key: str,
+        cluster_id: int | None = None,
     ) -> OperationProgress:
-        """Record ``network`` on ``cilium-config`` once the clustermesh-apiserver is deployed.
+        """Claim ``cluster`` for ``network``, write its own mesh values, and follow the rollout.
 
-        meshfleet does not install Cilium components: the clustermesh-apiserver
-        comes with the Cilium install (Helm ``clustermesh.useAPIServer=true``).
+        The claim is the ``meshfleet.io/network`` label on ``cilium-config``, written
+        only on the version that was read: of two concurrent joins into different
+        networks exactly one claims the cluster, the other is refused. On a
+        CAAPH-managed member the HelmChartProxy gets ``cluster.name``, ``cluster.id``
+        (``cluster_id``, the network's allocation), ``clustermesh.useAPIServer`` and
+        ``clustermesh.config.enabled`` before it has any peer; the operation is done
+        when the chart's clustermesh-apiserver is rolled out and has an address.
+        Elsewhere the clustermesh-apiserver must come with the Cilium install.
         """
         api = await self.clients.member(cluster)
         config = await api.get(calls.GET_CONFIGMAP, CILIUM_CONFIG, namespace=KUBE_SYSTEM)
         if config is None:
             raise MeshfleetError(f"cluster {cluster!r}: Cilium is not installed (no cilium-config)")
-        recorded = meta(config, "labels").get(LABEL_NETWORK)
-        if recorded is not None and recorded != network:
-            raise MeshfleetError(
-                f"cluster {cluster!r} already belongs to network {recorded!r}, not {network!r}"
+        target = await self.clients.target(cluster)
+        proxy = await self._mesh_chart_proxy(cluster, target)
+        if proxy is None:
+            apiserver = await api.get(
+                calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
             )
-        apiserver = await api.get(
-            calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
-        )
-        if apiserver is None:
-            raise MeshfleetError(
-                f"cluster {cluster!r}: the clustermesh-apiserver is not deployed; enable it in "
-                "the Cilium install (Helm value clustermesh.useAPIServer=true)"
-            )
+            if apiserver is None:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: the clustermesh-apiserver is not deployed and no "
+                    "HelmChartProxy installs its Cilium; enable it in the Cilium install (Helm "
+                    "value clustermesh.useAPIServer=true)"
+                )
+        await self._claim(api, cluster, network)
         holder = await self._holder(cluster)
         record = await self._begin(
             holder, cluster, idempotency_key, OperationKind.ENABLE_MESH, network
         )
-        if recorded is None:
-            await api.merge_patch(
-                calls.PATCH_CONFIGMAP,
-                CILIUM_CONFIG,
-                {"metadata": {"labels": {LABEL_NETWORK: network}}},
-                namespace=KUBE_SYSTEM,
+        if proxy is not None and record.state is None:
+            own = _int_or_none((config.get("data") or {}).get("cluster-id"))
+            await self._write_mesh_values(
+                cluster,
+                target,
+                lambda values: _joined_values(cluster, values, cluster_id or own),
             )
-            log.info("kubernetes.mesh_enabled", cluster=cluster, network=network)
+        log.info("kubernetes.mesh_enabled", cluster=cluster, network=network, key=idempotency_key)
         return await self._progress(cluster, holder, record)
 
+    async def _claim(self, api: ClusterApi, cluster: str, network: str) -> None:
+        """Label ``cilium-config`` with ``network`` unless another network holds it (atomic)."""
+
+        def claim(config: KubeObject) -> dict[str, Any] | None:
+            recorded = meta(config, "labels").get(LABEL_NETWORK)
+            if recorded is not None and recorded != network:
+                raise MeshfleetError(
+                    f"cluster {cluster!r} already belongs to network {recorded!r}, not {network!r}"
+                )
+            if recorded == network:
+                return None
+            return {"metadata": {"labels": {LABEL_NETWORK: network}}}
+
+        claimed = await calls.read_modify_write(
+            api,
+            calls.GET_CONFIGMAP,
+            calls.PATCH_CONFIGMAP,
+            CILIUM_CONFIG,
+            claim,
+            namespace=KUBE_SYSTEM,
+        )
+        if claimed is None:
+            raise MeshfleetError(f"cluster {cluster!r}: Cilium is not installed (no cilium-config)")
+
     async def disable_mesh(self, cluster: str, *, idempotency_key: str) -> None:
-        """Remove the network record (the components belong to the Cilium install)."""
+        """Give the cluster its own mesh values back (CAAPH) and remove the network label."""
+        target = await self.clients.target(cluster)
+        proxy = await self._mesh_chart_proxy(cluster, target)
+        if proxy is not None:
+            await self._write_mesh_values(cluster, target, _restored_values)
         api = await self.clients.member(cluster)
-        config = await api.get(calls.GET_CONFIGMAP, CILIUM_CONFIG, namespace=KUBE_SYSTEM)
-        if config is not None and LABEL_NETWORK in meta(config, "labels"):
-            await api.merge_patch(
-                calls.PATCH_CONFIGMAP,
-                CILIUM_CONFIG,
-                {"metadata": {"labels": {LABEL_NETWORK: None}}},
-                namespace=KUBE_SYSTEM,
-            )
-            log.info("kubernetes.mesh_disabled", cluster=cluster, key=idempotency_key)
+
+        def release(config: KubeObject) -> dict[str, Any] | None:
+            if LABEL_NETWORK not in meta(config, "labels"):
+                return None
+            return {"metadata": {"labels": {LABEL_NETWORK: None}}}
+
+        await calls.read_modify_write(
+            api,
+            calls.GET_CONFIGMAP,
+            calls.PATCH_CONFIGMAP,
+            CILIUM_CONFIG,
+            release,
+            namespace=KUBE_SYSTEM,
+        )
+        log.info("kubernetes.mesh_disabled", cluster=cluster, key=idempotency_key)
 
     async def connect_peers(
         self, cluster: str, peers: Sequence[str], *, idempotency_key: str
     ) -> None:
-        """Verify ``peers`` are configured in ``cilium-clustermesh`` (the Cilium install owns it).
+        """List ``peers`` in ``cluster``'s ``clustermesh.config.clusters`` (CAAPH), or check them.
 
-        meshfleet does not write mesh credentials: the peers come from the Cilium
-        Helm values ``clustermesh.config.clusters``.
+        Each peer's entry is its clustermesh-apiserver address and port, read from
+        that peer's ``kube-system/clustermesh-apiserver`` Service. Members not
+        installed by a HelmChartProxy must already list the peers in Secret
+        ``cilium-clustermesh`` (their Cilium install owns it).
         """
+        target = await self.clients.target(cluster)
+        if await self._mesh_chart_proxy(cluster, target) is not None:
+            endpoints = await asyncio.gather(*(self._apiserver_endpoint(p) for p in peers))
+            await self._write_mesh_values(
+                cluster, target, lambda values: _with_peers(cluster, values, endpoints)
+            )
+            log.info(
+                "kubernetes.peers_connected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+            )
+            return
         configured = set(await self._configured_peers(cluster))
         missing = sorted(set(peers) - configured)
         if missing:
@@ -435,7 +514,19 @@ class KubernetesBackend:
     async def disconnect_peers(
         self, cluster: str, peers: Sequence[str], *, idempotency_key: str
     ) -> None:
-        """Verify ``peers`` are no longer configured in ``cilium-clustermesh``."""
+        """Take ``peers`` out of ``cluster``'s ``clustermesh.config.clusters`` (or check it)."""
+        target = await self.clients.target(cluster)
+        if await self._mesh_chart_proxy(cluster, target) is not None:
+            await self._write_mesh_values(
+                cluster, target, lambda values: _without_peers(values, peers)
+            )
+            log.info(
+                "kubernetes.peers_disconnected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+            )
+            return
         still = sorted(set(peers) & set(await self._configured_peers(cluster)))
         if still:
             raise MeshfleetError(
@@ -448,6 +539,71 @@ class KubernetesBackend:
         api = await self.clients.member(cluster)
         secret = await api.get(calls.GET_SECRET, CLUSTERMESH_SECRET, namespace=KUBE_SYSTEM)
         return mesh_peers(secret)
+
+    async def _mesh_chart_proxy(self, cluster: str, target: MemberTarget) -> KubeObject | None:
+        """The member's own Cilium HelmChartProxy, when meshfleet configures the mesh there."""
+        if target.cluster_api is None or target.cilium is CiliumManagement.PROVIDER_MANAGED:
+            return None
+        proxy = await self._cilium_chart_proxy(cluster, target)
+        if proxy is None:
+            if target.cilium is CiliumManagement.HELM_CHART_PROXY:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: no HelmChartProxy for chart 'cilium' selects it"
+                )
+            return None
+        await self._only_this_cluster(cluster, target, proxy)
+        return proxy
+
+    async def _write_mesh_values(
+        self,
+        cluster: str,
+        target: MemberTarget,
+        change: Callable[[_ProxyValues], _ProxyValues],
+    ) -> None:
+        """Rewrite the owned values of ``cluster``'s HelmChartProxy on the version read."""
+        assert target.cluster_api is not None
+        management = await self.clients.management(target.cluster_api.management_context)
+        proxy = await self._cilium_chart_proxy(cluster, target)
+        assert proxy is not None
+
+        def patch(current: KubeObject) -> dict[str, Any] | None:
+            text = str((current.get("spec") or {}).get("valuesTemplate") or "")
+            before = _ProxyValues(text, PreMeshValues.read(meta(current, "annotations")))
+            after = change(before)
+            if after == before:
+                return None
+            record = after.record.dump() if after.record is not None else None
+            return {
+                "metadata": {"annotations": {ANNOTATION_PRE_MESH_VALUES: record}},
+                "spec": {"valuesTemplate": after.text},
+            }
+
+        await calls.read_modify_write(
+            management,
+            calls.GET_HELM_CHART_PROXY,
+            calls.PATCH_HELM_CHART_PROXY,
+            _name(proxy),
+            patch,
+            namespace=target.cluster_api.namespace,
+        )
+
+    async def _apiserver_endpoint(self, peer: str) -> PeerEndpoint:
+        """Where ``peer``'s clustermesh-apiserver answers, from its Service."""
+        api = await self.clients.member(peer)
+        service, nodes = await asyncio.gather(
+            api.get(calls.GET_SERVICE, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM),
+            api.list(calls.LIST_NODES),
+        )
+        if service is None:
+            raise ClusterUnavailableError(
+                peer, f"Service {KUBE_SYSTEM}/{CLUSTERMESH_APISERVER} does not exist yet"
+            )
+        found = apiserver_endpoint(peer, service, nodes)
+        if isinstance(found, str):
+            if found.startswith("waiting"):
+                raise ClusterUnavailableError(peer, found)
+            raise MeshfleetError(f"cluster {peer!r}: {found}")
+        return found
 
     # --- long-running operations -------------------------------------------------------------
 
@@ -813,14 +969,36 @@ class KubernetesBackend:
             calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
         )
         if apiserver is None:
+            # The chart deploys it once the values are rendered; a stuck render times out.
             return self._report(
-                cluster, record, OperationState.FAILED, 0, "", "clustermesh-apiserver is gone"
+                cluster,
+                record,
+                OperationState.RUNNING,
+                10,
+                "clustermesh-apiserver not deployed yet",
             )
         rollout = deployment_rollout(apiserver, "apiserver")
-        state = OperationState.SUCCEEDED if rollout.rolled_out else OperationState.RUNNING
         phase = f"clustermesh-apiserver {rollout.ready}/{rollout.desired} ready"
+        if not rollout.rolled_out:
+            return self._report(
+                cluster, record, OperationState.RUNNING, 50, phase, components=[rollout]
+            )
+        service, nodes = await asyncio.gather(
+            api.get(calls.GET_SERVICE, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM),
+            api.list(calls.LIST_NODES),
+        )
+        reachable = apiserver_endpoint(cluster, service, nodes) if service else "no Service yet"
+        if isinstance(reachable, str):
+            return self._report(
+                cluster,
+                record,
+                OperationState.RUNNING,
+                80,
+                f"{phase}; its Service: {reachable}",
+                components=[rollout],
+            )
         return self._report(
-            cluster, record, state, 100 if rollout.rolled_out else 50, phase, components=[rollout]
+            cluster, record, OperationState.SUCCEEDED, 100, phase, components=[rollout]
         )
 
     async def _cilium_management(
@@ -875,6 +1053,21 @@ class KubernetesBackend:
         self, cluster: str, target: MemberTarget, proxy: KubeObject
     ) -> None:
         """Refuse a version change that would upgrade other members or drop the mesh values."""
+        await self._only_this_cluster(cluster, target, proxy)
+        peers = await self._configured_peers(cluster)
+        in_values = _values_clusters(str((proxy.get("spec") or {}).get("valuesTemplate") or ""))
+        missing = sorted(set(peers) - set(in_values)) if in_values is not None else []
+        if missing:
+            raise CiliumUpgradeNotPossibleError(
+                f"cluster {cluster!r}: HelmChartProxy {_name(proxy)} values lack "
+                f"clustermesh.config.clusters for {missing}; a Helm upgrade would disconnect "
+                "them from the mesh"
+            )
+
+    async def _only_this_cluster(
+        self, cluster: str, target: MemberTarget, proxy: KubeObject
+    ) -> None:
+        """Refuse a HelmChartProxy that selects other Clusters too (its values are per member)."""
         assert target.cluster_api is not None
         management = await self.clients.management(target.cluster_api.management_context)
         clusters = await management.list(
@@ -891,15 +1084,6 @@ class KubernetesBackend:
                 f"cluster {cluster!r}: HelmChartProxy {_name(proxy)} selects {selected}; changing "
                 "its version would upgrade them all at once. Give each member its own "
                 "HelmChartProxy (clusterSelector on cluster.x-k8s.io/cluster-name)"
-            )
-        peers = await self._configured_peers(cluster)
-        in_values = _values_clusters(str((proxy.get("spec") or {}).get("valuesTemplate") or ""))
-        missing = sorted(set(peers) - set(in_values)) if in_values is not None else []
-        if missing:
-            raise CiliumUpgradeNotPossibleError(
-                f"cluster {cluster!r}: HelmChartProxy {_name(proxy)} values lack "
-                f"clustermesh.config.clusters for {missing}; a Helm upgrade would disconnect "
-                "them from the mesh"
             )
 
     # --- global services --------------------------------------------------------------------
@@ -1146,12 +1330,11 @@ def _condition_hint(obj: KubeObject) -> str | None:
 def _values_clusters(values_template: str) -> list[str] | None:
     """Peer names in ``clustermesh.config.clusters`` of Helm values; None if unreadable."""
     try:
-        values = yaml.safe_load(values_template) if values_template.strip() else {}
-    except yaml.YAMLError:
+        clusters = read_values(values_template).get(CONFIG_CLUSTERS) or []
+    except MeshfleetError:
         return None  # Go templates can make the text unparsable: nothing to compare then.
-    if not isinstance(values, dict):
+    if not isinstance(clusters, list):
         return None
-    clusters = (((values.get("clustermesh") or {}).get("config") or {}).get("clusters")) or []
     return [str(c.get("name")) for c in clusters if isinstance(c, dict)]
 
 
@@ -1170,3 +1353,86 @@ def _routing(viewer: str, states: Mapping[str, ClusterServiceState]) -> RoutingV
             BackendSource(cluster=source, routable=state.endpoints, ready=state.ready_endpoints)
         )
     return RoutingView(viewer=viewer, backends=backends)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class _ProxyValues:
+    """A HelmChartProxy's ``valuesTemplate`` and meshfleet's record of the pre-mesh values."""
+
+    text: str
+    record: PreMeshValues | None
+
+
+def _joined_values(cluster: str, values: _ProxyValues, cluster_id: int | None) -> _ProxyValues:
+    """The member's own mesh values, before it has any peer (a retry changes nothing)."""
+    if cluster_id is None:
+        raise MeshfleetError(
+            f"cluster {cluster!r}: no cluster id to write (the network allocates one; "
+            "cilium-config has none)"
+        )
+    current = read_values(values.text)
+    peers = current.get(CONFIG_CLUSTERS) or []
+    if values.record is not None and peers and current.get(CLUSTER_ID) != cluster_id:
+        raise MeshfleetError(
+            f"cluster {cluster!r} is meshed with cluster id {current.get(CLUSTER_ID)}; "
+            f"changing it to {cluster_id} would restart every agent and break identities"
+        )
+    record = values.record or PreMeshValues.capture(values.text)
+    text = values.text
+    for path, value in (
+        (CLUSTER_NAME, cluster),
+        (CLUSTER_ID, cluster_id),
+        (USE_APISERVER, True),
+        (CONFIG_ENABLED, True),
+    ):
+        if current.get(path) != value:
+            text = set_value(text, path, value)
+    if not isinstance(current.get(CONFIG_CLUSTERS), list):
+        text = set_value(text, CONFIG_CLUSTERS, [])
+    return _ProxyValues(text, record)
+
+
+def _peer_entries(values: _ProxyValues) -> list[dict[str, Any]]:
+    found = read_values(values.text).get(CONFIG_CLUSTERS) or []
+    return [dict(e) for e in found if isinstance(e, dict)]
+
+
+def _with_peers(
+    cluster: str, values: _ProxyValues, endpoints: Sequence[PeerEndpoint]
+) -> _ProxyValues:
+    """``clustermesh.config.clusters`` with an up-to-date entry for each of ``endpoints``."""
+    if values.record is None:
+        raise MeshfleetError(
+            f"cluster {cluster!r}: meshfleet has not enabled the mesh in its HelmChartProxy "
+            "values (enable_mesh first)"
+        )
+    fresh = {e.name: e.value() for e in endpoints if e.name != cluster}
+    entries = [e for e in _peer_entries(values) if str(e.get("name")) not in fresh]
+    entries.extend(fresh.values())
+    entries.sort(key=lambda e: str(e.get("name")))
+    if entries == _peer_entries(values):
+        return values
+    return _ProxyValues(set_value(values.text, CONFIG_CLUSTERS, entries), values.record)
+
+
+def _without_peers(values: _ProxyValues, peers: Sequence[str]) -> _ProxyValues:
+    """``clustermesh.config.clusters`` without the entries of ``peers``."""
+    current = _peer_entries(values)
+    kept = [e for e in current if str(e.get("name")) not in set(peers)]
+    if values.record is None or kept == current:
+        return values
+    return _ProxyValues(set_value(values.text, CONFIG_CLUSTERS, kept), values.record)
+
+
+def _restored_values(values: _ProxyValues) -> _ProxyValues:
+    """The owned values as they were before meshfleet first wrote them."""
+    if values.record is None:
+        return values
+    return _ProxyValues(values.record.restore(values.text), None)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from activities.backends.kubernetes._values import PeerEndpoint
 from engine.domain.backend import RemoteClusterStatus, RolloutStatus
 from engine.domain.fleet import NetworkMode
 
@@ -229,3 +230,48 @@ def merge_agent_views(
         failures = sum(e.num_failures for e in present)
         merged.append(worst.model_copy(update={"num_failures": failures}))
     return merged
+
+
+def apiserver_endpoint(
+    cluster: str, service: KubeObject | None, nodes: Iterable[KubeObject]
+) -> PeerEndpoint | str:
+    """Where peers reach ``cluster``'s clustermesh-apiserver, or why they cannot (yet).
+
+    As ``cilium clustermesh connect`` reads it: a LoadBalancer's ingress IP (or
+    hostname) and service port; a NodePort's node InternalIP and node port. A
+    reason starting with "waiting" is temporary (an address being provisioned).
+    """
+    if service is None:
+        return "waiting for Service kube-system/clustermesh-apiserver"
+    spec = service.get("spec") or {}
+    ports = [p for p in spec.get("ports") or [] if isinstance(p, dict)]
+    port = next((p for p in ports if p.get("name") in ("apiserver", "etcd")), None) or (
+        ports[0] if ports else None
+    )
+    if port is None:
+        return "Service kube-system/clustermesh-apiserver has no port"
+    kind = spec.get("type") or "ClusterIP"
+    if kind == "LoadBalancer":
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        first = ingress[0] if ingress else {}
+        if first.get("ip"):
+            return PeerEndpoint(name=cluster, port=int(port["port"]), ips=(str(first["ip"]),))
+        if first.get("hostname"):
+            return PeerEndpoint(
+                name=cluster, port=int(port["port"]), address=str(first["hostname"])
+            )
+        return "waiting for the clustermesh-apiserver LoadBalancer address"
+    if kind == "NodePort":
+        for node in nodes:
+            if not node_ready(node):
+                continue
+            for address in (node.get("status") or {}).get("addresses") or []:
+                if address.get("type") == "InternalIP" and port.get("nodePort"):
+                    return PeerEndpoint(
+                        name=cluster, port=int(port["nodePort"]), ips=(str(address["address"]),)
+                    )
+        return "waiting for a Ready node with an InternalIP for the clustermesh-apiserver NodePort"
+    return (
+        f"Service kube-system/clustermesh-apiserver is {kind}, unreachable from other clusters: "
+        "expose it (Helm clustermesh.apiserver.service.type LoadBalancer or NodePort)"
+    )

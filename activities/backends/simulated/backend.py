@@ -356,7 +356,12 @@ class SimulatedFleetBackend:
         return await self._run(lambda sim: sim.not_ready_links(wanted, focus), reads=True)
 
     async def enable_mesh(
-        self, cluster: str, *, network: str, idempotency_key: str
+        self,
+        cluster: str,
+        *,
+        network: str,
+        idempotency_key: str,
+        cluster_id: int | None = None,
     ) -> OperationProgress:
         return await self._start(
             cluster, OperationKind.ENABLE_MESH, None, idempotency_key, network=network
