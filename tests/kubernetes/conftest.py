@@ -80,6 +80,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _writes: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     #: Patches refused for a stale resourceVersion (for assertions).
     conflicts: int = attrs.field(default=0, init=False)
+    _holds: dict[tuple[str, str | None, str], asyncio.Barrier] = attrs.field(
+        factory=dict, init=False
+    )
+
+    def hold_patches(self, resource: str, namespace: str | None, name: str, parties: int) -> None:
+        """Make the next ``parties`` patches of one object wait for each other before any
+        applies: writers that read the same version before patching race for certain."""
+        self._holds[resource, namespace, name] = asyncio.Barrier(parties)
 
     def _stamp(self) -> None:
         """Give every object without one a resourceVersion (seeds are written directly)."""
@@ -95,6 +103,19 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if request.resource is None or request.action != kmock.action.UPDATE or not request.name:
             self._stamp()
             return await super()._handle(request)
+        hold = next(
+            (
+                k
+                for k in self._holds
+                if request.resource == k[0] and (request.namespace, request.name) == k[1:]
+            ),
+            None,
+        )
+        if hold is not None:
+            barrier = self._holds[hold]
+            if barrier.n_waiting + 1 == barrier.parties:
+                del self._holds[hold]  # the last party: later patches pass freely
+            await barrier.wait()
         async with self._writes:  # check, patch and answer as one step, like etcd's CAS
             self._stamp()
             key = (request.resource, request.namespace, request.name)

@@ -9,16 +9,18 @@ provider renders the values onto the members as the chart would.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 
 import pytest
 
-from activities.backends.kubernetes import KubernetesBackend
+from activities.backends.kubernetes import ANNOTATION_OPERATIONS, KubernetesBackend
 from activities.backends.kubernetes._values import ANNOTATION_PRE_MESH_VALUES
 from engine.domain.backend import OperationProgress, OperationState
 from engine.domain.errors import MeshfleetError
 from tests.kubernetes.caaph import (
     CAAPH_MEMBERS,
+    CONFIGMAPS,
     NAMESPACE,
     PROXIES,
     USER_VALUES,
@@ -30,6 +32,7 @@ from tests.kubernetes.caaph import (
 
 __all__ = ["caaph_fleet"]
 
+CLUSTERS = "cluster.x-k8s.io/v1beta1/clusters"
 ALPHA, BRAVO, CHARLIE, DELTA = CAAPH_MEMBERS
 IDS = {ALPHA: 1, BRAVO: 2, CHARLIE: 3, DELTA: 4}
 
@@ -202,3 +205,49 @@ async def test_a_cilium_upgrade_keeps_the_mesh_values(caaph_fleet: CaaphFleet) -
     proxy = caaph_fleet.management.obj(PROXIES, NAMESPACE, proxy_name(ALPHA))
     assert proxy["spec"]["version"] == "1.18.6"
     assert proxy["spec"]["valuesTemplate"] == meshed
+
+
+# --- optimistic concurrency -------------------------------------------------------------------
+
+
+async def test_two_joins_of_one_cluster_to_two_networks_at_once_exactly_one_wins(
+    caaph_fleet: CaaphFleet,
+) -> None:
+    """Both read cilium-config unclaimed; their claims race; the loser sees the winner's."""
+    member = caaph_fleet.members[ALPHA]
+    member.hold_patches(CONFIGMAPS, "kube-system", "cilium-config", parties=2)
+    backend = caaph_fleet.backend()
+
+    outcomes = await asyncio.gather(
+        backend.enable_mesh(ALPHA, network="prod", idempotency_key="prod/e", cluster_id=1),
+        backend.enable_mesh(ALPHA, network="staging", idempotency_key="staging/e", cluster_id=5),
+        return_exceptions=True,
+    )
+
+    won = [o for o in outcomes if isinstance(o, OperationProgress)]
+    lost = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(won) == 1, outcomes
+    assert len(lost) == 1, outcomes
+    winner = "prod" if won[0].key == "prod/e" else "staging"
+    loser = "staging" if winner == "prod" else "prod"
+    assert isinstance(lost[0], MeshfleetError)
+    assert f"already belongs to network {winner!r}, not {loser!r}" in str(lost[0])
+    assert member.conflicts >= 1  # the race really happened
+    assert (await backend.describe_member(ALPHA)).network == winner
+    assert caaph_fleet.mesh_values(ALPHA)["cluster"]["id"] == (1 if winner == "prod" else 5)
+
+
+async def test_operation_records_started_at_once_are_all_kept(caaph_fleet: CaaphFleet) -> None:
+    """Two operations recorded on one Cluster at the same moment: neither record is lost."""
+    caaph_fleet.management.hold_patches(CLUSTERS, NAMESPACE, ALPHA, parties=2)
+    backend = caaph_fleet.backend()
+
+    await asyncio.gather(
+        backend.enable_mesh(ALPHA, network="prod", idempotency_key="prod/e", cluster_id=1),
+        caaph_fleet.backend().start_cilium_upgrade(ALPHA, "1.17.10", idempotency_key="up/a"),
+    )
+
+    cluster = caaph_fleet.management.obj(CLUSTERS, NAMESPACE, ALPHA)
+    records = json.loads(cluster["metadata"]["annotations"][ANNOTATION_OPERATIONS])
+    assert sorted(records) == ["prod/e", "up/a"]
+    assert caaph_fleet.management.conflicts >= 1  # the race really happened

@@ -715,31 +715,25 @@ class KubernetesBackend:
             raise NotFoundError(
                 f"{holder.get.resource} {holder.namespace}/{holder.name} does not exist"
             )
-        text = meta(obj, "annotations").get(ANNOTATION_OPERATIONS)
-        records: dict[str, _OperationRecord] = {}
-        if text:
-            try:
-                for key, value in json.loads(text).items():
-                    records[key] = _OperationRecord.model_validate(value)
-            except (ValueError, AttributeError, ValidationError):
-                log.warning("kubernetes.operation_records_unreadable", holder=holder.name)
-        return obj, records
+        return obj, _parse_records(obj, holder.name)
 
     async def _save(
         self,
         holder: _Holder,
+        read: KubeObject,
         records: Mapping[str, _OperationRecord],
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        newest = sorted(records.values(), key=lambda r: r.started_at)[-_MAX_RECORDS:]
-        text = json.dumps(
-            {r.key: r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in newest},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        body: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION_OPERATIONS: text}}}
+        """Write ``records`` onto the version of the holder that was ``read`` (409 if it moved)."""
+        body = _records_body(records)
         body.update(extra or {})
-        await holder.api.merge_patch(holder.patch, holder.name, body, namespace=holder.namespace)
+        await holder.api.merge_patch(
+            holder.patch,
+            holder.name,
+            body,
+            namespace=holder.namespace,
+            resource_version=calls.resource_version(read),
+        )
 
     async def _begin(
         self,
@@ -753,30 +747,46 @@ class KubernetesBackend:
         mode: CiliumManagement | None = None,
         helm_chart_proxy: str | None = None,
     ) -> _OperationRecord:
-        """The record for ``key``: the existing one (a retry), or a new one saved with ``spec``."""
-        _, records = await self._records(holder)
-        if key in records:
-            _check_same(records[key], cluster, kind, target_version)
-            return records[key]
-        for other in records.values():
-            if other.kind is kind and other.state is None:
-                progress = await self._progress(cluster, holder, other)
-                if not progress.done:
-                    raise OperationInProgressError(cluster, kind, other.key)
-        _, records = await self._records(holder)
-        record = _OperationRecord(
-            key=key,
-            kind=kind,
-            target_version=target_version,
-            started_at=_now(),
-            mode=mode,
-            helm_chart_proxy=helm_chart_proxy,
-            extra={"cluster": cluster},
+        """The record for ``key``: the existing one (a retry), or a new one saved with ``spec``.
+
+        Read, decide and write on one version of the holder: a concurrent start
+        (another key, another worker) makes the write conflict, and the decision
+        is taken again on what that start recorded.
+        """
+        for _ in range(calls.CONFLICT_ATTEMPTS):
+            _, records = await self._records(holder)
+            if key in records:
+                _check_same(records[key], cluster, kind, target_version)
+                return records[key]
+            for other in records.values():
+                if other.kind is kind and other.state is None:
+                    progress = await self._progress(cluster, holder, other)
+                    if not progress.done:
+                        raise OperationInProgressError(cluster, kind, other.key)
+            read, records = await self._records(holder)
+            if key in records or any(r.kind is kind and r.state is None for r in records.values()):
+                continue  # changed while the running one was checked: decide again
+            record = _OperationRecord(
+                key=key,
+                kind=kind,
+                target_version=target_version,
+                started_at=_now(),
+                mode=mode,
+                helm_chart_proxy=helm_chart_proxy,
+                extra={"cluster": cluster},
+            )
+            records[key] = record
+            try:
+                # One patch: the record and the change it describes land together or not at all.
+                await self._save(holder, read, records, spec)
+            except calls.KubernetesConflictError:
+                log.info("kubernetes.operation_record_conflict", cluster=cluster, key=key)
+                continue
+            return record
+        raise OperationConflictError(
+            f"cluster {cluster!r}: the operation records on {holder.name} kept changing; "
+            f"could not record {key!r}"
         )
-        records[key] = record
-        # One patch: the record and the change it describes land together or not at all.
-        await self._save(holder, records, spec)
-        return record
 
     async def _progress(
         self, cluster: str, holder: _Holder, record: _OperationRecord
@@ -817,9 +827,23 @@ class KubernetesBackend:
                     "message": progress.message,
                 }
             )
-            _, records = await self._records(holder)
-            records[record.key] = finished
-            await self._save(holder, records)
+
+            def finish(current: KubeObject) -> dict[str, Any] | None:
+                records = _parse_records(current, holder.name)
+                known = records.get(record.key)
+                if known is not None and known.state is not None:
+                    return None  # another worker recorded the outcome first
+                records[record.key] = finished
+                return _records_body(records)
+
+            await calls.read_modify_write(
+                holder.api,
+                holder.get,
+                holder.patch,
+                holder.name,
+                finish,
+                namespace=holder.namespace,
+            )
             log.info(
                 "kubernetes.operation_finished",
                 cluster=cluster,
@@ -1353,6 +1377,30 @@ def _routing(viewer: str, states: Mapping[str, ClusterServiceState]) -> RoutingV
             BackendSource(cluster=source, routable=state.endpoints, ready=state.ready_endpoints)
         )
     return RoutingView(viewer=viewer, backends=backends)
+
+
+def _parse_records(obj: KubeObject, holder: str) -> dict[str, _OperationRecord]:
+    """The operation records in the holder's annotation (unreadable: none, with a warning)."""
+    text = meta(obj, "annotations").get(ANNOTATION_OPERATIONS)
+    records: dict[str, _OperationRecord] = {}
+    if text:
+        try:
+            for key, value in json.loads(text).items():
+                records[key] = _OperationRecord.model_validate(value)
+        except (ValueError, AttributeError, ValidationError):
+            log.warning("kubernetes.operation_records_unreadable", holder=holder)
+    return records
+
+
+def _records_body(records: Mapping[str, _OperationRecord]) -> dict[str, Any]:
+    """The merge patch that stores ``records`` (the newest ones) in the holder's annotation."""
+    newest = sorted(records.values(), key=lambda r: r.started_at)[-_MAX_RECORDS:]
+    text = json.dumps(
+        {r.key: r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in newest},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return {"metadata": {"annotations": {ANNOTATION_OPERATIONS: text}}}
 
 
 def _int_or_none(value: Any) -> int | None:
