@@ -28,6 +28,7 @@ import yaml
 
 from activities.backends.kubernetes import ExecTarget, KubernetesBackend, load_access
 from activities.backends.kubernetes._api import ClusterApi
+from activities.backends.kubernetes._exec import SERVICE_LIST_COMMAND
 from tests.kubernetes.conftest import (
     RESOURCES,
     ClusterEmulator,
@@ -37,6 +38,7 @@ from tests.kubernetes.conftest import (
     kubeconfig,
     remote_cluster,
     seed_service,
+    service_table,
 )
 
 NAMESPACE = "fleet"
@@ -148,7 +150,7 @@ def seed_caaph_member(emu: ClusterEmulator, name: str) -> None:
             "observedGeneration": 1,
         },
     }
-    seed_service(emu, name, "shop", "cart", ready=2, not_ready=0, shared=None)
+    seed_service(emu, f"10.{OCTET[name]}", "shop", "cart", ready=2, not_ready=0, shared=None)
 
 
 def seed_caaph_management(emu: ClusterEmulator, kubeconfigs: dict[str, str]) -> None:
@@ -316,6 +318,8 @@ class MeshAgents:
 
     async def __call__(self, api: ClusterApi, target: ExecTarget) -> str:
         self.calls.append(target)
+        if target.command == SERVICE_LIST_COMMAND:
+            return service_table(target.cluster, self.members)
         assert target.command == ("cilium-dbg", "status", "-o", "json")
         return self.status(target.cluster)
 

@@ -43,6 +43,7 @@ from kmock._internal.k8s import KubernetesObjectConflictError
 
 from activities.backends.kubernetes import ExecTarget, KubernetesBackend, load_access
 from activities.backends.kubernetes._api import ClusterApi
+from activities.backends.kubernetes._exec import SERVICE_LIST_COMMAND
 
 SAMPLES = Path(__file__).parent / "samples"
 MEMBERS = ("ap-south-1", "us-east-1", "eu-north-1")
@@ -338,14 +339,15 @@ def seed_member(emu: ClusterEmulator, spec: MemberSpec, key_material: str) -> No
         "type": "Opaque",
         "data": data,
     }
-    seed_service(emu, spec.name, "shop", "cart", ready=2, not_ready=1, shared=None)
-    seed_service(emu, spec.name, "shop", "checkout", ready=1, not_ready=0, shared="true")
-    seed_service(emu, spec.name, "internal", "ledger", ready=1, not_ready=0, shared=None)
+    prefix = ".".join(octets[:2])
+    seed_service(emu, prefix, "shop", "cart", ready=2, not_ready=1, shared=None)
+    seed_service(emu, prefix, "shop", "checkout", ready=1, not_ready=0, shared="true")
+    seed_service(emu, prefix, "internal", "ledger", ready=1, not_ready=0, shared=None)
 
 
 def seed_service(
     emu: ClusterEmulator,
-    cluster: str,
+    prefix: str,
     namespace: str,
     name: str,
     *,
@@ -353,7 +355,10 @@ def seed_service(
     not_ready: int,
     shared: str | None,
 ) -> None:
-    """A global Service with dual-stack EndpointSlices (each pod appears in both)."""
+    """A global Service with dual-stack EndpointSlices (each pod appears in both).
+
+    Pod IPv4 addresses are ``{prefix}.0.{10+i}``: inside the member's first node's pod CIDR.
+    """
     annotations = {
         "service.cilium.io/global": "true",
         "meshfleet.io/min-ready-endpoints": "2",
@@ -367,11 +372,11 @@ def seed_service(
         "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
         "spec": {"ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": name}},
     }
-    pods = [(f"{name}-{cluster}-{i}", i < ready) for i in range(ready + not_ready)]
+    pods = [(f"{name}-{prefix}-{i}", i < ready) for i in range(ready + not_ready)]
     for family, suffix in (("IPv4", "v4"), ("IPv6", "v6")):
         endpoints = []
         for index, (pod, is_ready) in enumerate(pods):
-            address = f"10.0.0.{index + 10}" if family == "IPv4" else f"fd00::{index + 10}"
+            address = f"{prefix}.0.{index + 10}" if family == "IPv4" else f"fd00::{index + 10}"
             conditions: dict[str, bool] = {"serving": is_ready, "terminating": False}
             if not (is_ready and index == 0):  # omitempty: an unset `ready` means ready
                 conditions["ready"] = is_ready
@@ -534,12 +539,108 @@ def agent_status(clusters: list[dict[str, Any]] | None) -> str:
 IDS = {"ap-south-1": 3, "us-east-1": 9, "eu-north-1": 4}
 
 
+def _ready_ipv4(emu: ClusterEmulator, namespace: str, name: str) -> list[str]:
+    found: list[str] = []
+    for key in list(emu.objects):
+        obj = emu.objects[key]
+        if key[0] != "discovery.k8s.io/v1/endpointslices" or key[1] != namespace or obj.deleted:
+            continue
+        raw = obj.raw
+        if raw.get("addressType") != "IPv4":
+            continue
+        if (raw.get("metadata") or {}).get("labels", {}).get("kubernetes.io/service-name") != name:
+            continue
+        for endpoint in raw.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                found.extend(endpoint.get("addresses") or [])
+    return found
+
+
+def _global_copy(emu: ClusterEmulator, namespace: str, name: str) -> dict[str, str] | None:
+    """The Service's annotations when it is global there (both annotations), else None."""
+    if not emu.has("v1/services", namespace, name) or not emu.has("v1/namespaces", None, namespace):
+        return None
+    ns = emu.obj("v1/namespaces", None, namespace)["metadata"].get("annotations") or {}
+    annotations = emu.obj("v1/services", namespace, name)["metadata"].get("annotations") or {}
+    if ns.get("clustermesh.cilium.io/global") != "true":
+        return None
+    if annotations.get("service.cilium.io/global") != "true":
+        return None
+    return dict(annotations)
+
+
+def service_table(viewer: str, emulators: dict[str, ClusterEmulator]) -> str:
+    """``cilium-dbg service list -o json`` as Cilium programs it from the declared state.
+
+    The viewer's own ready endpoints, plus each peer's where both copies are
+    global and the peer shares (``service.cilium.io/shared`` not ``"false"``).
+    Field names as in Cilium's API (``Service.spec``: ``frontend-address``,
+    ``backend-addresses[{ip, port, state, preferred, nodeName}]``, ``flags``).
+    """
+    entries: list[dict[str, Any]] = []
+    own = emulators[viewer]
+    for key in list(own.objects):
+        if key[0] != "v1/services" or own.objects[key].deleted:
+            continue
+        namespace, name = str(key[1]), str(key[2])
+        backends = _ready_ipv4(own, namespace, name)
+        if _global_copy(own, namespace, name) is not None:
+            for peer, emu in emulators.items():
+                copy = _global_copy(emu, namespace, name) if peer != viewer else None
+                if copy is not None and copy.get("service.cilium.io/shared", "true") != "false":
+                    backends.extend(_ready_ipv4(emu, namespace, name))
+        entries.append(
+            {
+                "spec": {
+                    "id": len(entries) + 1,
+                    "frontend-address": {
+                        "ip": f"10.96.0.{len(entries) + 10}",
+                        "port": 80,
+                        "protocol": "TCP",
+                        "scope": "external",
+                    },
+                    "backend-addresses": [
+                        {"ip": ip, "port": 8080, "state": "active", "preferred": True}
+                        for ip in backends
+                    ],
+                    "flags": {
+                        "type": "ClusterIP",
+                        "trafficPolicy": "Cluster",
+                        "name": name,
+                        "namespace": namespace,
+                    },
+                },
+                "status": {"realized": {"id": len(entries) + 1}},
+            }
+        )
+    return json.dumps(entries)
+
+
 @dataclass
 class FakeAgents:
-    """Answers ``cilium-dbg status -o json`` per member (or per pod), like the agents would."""
+    """Answers ``cilium-dbg status -o json`` per member (or per pod), like the agents would,
+    and ``cilium-dbg service list -o json`` from the emulated clusters' declared state
+    (:func:`service_table`), unless a pod's table is frozen for a number of polls."""
 
     outputs: dict[str, str] = field(default_factory=dict)
     calls: list[ExecTarget] = field(default_factory=list)
+    emulators: dict[str, ClusterEmulator] = field(default_factory=dict)
+    #: pod -> (the table it keeps answering, for how many more polls).
+    frozen: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def freeze(self, cluster: str, polls: int) -> None:
+        """Every agent of ``cluster`` keeps its current table for ``polls`` more polls."""
+        table = service_table(cluster, self.emulators)
+        for key in list(self.emulators[cluster].objects):
+            if key[0] == "v1/pods" and str(key[2]).startswith("cilium-"):
+                self.frozen[str(key[2])] = (table, polls)
+
+    def table(self, target: ExecTarget) -> str:
+        held = self.frozen.get(target.pod)
+        if held is not None and held[1] > 0:
+            self.frozen[target.pod] = (held[0], held[1] - 1)
+            return held[0]
+        return service_table(target.cluster, self.emulators)
 
     def healthy(self, members: tuple[str, ...] = MEMBERS) -> None:
         for member in members:
@@ -548,6 +649,9 @@ class FakeAgents:
 
     async def __call__(self, api: ClusterApi, target: ExecTarget) -> str:
         self.calls.append(target)
+        assert target.container == "cilium-agent"
+        if target.command == SERVICE_LIST_COMMAND:
+            return self.table(target)
         assert target.command == ("cilium-dbg", "status", "-o", "json")
         assert target.container == "cilium-agent"
         output = self.outputs.get(target.pod, self.outputs.get(target.cluster))
@@ -780,7 +884,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                 }
             )
         )
-        agents = FakeAgents()
+        agents = FakeAgents(emulators={n: emulators[n] for n in MEMBERS})
         agents.healthy()
         fleet = Fleet(
             members={n: emulators[n] for n in MEMBERS},

@@ -16,6 +16,7 @@ An example (relative paths are relative to the access file)::
     requestTimeout: 30s
     controlPlaneUpgradeTimeout: 1h    # not done by then: failed as stuck
     ciliumUpgradeTimeout: 30m
+    execConcurrency: 8                # execs into agent pods at once, across all members
     members:
       - name: ap-south-1              # the Cilium cluster name
         context: ap-south-1-admin     # a context of the kubeconfig
@@ -147,6 +148,8 @@ class KubernetesAccess(DomainModel):
     control_plane_upgrade_timeout: Duration = Field(default_factory=lambda: _seconds(3600))
     #: A bundled-Cilium rollout not done by then is failed as stuck.
     cilium_upgrade_timeout: Duration = Field(default_factory=lambda: _seconds(1800))
+    #: Execs into agent pods running at once (one poll asks every agent once).
+    exec_concurrency: int = Field(default=8, ge=1, le=64)
 
     @model_validator(mode="after")
     def _unique_names(self) -> KubernetesAccess:

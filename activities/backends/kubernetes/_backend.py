@@ -40,6 +40,7 @@ from activities.backends.kubernetes._api import ClusterApi, KubeObject
 from activities.backends.kubernetes._drain import plan_annotations
 from activities.backends.kubernetes._exec import (
     AGENT_STATUS_COMMAND,
+    SERVICE_LIST_COMMAND,
     ExecTarget,
     PodExec,
     stream_exec,
@@ -56,7 +57,9 @@ from activities.backends.kubernetes._objects import (
     meta,
     network_mode,
     node_ready,
+    owner_of,
     parse_agent_status,
+    parse_service_table,
     pod_cidrs,
     selector_matches,
 )
@@ -108,6 +111,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+#: One agent's service table: active backend IPs per ``(namespace, name)``.
+ServiceTable = dict[tuple[str, str], set[str]]
 
 KUBE_SYSTEM = "kube-system"
 CILIUM_CONFIG = "cilium-config"
@@ -189,6 +194,9 @@ class KubernetesBackend:
         self.access = access
         self.clients = ClusterClients(access)
         self._exec = pod_exec
+        # Bounds the execs of one poll across all members (the per-poll budget).
+        self._exec_slots = asyncio.Semaphore(access.exec_concurrency)
+        self._cidrs: dict[str, list[str]] = {}
         # key -> (what was asked, what was answered): same-process retries of mutations.
         self._remembered: collections.OrderedDict[str, tuple[str, AnnotationChange]] = (
             collections.OrderedDict()
@@ -325,13 +333,7 @@ class KubernetesBackend:
         if apiserver is None:
             view.error = "the mesh is not enabled (no Deployment kube-system/clustermesh-apiserver)"
             return view
-        running = sorted(
-            str(p["metadata"]["name"])
-            for p in pods
-            if meta(p, "labels").get("k8s-app") == "cilium"
-            and (p.get("status") or {}).get("phase") == "Running"
-            and not (p.get("metadata") or {}).get("deletionTimestamp")
-        )
+        running = _running_agents(pods)
         if not running:
             view.error = "no running Cilium agent pod to ask"
             return view
@@ -1113,9 +1115,31 @@ class KubernetesBackend:
     # --- global services --------------------------------------------------------------------
 
     async def list_global_services(self, members: Sequence[str]) -> list[GlobalService]:
-        """Services global in at least one member, with per-member state and routing."""
-        copies = await asyncio.gather(*(self._service_copies(m) for m in members))
+        """Services global in at least one member, with per-member state and routing.
+
+        Routing is what the agents' datapath holds, not what meshfleet wrote: each
+        member's agents' service tables (``cilium-dbg service list -o json``), their
+        *active* backends attributed to members by pod CIDR. A member counts as
+        routing to a source while any of its agents still holds an active backend
+        of it. Backends of a member whose API is unreachable are marked stale
+        (kept by the agents without ``clustermesh-cache-ttl``). A member whose
+        tables cannot be read counts as still routing to every source (stale), so
+        a drain never finishes on a guess.
+
+        Cost of one call (one poll of a drain or restore wait): per member, four
+        list calls and one configmap get, plus one exec per running agent pod,
+        at most ``execConcurrency`` (access file, default 8) execs at once across
+        all members.
+        """
+        copies, tables, cidrs = await asyncio.gather(
+            asyncio.gather(*(self._service_copies(m) for m in members)),
+            asyncio.gather(*(self._service_tables(m) for m in members)),
+            asyncio.gather(*(self._pod_cidrs(m) for m in members)),
+        )
         by_member = dict(zip(members, copies, strict=True))
+        by_viewer = dict(zip(members, tables, strict=True))
+        ranges = {m: c for m, c in zip(members, cidrs, strict=True) if c}
+        unreachable = {m for m, found in by_member.items() if found is None}
         keys = sorted(
             {k for found in copies if found for k, c in found.items() if c.state.is_global}
         )
@@ -1137,10 +1161,78 @@ class KubernetesBackend:
                     name=name,
                     min_ready_endpoints=max(minimums) if minimums else None,
                     per_cluster=states,
-                    routing={viewer: _routing(viewer, states) for viewer in states},
+                    routing={
+                        viewer: _agent_routing(
+                            viewer,
+                            by_viewer[viewer],
+                            (namespace, name),
+                            ranges,
+                            states,
+                            unreachable,
+                        )
+                        for viewer in states
+                    },
                 )
             )
         return services
+
+    async def _service_tables(self, cluster: str) -> list[ServiceTable] | None:
+        """Every running agent pod's service table (None: the member or an agent unreadable)."""
+        try:
+            api = await self.clients.member(cluster)
+            pods = await api.list(
+                calls.LIST_PODS, namespace=KUBE_SYSTEM, label_selector=AGENT_SELECTOR
+            )
+        except ClusterUnavailableError:
+            self.clients.forget(cluster)
+            return None
+        running = _running_agents(pods)
+        if not running:
+            return None
+
+        async def table(pod: str) -> ServiceTable:
+            target = ExecTarget(
+                cluster=cluster,
+                namespace=KUBE_SYSTEM,
+                pod=pod,
+                container=AGENT_CONTAINER,
+                command=SERVICE_LIST_COMMAND,
+            )
+            async with self._exec_slots:
+                output = await self._exec(api, target)
+            return parse_service_table(output)
+
+        found = await asyncio.gather(*(table(p) for p in running), return_exceptions=True)
+        tables: list[ServiceTable] = []
+        for pod, item in zip(running, found, strict=True):
+            if isinstance(item, asyncio.CancelledError):
+                raise item
+            if isinstance(item, BaseException):
+                log.info(
+                    "kubernetes.service_table_unreadable",
+                    cluster=cluster,
+                    pod=pod,
+                    error_type=type(item).__name__,
+                )
+                return None
+            tables.append(item)
+        return tables
+
+    async def _pod_cidrs(self, cluster: str) -> list[str]:
+        """The member's pod CIDRs; the last ones read while it is unreachable (to see its
+        backends in the peers' tables as stale)."""
+        try:
+            api = await self.clients.member(cluster)
+            nodes, config = await asyncio.gather(
+                api.list(calls.LIST_NODES),
+                api.get(calls.GET_CONFIGMAP, CILIUM_CONFIG, namespace=KUBE_SYSTEM),
+            )
+        except ClusterUnavailableError:
+            self.clients.forget(cluster)
+            return self._cidrs.get(cluster, [])
+        data = {str(k): str(v) for k, v in ((config or {}).get("data") or {}).items()}
+        self._cidrs[cluster] = pod_cidrs(nodes, data)
+        return self._cidrs[cluster]
 
     async def _service_copies(self, cluster: str) -> dict[tuple[str, str], _ServiceCopy] | None:
         await self.clients.target(cluster)
@@ -1362,19 +1454,56 @@ def _values_clusters(values_template: str) -> list[str] | None:
     return [str(c.get("name")) for c in clusters if isinstance(c, dict)]
 
 
-def _routing(viewer: str, states: Mapping[str, ClusterServiceState]) -> RoutingView:
-    """Where ``viewer``'s agents route a service, as Cilium programs it from these states.
+def _running_agents(pods: Sequence[KubeObject]) -> list[str]:
+    """Names of the running, not terminating, Cilium agent pods."""
+    return sorted(
+        str(p["metadata"]["name"])
+        for p in pods
+        if meta(p, "labels").get("k8s-app") == "cilium"
+        and (p.get("status") or {}).get("phase") == "Running"
+        and not (p.get("metadata") or {}).get("deletionTimestamp")
+    )
 
-    Its own endpoints always; a peer's when both copies are global and the peer
-    shares them. (Derived from declared state; the agents' tables are not read.)
-    """
-    own = states[viewer]
-    backends: list[BackendSource] = []
-    for source, state in states.items():
-        if source != viewer and not (own.is_global and state.is_global and state.shared):
-            continue
+
+def _agent_routing(
+    viewer: str,
+    tables: Sequence[ServiceTable] | None,
+    service: tuple[str, str],
+    ranges: Mapping[str, Sequence[str]],
+    states: Mapping[str, ClusterServiceState],
+    unreachable: set[str],
+) -> RoutingView:
+    """Where ``viewer``'s agents route ``service``, by the cluster each active backend lives in."""
+    if tables is None:
+        # Unreadable: assume it still routes wherever endpoints exist (never a false "drained").
+        return RoutingView(
+            viewer=viewer,
+            backends=[
+                BackendSource(cluster=c, routable=s.endpoints, ready=0, stale=True)
+                for c, s in states.items()
+                if s.endpoints
+            ],
+        )
+    routed: dict[str, int] = {}
+    for table in tables:
+        per_source: dict[str, int] = {}
+        for ip in table.get(service, set()):
+            source = owner_of(ip, ranges)
+            if source is not None:
+                per_source[source] = per_source.get(source, 0) + 1
+        for source, count in per_source.items():
+            routed[source] = max(routed.get(source, 0), count)
+    backends = []
+    for source, count in sorted(routed.items()):
+        stale = source in unreachable
+        at_source = states[source].ready_endpoints if source in states else 0
         backends.append(
-            BackendSource(cluster=source, routable=state.endpoints, ready=state.ready_endpoints)
+            BackendSource(
+                cluster=source,
+                routable=count,
+                ready=0 if stale else min(count, at_source),
+                stale=stale,
+            )
         )
     return RoutingView(viewer=viewer, backends=backends)
 

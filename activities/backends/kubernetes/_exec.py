@@ -19,10 +19,18 @@ from kubernetes.stream import stream
 
 from activities.backends.kubernetes._api import EXEC_POD, ClusterApi
 
-__all__ = ["AGENT_STATUS_COMMAND", "ExecTarget", "PodExec", "stream_exec"]
+__all__ = [
+    "AGENT_STATUS_COMMAND",
+    "SERVICE_LIST_COMMAND",
+    "ExecTarget",
+    "PodExec",
+    "stream_exec",
+]
 
 #: What ``cilium clustermesh status`` itself runs in every agent pod.
 AGENT_STATUS_COMMAND = ("cilium-dbg", "status", "-o", "json")
+#: The agent's service table: what its datapath load-balances each frontend to.
+SERVICE_LIST_COMMAND = ("cilium-dbg", "service", "list", "-o", "json")
 
 
 @dataclass(frozen=True)

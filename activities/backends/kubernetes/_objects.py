@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -275,3 +276,43 @@ def apiserver_endpoint(
         f"Service kube-system/clustermesh-apiserver is {kind}, unreachable from other clusters: "
         "expose it (Helm clustermesh.apiserver.service.type LoadBalancer or NodePort)"
     )
+
+
+def parse_service_table(output: str) -> dict[tuple[str, str], set[str]]:
+    """``cilium-dbg service list -o json``: the *active* backend IPs of each Service.
+
+    Keyed by ``(namespace, name)`` from ``spec.flags``; the frontends of one
+    Service (ClusterIP, each port, NodePort) are merged. Backends in state
+    ``terminating``, ``quarantined`` or ``maintenance`` take no new traffic and
+    are left out (a missing state is ``active``, the API's default).
+    """
+    data = json.loads(output)
+    if not isinstance(data, list):
+        raise ValueError("cilium-dbg service list output is not a list")
+    table: dict[tuple[str, str], set[str]] = {}
+    for entry in data:
+        spec = (entry or {}).get("spec") or {}
+        flags = spec.get("flags") or {}
+        if not flags.get("name") or not flags.get("namespace"):
+            continue
+        backends = table.setdefault((str(flags["namespace"]), str(flags["name"])), set())
+        for backend in spec.get("backend-addresses") or []:
+            if (backend.get("state") or "active") == "active" and backend.get("ip"):
+                backends.add(str(backend["ip"]))
+    return table
+
+
+def owner_of(ip: str, cidrs: Mapping[str, Sequence[str]]) -> str | None:
+    """The member whose pod CIDRs hold ``ip`` (they never overlap in a mesh), or None."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    for member, ranges in cidrs.items():
+        for cidr in ranges:
+            try:
+                if address in ipaddress.ip_network(cidr, strict=False):
+                    return member
+            except ValueError:
+                continue
+    return None
