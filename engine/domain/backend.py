@@ -688,6 +688,16 @@ class FleetBackend(Protocol):
         """Remove ``peers`` from ``cluster``'s mesh configuration (one direction)."""
         ...
 
+    async def target_problem(
+        self, cluster: str, kubernetes_version: str, cilium_version: str
+    ) -> str | None:
+        """Why ``cluster`` cannot be upgraded to exactly these versions (None: it can).
+
+        Asked at preflight, before the member is drained: a target the upgrade
+        steps would refuse is refused here, while nothing is touched yet.
+        """
+        ...
+
     async def start_control_plane_upgrade(
         self, cluster: str, target_version: str, *, idempotency_key: str
     ) -> OperationProgress:

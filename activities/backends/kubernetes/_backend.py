@@ -609,6 +609,28 @@ class KubernetesBackend:
 
     # --- long-running operations -------------------------------------------------------------
 
+    async def target_problem(
+        self, cluster: str, kubernetes_version: str, cilium_version: str
+    ) -> str | None:
+        """Refuse a target without a patch number: Cluster API and Helm need ``vX.Y.Z``.
+
+        Minor-only targets (``1.33``) are resolved to a concrete patch from the
+        release catalog at plan time; one that reaches a member is refused here,
+        at preflight, before the member is drained.
+        """
+        for what, text in (("Kubernetes", kubernetes_version), ("Cilium", cilium_version)):
+            try:
+                version = Version.parse(text)
+            except ValueError as error:
+                return f"cluster {cluster!r}: target {what} version {text!r} is not valid: {error}"
+            if version.patch is None:
+                return (
+                    f"cluster {cluster!r}: target {what} version {text!r} has no patch number; "
+                    "the Kubernetes backend upgrades to a concrete MAJOR.MINOR.PATCH (resolve "
+                    "the target from the release catalog at plan time)"
+                )
+        return None
+
     async def start_control_plane_upgrade(
         self, cluster: str, target_version: str, *, idempotency_key: str
     ) -> OperationProgress:

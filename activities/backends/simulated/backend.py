@@ -367,6 +367,12 @@ class SimulatedFleetBackend:
             cluster, OperationKind.ENABLE_MESH, None, idempotency_key, network=network
         )
 
+    async def target_problem(
+        self, cluster: str, kubernetes_version: str, cilium_version: str
+    ) -> str | None:
+        """The simulator upgrades to any version, with or without a patch number."""
+        return None
+
     async def disable_mesh(self, cluster: str, *, idempotency_key: str) -> None:
         def act(sim: Simulation) -> None:
             if sim.remembered(idempotency_key, "disableMesh", cluster) is None:
