@@ -27,7 +27,7 @@ import copy
 import itertools
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -68,6 +68,22 @@ RESOURCES = (
 
 
 _KEPT_REQUESTS = 64
+#: What an API server offers for exec, newest first (1.30+ speaks v5).
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+
+
+@dataclass(frozen=True)
+class ExecReply:
+    """What a command run in a pod gives back: its streams and exit code, or it hangs."""
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int = 0
+    hang: bool = False
+
+
+#: Answers an exec: ``(pod, container, command) -> reply``.
+ExecHandler = Callable[[str, str, tuple[str, ...]], Awaitable[ExecReply]]
 
 
 @attrs.define(kw_only=True)
@@ -140,6 +156,59 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if selector:
             payload["items"] = [i for i in payload["items"] if _selected(selector, i)]
         return payload
+
+    #: Serves ``pods/{name}/exec`` over websockets when set (the Kubernetes exec protocol).
+    exec_handler: ExecHandler | None = attrs.field(default=None, init=False)
+    exec_protocols: tuple[str, ...] = attrs.field(default=EXEC_PROTOCOLS, init=False)
+    #: The subprotocol each exec negotiated, in order (for assertions).
+    exec_sessions: list[str] = attrs.field(factory=list, init=False)
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        upgrade = raw_request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and raw_request.path.endswith("/exec") and self.exec_handler is not None:
+            return await self._serve_exec(raw_request, self.exec_handler)
+        return await super().__call__(raw_request)
+
+    async def _serve_exec(
+        self, raw_request: aiohttp.web.BaseRequest, handler: ExecHandler
+    ) -> aiohttp.web.StreamResponse:
+        """The exec protocol as the API server speaks it to ``kubernetes.stream``.
+
+        Binary frames prefixed by a channel byte: 1 stdout, 2 stderr, 3 the error
+        channel carrying the final ``Status`` (``Success``, or ``Failure`` with
+        reason ``NonZeroExitCode`` and the code in ``details.causes``); with
+        ``v5.channel.k8s.io`` a close frame (channel 255) per stream before the end.
+        """
+        ws = aiohttp.web.WebSocketResponse(protocols=self.exec_protocols)
+        await ws.prepare(raw_request)
+        protocol = ws.ws_protocol or ""
+        self.exec_sessions.append(protocol)
+        pod = raw_request.path.rstrip("/").split("/")[-2]
+        container = raw_request.query.get("container", "")
+        command = tuple(raw_request.query.getall("command", []))
+        reply = await handler(pod, container, command)
+        if reply.hang:
+            await ws.receive()  # until the client gives up and closes
+            return ws
+        if reply.stdout:
+            await ws.send_bytes(b"\x01" + reply.stdout.encode())
+        if reply.stderr:
+            await ws.send_bytes(b"\x02" + reply.stderr.encode())
+        status: dict[str, Any] = {"metadata": {}, "status": "Success"}
+        if reply.exit_code:
+            status = {
+                "metadata": {},
+                "status": "Failure",
+                "message": f"command terminated with non-zero exit code {reply.exit_code}",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(reply.exit_code)}]},
+            }
+        await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+        if protocol == "v5.channel.k8s.io":
+            for channel in (1, 2, 3):
+                await ws.send_bytes(bytes([255, channel]))
+        await ws.close()
+        return ws
 
     def has(self, resource: str, namespace: str | None, name: str) -> bool:
         """Whether the object exists (kmock's ``in`` needs a parsed resource, not a string)."""

@@ -189,6 +189,8 @@ class ClusterApi:
         self.scope = scope
         self.api_client = api_client
         self._timeout = (min(request_timeout, 10.0), request_timeout)
+        #: Seconds one request (or one exec) may take.
+        self.request_timeout = request_timeout
 
     def check(self, call: ApiCall, verb: str) -> None:
         """Refuse undeclared calls: :data:`API_CALLS` must stay the whole truth."""
