@@ -21,8 +21,10 @@ from engine.domain.errors import MeshfleetError
 from tests.kubernetes.caaph import (
     CAAPH_MEMBERS,
     CONFIGMAPS,
+    DEPLOYMENTS,
     NAMESPACE,
     PROXIES,
+    SERVICES,
     USER_VALUES,
     CaaphFleet,
     address,
@@ -251,3 +253,38 @@ async def test_operation_records_started_at_once_are_all_kept(caaph_fleet: Caaph
     records = json.loads(cluster["metadata"]["annotations"][ANNOTATION_OPERATIONS])
     assert sorted(records) == ["prod/e", "up/a"]
     assert caaph_fleet.management.conflicts >= 1  # the race really happened
+
+
+# --- readiness --------------------------------------------------------------------------------
+
+
+async def test_enabling_is_done_only_once_the_newcomers_apiserver_is_rolled_out_and_reachable(
+    caaph_fleet: CaaphFleet,
+) -> None:
+    caaph_fleet.helm.paused.add(ALPHA)  # the chart has not rendered the new values yet
+    emu = caaph_fleet.members[ALPHA]
+    backend = caaph_fleet.backend()
+
+    started = await backend.enable_mesh(ALPHA, network="prod", idempotency_key="e", cluster_id=1)
+    assert started.state is OperationState.RUNNING
+    assert started.phase == "clustermesh-apiserver not deployed yet"
+
+    caaph_fleet.helm.render(ALPHA)
+    emu.change(
+        DEPLOYMENTS, "kube-system", "clustermesh-apiserver", {"status": {"readyReplicas": 0}}
+    )
+    emu.change(SERVICES, "kube-system", "clustermesh-apiserver", {"status": {"loadBalancer": None}})
+    rolling = await backend.get_operation(ALPHA, "e")
+    assert rolling.state is OperationState.RUNNING
+    assert rolling.phase == "clustermesh-apiserver 0/1 ready"
+
+    emu.change(
+        DEPLOYMENTS, "kube-system", "clustermesh-apiserver", {"status": {"readyReplicas": 1}}
+    )
+    unreachable = await backend.get_operation(ALPHA, "e")
+    assert unreachable.state is OperationState.RUNNING
+    assert "waiting for the clustermesh-apiserver LoadBalancer address" in unreachable.phase
+
+    lb = {"loadBalancer": {"ingress": [{"ip": address(ALPHA)}]}}
+    emu.change(SERVICES, "kube-system", "clustermesh-apiserver", {"status": lb})
+    assert (await backend.get_operation(ALPHA, "e")).state is OperationState.SUCCEEDED
