@@ -288,3 +288,21 @@ async def test_enabling_is_done_only_once_the_newcomers_apiserver_is_rolled_out_
     lb = {"loadBalancer": {"ingress": [{"ip": address(ALPHA)}]}}
     emu.change(SERVICES, "kube-system", "clustermesh-apiserver", {"status": lb})
     assert (await backend.get_operation(ALPHA, "e")).state is OperationState.SUCCEEDED
+
+
+async def test_an_apiserver_service_other_clusters_cannot_reach_fails_the_join_clearly(
+    caaph_fleet: CaaphFleet,
+) -> None:
+    caaph_fleet.helm.paused.add(ALPHA)
+    backend = caaph_fleet.backend()
+    await backend.enable_mesh(ALPHA, network="prod", idempotency_key="e", cluster_id=1)
+    caaph_fleet.helm.render(ALPHA)
+    spec = {"spec": {"type": "ClusterIP"}, "status": {"loadBalancer": None}}
+    caaph_fleet.members[ALPHA].change(SERVICES, "kube-system", "clustermesh-apiserver", spec)
+
+    progress = await backend.get_operation(ALPHA, "e")
+
+    assert progress.state is OperationState.FAILED
+    assert progress.message is not None
+    assert "is ClusterIP, unreachable from other clusters" in progress.message
+    assert "clustermesh.apiserver.service.type" in progress.message

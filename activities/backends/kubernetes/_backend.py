@@ -1035,14 +1035,19 @@ class KubernetesBackend:
             api.get(calls.GET_SERVICE, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM),
             api.list(calls.LIST_NODES),
         )
-        reachable = apiserver_endpoint(cluster, service, nodes) if service else "no Service yet"
+        reachable = apiserver_endpoint(cluster, service, nodes)
         if isinstance(reachable, str):
+            # Waiting for an address is progress; a Service peers can never reach is not.
+            state = (
+                OperationState.RUNNING if reachable.startswith("waiting") else OperationState.FAILED
+            )
             return self._report(
                 cluster,
                 record,
-                OperationState.RUNNING,
+                state,
                 80,
                 f"{phase}; its Service: {reachable}",
+                reachable if state is OperationState.FAILED else None,
                 components=[rollout],
             )
         return self._report(
