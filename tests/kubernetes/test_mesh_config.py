@@ -306,3 +306,14 @@ async def test_an_apiserver_service_other_clusters_cannot_reach_fails_the_join_c
     assert progress.message is not None
     assert "is ClusterIP, unreachable from other clusters" in progress.message
     assert "clustermesh.apiserver.service.type" in progress.message
+
+
+async def test_without_an_allocation_a_cluster_id_of_zero_is_never_written(
+    caaph_fleet: CaaphFleet,
+) -> None:
+    backend = caaph_fleet.backend()  # cilium-config says cluster-id 0 (Cilium's default)
+
+    with pytest.raises(MeshfleetError, match=r"no valid cluster id to write \(got 0"):
+        await backend.enable_mesh(ALPHA, network="prod", idempotency_key="e")
+
+    assert caaph_fleet.values(ALPHA) == USER_VALUES

@@ -98,6 +98,7 @@ from engine.domain.backend import (
 )
 from engine.domain.errors import MeshfleetError, NotFoundError
 from engine.domain.model import DomainModel
+from engine.domain.names import MAX_CLUSTER_ID, MIN_CLUSTER_ID
 from engine.domain.versions import Version
 
 __all__ = [
@@ -426,10 +427,14 @@ class KubernetesBackend:
         )
         if proxy is not None and record.state is None:
             own = _int_or_none((config.get("data") or {}).get("cluster-id"))
+            chosen = cluster_id if cluster_id is not None else own
+            if chosen is None or not MIN_CLUSTER_ID <= chosen <= MAX_CLUSTER_ID:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: no valid cluster id to write (got {chosen}; the "
+                    f"network allocates {MIN_CLUSTER_ID}..{MAX_CLUSTER_ID})"
+                )
             await self._write_mesh_values(
-                cluster,
-                target,
-                lambda values: _joined_values(cluster, values, cluster_id or own),
+                cluster, target, lambda values: _joined_values(cluster, values, chosen)
             )
         log.info("kubernetes.mesh_enabled", cluster=cluster, network=network, key=idempotency_key)
         return await self._progress(cluster, holder, record)
@@ -1574,13 +1579,8 @@ class _ProxyValues:
     record: PreMeshValues | None
 
 
-def _joined_values(cluster: str, values: _ProxyValues, cluster_id: int | None) -> _ProxyValues:
+def _joined_values(cluster: str, values: _ProxyValues, cluster_id: int) -> _ProxyValues:
     """The member's own mesh values, before it has any peer (a retry changes nothing)."""
-    if cluster_id is None:
-        raise MeshfleetError(
-            f"cluster {cluster!r}: no cluster id to write (the network allocates one; "
-            "cilium-config has none)"
-        )
     current = read_values(values.text)
     peers = current.get(CONFIG_CLUSTERS) or []
     if values.record is not None and peers and current.get(CLUSTER_ID) != cluster_id:
