@@ -114,6 +114,7 @@ GET_DEPLOYMENT = _declare(W, "apps", "v1", "deployments", "get")
 GET_CONFIGMAP = _declare(W, "", "v1", "configmaps", "get")
 PATCH_CONFIGMAP = _declare(W, "", "v1", "configmaps", "patch")
 GET_SECRET = _declare(W, "", "v1", "secrets", "get")
+PATCH_SECRET = _declare(W, "", "v1", "secrets", "patch")
 LIST_PODS = _declare(W, "", "v1", "pods", "list")
 EXEC_POD = _declare(W, "", "v1", "pods/exec", "create")
 # Exec is a websocket upgrade of a GET: API servers before 1.30 authorize it as `get`.

@@ -18,6 +18,7 @@ Does I/O.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import datetime as dt
@@ -35,6 +36,7 @@ from activities.backends.kubernetes._access import (
     ClusterClients,
     KubernetesAccess,
     MemberTarget,
+    MeshConfig,
 )
 from activities.backends.kubernetes._api import ClusterApi, KubeObject
 from activities.backends.kubernetes._drain import plan_annotations
@@ -48,6 +50,7 @@ from activities.backends.kubernetes._exec import (
 from activities.backends.kubernetes._objects import (
     apiserver_endpoint,
     condition,
+    connection_config,
     daemonset_rollout,
     deployment_rollout,
     endpoint_counts,
@@ -121,6 +124,17 @@ CILIUM_AGENT = "cilium"
 CILIUM_OPERATOR = "cilium-operator"
 CLUSTERMESH_APISERVER = "clustermesh-apiserver"
 CLUSTERMESH_SECRET = "cilium-clustermesh"
+KVSTOREMESH_SECRET = "cilium-kvstoremesh"
+#: The client certificate a member presents to its peers (Cilium projects it as common-*).
+REMOTE_CERT_SECRET = "clustermesh-apiserver-remote-cert"
+SERVER_CERT_SECRET = "clustermesh-apiserver-server-cert"
+#: With KVStoreMesh, the agents' entry for every peer: the local kvstoremesh.
+LOCAL_KVSTOREMESH_CONFIG = (
+    "endpoints:\n- https://clustermesh-apiserver.kube-system.svc:2379\n"
+    "trusted-ca-file: /var/lib/cilium/clustermesh/local-etcd-client-ca.crt\n"
+    "key-file: /var/lib/cilium/clustermesh/local-etcd-client.key\n"
+    "cert-file: /var/lib/cilium/clustermesh/local-etcd-client.crt\n"
+)
 AGENT_SELECTOR = "k8s-app=cilium"
 AGENT_CONTAINER = "cilium-agent"
 
@@ -497,6 +511,21 @@ class KubernetesBackend:
         ``cilium-clustermesh`` (their Cilium install owns it).
         """
         target = await self.clients.target(cluster)
+        if target.mesh is MeshConfig.CONNECTION_SECRETS:
+            await self._same_ca(cluster, peers)
+            endpoints = await asyncio.gather(*(self._apiserver_endpoint(p) for p in peers))
+            await self._write_connections(
+                cluster,
+                {e.name: connection_config(e) for e in endpoints if e.name != cluster},
+            )
+            log.info(
+                "kubernetes.peers_connected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+                mode=target.mesh.value,
+            )
+            return
         if await self._mesh_chart_proxy(cluster, target) is not None:
             endpoints = await asyncio.gather(*(self._apiserver_endpoint(p) for p in peers))
             await self._write_mesh_values(
@@ -523,6 +552,16 @@ class KubernetesBackend:
     ) -> None:
         """Take ``peers`` out of ``cluster``'s ``clustermesh.config.clusters`` (or check it)."""
         target = await self.clients.target(cluster)
+        if target.mesh is MeshConfig.CONNECTION_SECRETS:
+            await self._write_connections(cluster, dict.fromkeys(peers))
+            log.info(
+                "kubernetes.peers_disconnected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+                mode=target.mesh.value,
+            )
+            return
         if await self._mesh_chart_proxy(cluster, target) is not None:
             await self._write_mesh_values(
                 cluster, target, lambda values: _without_peers(values, peers)
@@ -540,6 +579,81 @@ class KubernetesBackend:
                 f"cluster {cluster!r}: peers {still} are still configured in Secret "
                 f"kube-system/{CLUSTERMESH_SECRET}; remove them from the Cilium Helm values "
                 "clustermesh.config.clusters"
+            )
+
+    async def _write_connections(self, cluster: str, entries: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) one connection entry per peer, as the chart renders them.
+
+        Without KVStoreMesh the agents read Secret ``cilium-clustermesh``: the entry
+        points at the peer. With KVStoreMesh (the clustermesh-apiserver has a
+        ``kvstoremesh`` container) ``cilium-kvstoremesh`` gets that entry and the
+        agents' ``cilium-clustermesh`` entry points at the local kvstoremesh. Each
+        Secret is written on the version read; entries are never logged.
+        """
+        api = await self.clients.member(cluster)
+        apiserver = await api.get(
+            calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
+        )
+        containers = (((apiserver or {}).get("spec") or {}).get("template") or {}).get(
+            "spec", {}
+        ).get("containers") or []
+        kvstoremesh = any(c.get("name") == "kvstoremesh" for c in containers)
+        writes = {CLUSTERMESH_SECRET: dict(entries)}
+        if kvstoremesh:
+            writes = {
+                KVSTOREMESH_SECRET: dict(entries),
+                CLUSTERMESH_SECRET: {
+                    peer: None if entry is None else LOCAL_KVSTOREMESH_CONFIG
+                    for peer, entry in entries.items()
+                },
+            }
+        for name, wanted in writes.items():
+
+            def patch(secret: KubeObject, wanted: Mapping[str, str | None] = wanted) -> Any:
+                data = secret.get("data") or {}
+                body = {
+                    peer: None if entry is None else _b64(entry)
+                    for peer, entry in wanted.items()
+                    if (entry is None and peer in data)
+                    or (entry is not None and data.get(peer) != _b64(entry))
+                }
+                return {"data": body} if body else None
+
+            found = await calls.read_modify_write(
+                api, calls.GET_SECRET, calls.PATCH_SECRET, name, patch, namespace=KUBE_SYSTEM
+            )
+            if found is None:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: Secret {KUBE_SYSTEM}/{name} does not exist; the "
+                    "Cilium install creates it with the clustermesh-apiserver"
+                )
+
+    async def _same_ca(self, cluster: str, peers: Sequence[str]) -> None:
+        """Refuse peers whose clustermesh-apiserver is not signed by the CA ``cluster`` trusts.
+
+        Connection entries use the member's own client certificate (Secret
+        ``clustermesh-apiserver-remote-cert``, projected by Cilium as the
+        ``common-etcd-client`` files): that only works with one CA for the whole
+        mesh. Only the public CA certificates are compared, in memory.
+        """
+
+        async def ca(member: str, secret: str) -> str | None:
+            api = await self.clients.member(member)
+            found = await api.get(calls.GET_SECRET, secret, namespace=KUBE_SYSTEM)
+            return str(((found or {}).get("data") or {}).get("ca.crt") or "") or None
+
+        own = await ca(cluster, REMOTE_CERT_SECRET)
+        theirs = await asyncio.gather(*(ca(p, SERVER_CERT_SECRET) for p in peers))
+        if own is None:
+            raise MeshfleetError(
+                f"cluster {cluster!r}: Secret {KUBE_SYSTEM}/{REMOTE_CERT_SECRET} has no ca.crt; "
+                "connection Secrets need the clustermesh client certificate of a shared CA"
+            )
+        different = sorted(p for p, c in zip(peers, theirs, strict=True) if c != own)
+        if different:
+            raise MeshfleetError(
+                f"cluster {cluster!r}: the clustermesh-apiserver of {different} is not signed by "
+                f"the CA {cluster!r} trusts; give every member's Cilium one shared CA"
             )
 
     async def _configured_peers(self, cluster: str) -> list[str]:
@@ -1562,6 +1676,10 @@ def _records_body(records: Mapping[str, _OperationRecord]) -> dict[str, Any]:
         separators=(",", ":"),
     )
     return {"metadata": {"annotations": {ANNOTATION_OPERATIONS: text}}}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def _int_or_none(value: Any) -> int | None:

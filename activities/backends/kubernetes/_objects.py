@@ -316,3 +316,23 @@ def owner_of(ip: str, cidrs: Mapping[str, Sequence[str]]) -> str | None:
             except ValueError:
                 continue
     return None
+
+
+#: Where Cilium mounts the connection files (the ``common-`` ones: the member's own
+#: client certificate from Secret ``clustermesh-apiserver-remote-cert``).
+CLUSTERMESH_DIR = "/var/lib/cilium/clustermesh"
+
+
+def connection_config(peer: PeerEndpoint) -> str:
+    """One connection entry, as Cilium's chart renders it for a peer given by address.
+
+    An etcd client configuration: the peer's clustermesh-apiserver endpoint and
+    the shared-CA client files. References to files only: no key material.
+    """
+    host = peer.address or (peer.ips[0] if peer.ips else peer.name)
+    return (
+        f"endpoints:\n- https://{host}:{peer.port}\n"
+        f"trusted-ca-file: {CLUSTERMESH_DIR}/common-etcd-client-ca.crt\n"
+        f"key-file: {CLUSTERMESH_DIR}/common-etcd-client.key\n"
+        f"cert-file: {CLUSTERMESH_DIR}/common-etcd-client.crt\n"
+    )
