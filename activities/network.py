@@ -128,7 +128,10 @@ class NetworkActivities:
                 return claimed
             backend, key = self.backend, request.idempotency_key
             progress = await backend.enable_mesh(
-                request.cluster, network=request.network, idempotency_key=key
+                request.cluster,
+                network=request.network,
+                idempotency_key=key,
+                cluster_id=request.cluster_id,
             )
 
             async def finished() -> OperationProgress | None:

@@ -223,6 +223,13 @@ class UpdateActivities:
                     message="already at the target",
                     current=current,
                 )
+            problem = await self._backend.target_problem(
+                member.member, member.target.kubernetes_version, member.target.cilium_version
+            )
+            if problem is not None:
+                return contract.PreflightResult(
+                    outcome=contract.PreflightOutcome.REFUSED, message=problem, current=current
+                )
             if have > want:
                 return contract.PreflightResult(
                     outcome=contract.PreflightOutcome.REFUSED,

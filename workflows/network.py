@@ -102,6 +102,8 @@ RETRY = RetryPolicy(
 )
 #: Rows of the log shown in the Web UI's current details.
 DETAILS_LOG_ROWS = 8
+#: Patch: enable_mesh is given the cluster id the network allocated (backends write it).
+PATCH_ENABLE_MESH_CLUSTER_ID = "enable-mesh-cluster-id"
 
 
 def _reject(problems: Sequence[str]) -> None:
@@ -460,6 +462,8 @@ class NetworkWorkflow:
         results: dict[str, MemberResult],
     ) -> list[NetworkMember]:
         """Enable the mesh on every accepted newcomer (in parallel); record those that came up."""
+        # Histories recorded before the allocation was passed scheduled it without the id.
+        pass_id = workflow.patched(PATCH_ENABLE_MESH_CLUSTER_ID)
         outcomes = await asyncio.gather(
             *[
                 self._call(
@@ -469,6 +473,7 @@ class NetworkWorkflow:
                         network=self.state.name,
                         idempotency_key=self._key(op, check.cluster, "enable-mesh"),
                         timeout=self.settings.mesh_ready_timeout,
+                        cluster_id=check.cluster_id if pass_id else None,
                     ),
                     EnableMeshResult,
                     waits=self.settings.mesh_ready_timeout,

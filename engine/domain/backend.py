@@ -659,9 +659,17 @@ class FleetBackend(Protocol):
         ...
 
     async def enable_mesh(
-        self, cluster: str, *, network: str, idempotency_key: str
+        self,
+        cluster: str,
+        *,
+        network: str,
+        idempotency_key: str,
+        cluster_id: int | None = None,
     ) -> OperationProgress:
-        """Deploy the clustermesh-apiserver and agent mesh config, recording ``network``."""
+        """Deploy the clustermesh-apiserver and agent mesh config, recording ``network``.
+
+        ``cluster_id`` is the network's allocation for the cluster (None: keep its own).
+        """
         ...
 
     async def disable_mesh(self, cluster: str, *, idempotency_key: str) -> None:
@@ -678,6 +686,16 @@ class FleetBackend(Protocol):
         self, cluster: str, peers: Sequence[str], *, idempotency_key: str
     ) -> None:
         """Remove ``peers`` from ``cluster``'s mesh configuration (one direction)."""
+        ...
+
+    async def target_problem(
+        self, cluster: str, kubernetes_version: str, cilium_version: str
+    ) -> str | None:
+        """Why ``cluster`` cannot be upgraded to exactly these versions (None: it can).
+
+        Asked at preflight, before the member is drained: a target the upgrade
+        steps would refuse is refused here, while nothing is touched yet.
+        """
         ...
 
     async def start_control_plane_upgrade(

@@ -621,6 +621,9 @@ class EnableMeshInput(DomainModel):
     network: str
     idempotency_key: str
     timeout: Duration
+    #: The id the network allocated (the cluster's own, or one assigned); None in
+    #: histories recorded before it was passed (the backend then keeps the cluster's own).
+    cluster_id: int | None = None
 
 
 class EnableMeshResult(DomainModel):

@@ -153,7 +153,12 @@ def test_member_rbac_names_cilium_objects_as_the_backend_does() -> None:
     assert names["daemonsets"] == {backend.CILIUM_AGENT}
     assert names["deployments"] == {backend.CILIUM_OPERATOR, backend.CLUSTERMESH_APISERVER}
     assert names["configmaps"] == {backend.CILIUM_CONFIG}
-    assert names["secrets"] == {backend.CLUSTERMESH_SECRET}
+    assert names["secrets"] == {
+        backend.CLUSTERMESH_SECRET,
+        backend.KVSTOREMESH_SECRET,
+        backend.REMOTE_CERT_SECRET,
+        backend.SERVER_CERT_SECRET,
+    }
     assert names["pods"] == set()  # listed by label selector: names cannot restrict a list
 
 

@@ -24,22 +24,26 @@ import asyncio
 import base64
 import contextlib
 import copy
+import itertools
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp.web
 import attrs
 import kmock
 import pytest
 import pytest_asyncio
 import yaml
 from kmock._internal import parsing
+from kmock._internal.k8s import KubernetesObjectConflictError
 
 from activities.backends.kubernetes import ExecTarget, KubernetesBackend, load_access
 from activities.backends.kubernetes._api import ClusterApi
+from activities.backends.kubernetes._exec import SERVICE_LIST_COMMAND
 
 SAMPLES = Path(__file__).parent / "samples"
 MEMBERS = ("ap-south-1", "us-east-1", "eu-north-1")
@@ -63,11 +67,84 @@ RESOURCES = (
 )
 
 
+_KEPT_REQUESTS = 64
+#: What an API server offers for exec, newest first (1.30+ speaks v5).
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+
+
+@dataclass(frozen=True)
+class ExecReply:
+    """What a command run in a pod gives back: its streams and exit code, or it hangs."""
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int = 0
+    hang: bool = False
+
+
+#: Answers an exec: ``(pod, container, command) -> reply``.
+ExecHandler = Callable[[str, str, tuple[str, ...]], Awaitable[ExecReply]]
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
-    """kmock's emulator with a settable ``/version`` and label-selector filtering on lists."""
+    """kmock's emulator with a settable ``/version``, label-selector filtering on lists,
+    and ``resourceVersion`` as the API server keeps it: every change moves it on, and a
+    patch that names an older one is refused with 409 Conflict."""
 
     git_version: str = "v1.33.2"
+    _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _writes: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    #: Patches refused for a stale resourceVersion (for assertions).
+    conflicts: int = attrs.field(default=0, init=False)
+    _holds: dict[tuple[str, str | None, str], asyncio.Barrier] = attrs.field(
+        factory=dict, init=False
+    )
+
+    def hold_patches(self, resource: str, namespace: str | None, name: str, parties: int) -> None:
+        """Make the next ``parties`` patches of one object wait for each other before any
+        applies: writers that read the same version before patching race for certain."""
+        self._holds[resource, namespace, name] = asyncio.Barrier(parties)
+
+    def _stamp(self) -> None:
+        """Give every object without one a resourceVersion (seeds are written directly)."""
+        for key in list(self.objects):
+            obj = self.objects[key]
+            if not obj.deleted and not (obj.get("metadata") or {}).get("resourceVersion"):
+                obj.patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # kmock matches each request against every request it kept (quadratic for a
+        # polling client): keep only the recent ones, which is all these tests look at.
+        del self._requests[:-_KEPT_REQUESTS]
+        if request.resource is None or request.action != kmock.action.UPDATE or not request.name:
+            self._stamp()
+            return await super()._handle(request)
+        hold = next(
+            (
+                k
+                for k in self._holds
+                if request.resource == k[0] and (request.namespace, request.name) == k[1:]
+            ),
+            None,
+        )
+        if hold is not None:
+            barrier = self._holds[hold]
+            if barrier.n_waiting + 1 == barrier.parties:
+                del self._holds[hold]  # the last party: later patches pass freely
+            await barrier.wait()
+        async with self._writes:  # check, patch and answer as one step, like etcd's CAS
+            self._stamp()
+            key = (request.resource, request.namespace, request.name)
+            data = request.data if isinstance(request.data, dict) else {}
+            wanted = (data.get("metadata") or {}).get("resourceVersion")
+            if key in self.objects and not self.objects[key].deleted:
+                current = (self.objects[key].get("metadata") or {}).get("resourceVersion")
+                if wanted is not None and str(wanted) != str(current):
+                    self.conflicts += 1
+                    return await self._render_error(KubernetesObjectConflictError())
+            data.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+            return await super()._handle(request)
 
     async def _serve_server_version(self, request: kmock.Request) -> dict[str, str]:
         major, minor = self.git_version.lstrip("v").split(".")[:2]
@@ -80,13 +157,73 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             payload["items"] = [i for i in payload["items"] if _selected(selector, i)]
         return payload
 
+    #: Serves ``pods/{name}/exec`` over websockets when set (the Kubernetes exec protocol).
+    exec_handler: ExecHandler | None = attrs.field(default=None, init=False)
+    exec_protocols: tuple[str, ...] = attrs.field(default=EXEC_PROTOCOLS, init=False)
+    #: The subprotocol each exec negotiated, in order (for assertions).
+    exec_sessions: list[str] = attrs.field(factory=list, init=False)
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        upgrade = raw_request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and raw_request.path.endswith("/exec") and self.exec_handler is not None:
+            return await self._serve_exec(raw_request, self.exec_handler)
+        return await super().__call__(raw_request)
+
+    async def _serve_exec(
+        self, raw_request: aiohttp.web.BaseRequest, handler: ExecHandler
+    ) -> aiohttp.web.StreamResponse:
+        """The exec protocol as the API server speaks it to ``kubernetes.stream``.
+
+        Binary frames prefixed by a channel byte: 1 stdout, 2 stderr, 3 the error
+        channel carrying the final ``Status`` (``Success``, or ``Failure`` with
+        reason ``NonZeroExitCode`` and the code in ``details.causes``); with
+        ``v5.channel.k8s.io`` a close frame (channel 255) per stream before the end.
+        """
+        ws = aiohttp.web.WebSocketResponse(protocols=self.exec_protocols)
+        await ws.prepare(raw_request)
+        protocol = ws.ws_protocol or ""
+        self.exec_sessions.append(protocol)
+        pod = raw_request.path.rstrip("/").split("/")[-2]
+        container = raw_request.query.get("container", "")
+        command = tuple(raw_request.query.getall("command", []))
+        reply = await handler(pod, container, command)
+        if reply.hang:
+            await ws.receive()  # until the client gives up and closes
+            return ws
+        if reply.stdout:
+            await ws.send_bytes(b"\x01" + reply.stdout.encode())
+        if reply.stderr:
+            await ws.send_bytes(b"\x02" + reply.stderr.encode())
+        status: dict[str, Any] = {"metadata": {}, "status": "Success"}
+        if reply.exit_code:
+            status = {
+                "metadata": {},
+                "status": "Failure",
+                "message": f"command terminated with non-zero exit code {reply.exit_code}",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(reply.exit_code)}]},
+            }
+        await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+        if protocol == "v5.channel.k8s.io":
+            for channel in (1, 2, 3):
+                await ws.send_bytes(bytes([255, channel]))
+        await ws.close()
+        return ws
+
+    def has(self, resource: str, namespace: str | None, name: str) -> bool:
+        """Whether the object exists (kmock's ``in`` needs a parsed resource, not a string)."""
+        wanted: tuple[Any, ...] = (resource, namespace, name)
+        return wanted in list(self.objects)
+
     def obj(self, resource: str, namespace: str | None, name: str) -> dict[str, Any]:
         """The current state of an object (a deep copy)."""
         return copy.deepcopy(self.objects[resource, namespace, name].raw)
 
     def change(self, resource: str, namespace: str | None, name: str, body: dict[str, Any]) -> None:
-        """Change an object as a controller would (merge; None removes)."""
+        """Change an object as a controller would (merge; None removes; a new resourceVersion)."""
         self.objects[resource, namespace, name].patch(body)
+        version = {"metadata": {"resourceVersion": str(next(self._versions))}}
+        self.objects[resource, namespace, name].patch(version)
 
 
 def _selected(selector: str, item: dict[str, Any]) -> bool:
@@ -271,14 +408,15 @@ def seed_member(emu: ClusterEmulator, spec: MemberSpec, key_material: str) -> No
         "type": "Opaque",
         "data": data,
     }
-    seed_service(emu, spec.name, "shop", "cart", ready=2, not_ready=1, shared=None)
-    seed_service(emu, spec.name, "shop", "checkout", ready=1, not_ready=0, shared="true")
-    seed_service(emu, spec.name, "internal", "ledger", ready=1, not_ready=0, shared=None)
+    prefix = ".".join(octets[:2])
+    seed_service(emu, prefix, "shop", "cart", ready=2, not_ready=1, shared=None)
+    seed_service(emu, prefix, "shop", "checkout", ready=1, not_ready=0, shared="true")
+    seed_service(emu, prefix, "internal", "ledger", ready=1, not_ready=0, shared=None)
 
 
 def seed_service(
     emu: ClusterEmulator,
-    cluster: str,
+    prefix: str,
     namespace: str,
     name: str,
     *,
@@ -286,7 +424,10 @@ def seed_service(
     not_ready: int,
     shared: str | None,
 ) -> None:
-    """A global Service with dual-stack EndpointSlices (each pod appears in both)."""
+    """A global Service with dual-stack EndpointSlices (each pod appears in both).
+
+    Pod IPv4 addresses are ``{prefix}.0.{10+i}``: inside the member's first node's pod CIDR.
+    """
     annotations = {
         "service.cilium.io/global": "true",
         "meshfleet.io/min-ready-endpoints": "2",
@@ -300,11 +441,11 @@ def seed_service(
         "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
         "spec": {"ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": name}},
     }
-    pods = [(f"{name}-{cluster}-{i}", i < ready) for i in range(ready + not_ready)]
+    pods = [(f"{name}-{prefix}-{i}", i < ready) for i in range(ready + not_ready)]
     for family, suffix in (("IPv4", "v4"), ("IPv6", "v6")):
         endpoints = []
         for index, (pod, is_ready) in enumerate(pods):
-            address = f"10.0.0.{index + 10}" if family == "IPv4" else f"fd00::{index + 10}"
+            address = f"{prefix}.0.{index + 10}" if family == "IPv4" else f"fd00::{index + 10}"
             conditions: dict[str, bool] = {"serving": is_ready, "terminating": False}
             if not (is_ready and index == 0):  # omitempty: an unset `ready` means ready
                 conditions["ready"] = is_ready
@@ -467,12 +608,108 @@ def agent_status(clusters: list[dict[str, Any]] | None) -> str:
 IDS = {"ap-south-1": 3, "us-east-1": 9, "eu-north-1": 4}
 
 
+def _ready_ipv4(emu: ClusterEmulator, namespace: str, name: str) -> list[str]:
+    found: list[str] = []
+    for key in list(emu.objects):
+        obj = emu.objects[key]
+        if key[0] != "discovery.k8s.io/v1/endpointslices" or key[1] != namespace or obj.deleted:
+            continue
+        raw = obj.raw
+        if raw.get("addressType") != "IPv4":
+            continue
+        if (raw.get("metadata") or {}).get("labels", {}).get("kubernetes.io/service-name") != name:
+            continue
+        for endpoint in raw.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                found.extend(endpoint.get("addresses") or [])
+    return found
+
+
+def _global_copy(emu: ClusterEmulator, namespace: str, name: str) -> dict[str, str] | None:
+    """The Service's annotations when it is global there (both annotations), else None."""
+    if not emu.has("v1/services", namespace, name) or not emu.has("v1/namespaces", None, namespace):
+        return None
+    ns = emu.obj("v1/namespaces", None, namespace)["metadata"].get("annotations") or {}
+    annotations = emu.obj("v1/services", namespace, name)["metadata"].get("annotations") or {}
+    if ns.get("clustermesh.cilium.io/global") != "true":
+        return None
+    if annotations.get("service.cilium.io/global") != "true":
+        return None
+    return dict(annotations)
+
+
+def service_table(viewer: str, emulators: dict[str, ClusterEmulator]) -> str:
+    """``cilium-dbg service list -o json`` as Cilium programs it from the declared state.
+
+    The viewer's own ready endpoints, plus each peer's where both copies are
+    global and the peer shares (``service.cilium.io/shared`` not ``"false"``).
+    Field names as in Cilium's API (``Service.spec``: ``frontend-address``,
+    ``backend-addresses[{ip, port, state, preferred, nodeName}]``, ``flags``).
+    """
+    entries: list[dict[str, Any]] = []
+    own = emulators[viewer]
+    for key in list(own.objects):
+        if key[0] != "v1/services" or own.objects[key].deleted:
+            continue
+        namespace, name = str(key[1]), str(key[2])
+        backends = _ready_ipv4(own, namespace, name)
+        if _global_copy(own, namespace, name) is not None:
+            for peer, emu in emulators.items():
+                copy = _global_copy(emu, namespace, name) if peer != viewer else None
+                if copy is not None and copy.get("service.cilium.io/shared", "true") != "false":
+                    backends.extend(_ready_ipv4(emu, namespace, name))
+        entries.append(
+            {
+                "spec": {
+                    "id": len(entries) + 1,
+                    "frontend-address": {
+                        "ip": f"10.96.0.{len(entries) + 10}",
+                        "port": 80,
+                        "protocol": "TCP",
+                        "scope": "external",
+                    },
+                    "backend-addresses": [
+                        {"ip": ip, "port": 8080, "state": "active", "preferred": True}
+                        for ip in backends
+                    ],
+                    "flags": {
+                        "type": "ClusterIP",
+                        "trafficPolicy": "Cluster",
+                        "name": name,
+                        "namespace": namespace,
+                    },
+                },
+                "status": {"realized": {"id": len(entries) + 1}},
+            }
+        )
+    return json.dumps(entries)
+
+
 @dataclass
 class FakeAgents:
-    """Answers ``cilium-dbg status -o json`` per member (or per pod), like the agents would."""
+    """Answers ``cilium-dbg status -o json`` per member (or per pod), like the agents would,
+    and ``cilium-dbg service list -o json`` from the emulated clusters' declared state
+    (:func:`service_table`), unless a pod's table is frozen for a number of polls."""
 
     outputs: dict[str, str] = field(default_factory=dict)
     calls: list[ExecTarget] = field(default_factory=list)
+    emulators: dict[str, ClusterEmulator] = field(default_factory=dict)
+    #: pod -> (the table it keeps answering, for how many more polls).
+    frozen: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def freeze(self, cluster: str, polls: int) -> None:
+        """Every agent of ``cluster`` keeps its current table for ``polls`` more polls."""
+        table = service_table(cluster, self.emulators)
+        for key in list(self.emulators[cluster].objects):
+            if key[0] == "v1/pods" and str(key[2]).startswith("cilium-"):
+                self.frozen[str(key[2])] = (table, polls)
+
+    def table(self, target: ExecTarget) -> str:
+        held = self.frozen.get(target.pod)
+        if held is not None and held[1] > 0:
+            self.frozen[target.pod] = (held[0], held[1] - 1)
+            return held[0]
+        return service_table(target.cluster, self.emulators)
 
     def healthy(self, members: tuple[str, ...] = MEMBERS) -> None:
         for member in members:
@@ -481,6 +718,9 @@ class FakeAgents:
 
     async def __call__(self, api: ClusterApi, target: ExecTarget) -> str:
         self.calls.append(target)
+        assert target.container == "cilium-agent"
+        if target.command == SERVICE_LIST_COMMAND:
+            return self.table(target)
         assert target.command == ("cilium-dbg", "status", "-o", "json")
         assert target.container == "cilium-agent"
         output = self.outputs.get(target.pod, self.outputs.get(target.cluster))
@@ -713,7 +953,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                 }
             )
         )
-        agents = FakeAgents()
+        agents = FakeAgents(emulators={n: emulators[n] for n in MEMBERS})
         agents.healthy()
         fleet = Fleet(
             members={n: emulators[n] for n in MEMBERS},

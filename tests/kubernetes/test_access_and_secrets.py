@@ -114,9 +114,9 @@ def test_every_api_call_is_declared_with_its_scope_group_resource_and_verb() -> 
     assert member[("", "services")] == ("get", "list", "patch")
     assert member[("", "pods/exec")] == ("create", "get")
     assert member[("discovery.k8s.io", "endpointslices")] == ("list",)
-    assert member[("", "secrets")] == ("get",)
+    assert member[("", "secrets")] == ("get", "patch")  # patch: connection Secrets mode only
     assert management[("cluster.x-k8s.io", "clusters")] == ("get", "list", "patch")
-    assert management[("addons.cluster.x-k8s.io", "helmchartproxies")] == ("list", "patch")
+    assert management[("addons.cluster.x-k8s.io", "helmchartproxies")] == ("get", "list", "patch")
     assert management[("", "secrets")] == ("get",)
     assert len(set(API_CALLS)) == len(API_CALLS)
 

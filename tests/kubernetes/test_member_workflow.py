@@ -359,3 +359,27 @@ async def test_a_stuck_control_plane_upgrade_fails_the_member_clearly(
     ]
     assert any("1/3 machines updated" in t for t in texts)
     assert_no_secret(fleet, [*texts, caplog.text])
+
+
+async def test_a_target_without_a_patch_is_refused_at_preflight_before_any_drain(
+    fleet: Fleet, client: Client, task_queue: str
+) -> None:
+    run_cilium(fleet.members[CAPI_MEMBER], fleet.management, FROM.cilium_version)
+    before = service_annotations(fleet)
+    fleet.start_controllers()
+    minor_only = VersionPair(kubernetes_version="1.33", cilium_version="1.17.9")
+    member = member_input(f"run-minor-{uuid.uuid4().hex[:6]}").model_copy(
+        update={"target": minor_only, "hops": [minor_only]}
+    )
+
+    async with worker(client, task_queue, fleet):
+        workflow_id, result = await update(client, task_queue, member)
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+
+    assert result.outcome is MemberOutcome.FAILED
+    assert result.message is not None
+    assert "'1.33' has no patch number" in result.message
+    assert steps_run(history.to_json()) == ["preflight_member"]  # nothing was touched
+    assert service_annotations(fleet) == before
+    cluster = fleet.management.obj(CLUSTERS, FLEET_NAMESPACE, CAPI_MEMBER)
+    assert cluster["spec"]["topology"]["version"] == f"v{FROM.kubernetes_version}"

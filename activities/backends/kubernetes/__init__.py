@@ -23,6 +23,7 @@ from activities.backends.kubernetes._access import (
     Discovery,
     KubernetesAccess,
     MemberAccess,
+    MeshConfig,
     load_access,
 )
 from activities.backends.kubernetes._api import (
@@ -62,6 +63,7 @@ __all__ = [
     "KubernetesApiError",
     "KubernetesBackend",
     "MemberAccess",
+    "MeshConfig",
     "PodExec",
     "Scope",
     "load_access",

@@ -16,11 +16,13 @@ An example (relative paths are relative to the access file)::
     requestTimeout: 30s
     controlPlaneUpgradeTimeout: 1h    # not done by then: failed as stuck
     ciliumUpgradeTimeout: 30m
+    execConcurrency: 8                # execs into agent pods at once, across all members
     members:
       - name: ap-south-1              # the Cilium cluster name
         context: ap-south-1-admin     # a context of the kubeconfig
         updateGroup: canary
         cilium: providerManaged       # auto (default) | helmChartProxy | providerManaged
+        mesh: connectionSecrets       # auto (default) | connectionSecrets
       - name: eu-north-1
         clusterAPI:                   # kubeconfig from Secret fleet/eu-north-1-kubeconfig
           managementContext: capi-mgmt
@@ -75,6 +77,7 @@ __all__ = [
     "KubernetesAccess",
     "MemberAccess",
     "MemberTarget",
+    "MeshConfig",
     "load_access",
 ]
 
@@ -94,6 +97,17 @@ class CiliumManagement(str, enum.Enum):
     HELM_CHART_PROXY = "helmChartProxy"
     #: Bundled with the Kubernetes release (AKS): verify it arrived with the control plane.
     PROVIDER_MANAGED = "providerManaged"
+
+
+class MeshConfig(str, enum.Enum):
+    """How joining and leaving configure a member's mesh connections."""
+
+    #: A member's own HelmChartProxy gets the mesh values; otherwise its Cilium
+    #: install must list the peers itself (meshfleet checks, does not write).
+    AUTO = "auto"
+    #: Write the connection entries into the member's Secret the way
+    #: ``cilium clustermesh connect`` does (for installs no Helm chart renders).
+    CONNECTION_SECRETS = "connectionSecrets"
 
 
 class ClusterApiRef(DomainModel):
@@ -116,6 +130,7 @@ class MemberAccess(DomainModel):
     update_group: str | None = None
     maintenance_window: MaintenanceWindow | None = None
     cilium: CiliumManagement = CiliumManagement.AUTO
+    mesh: MeshConfig = MeshConfig.AUTO
 
     @model_validator(mode="after")
     def _one_way_in(self) -> MemberAccess:
@@ -132,6 +147,7 @@ class Discovery(DomainModel):
     namespace: str | None = None
     label_selector: str = Field(min_length=1)
     cilium: CiliumManagement = CiliumManagement.AUTO
+    mesh: MeshConfig = MeshConfig.AUTO
 
 
 class KubernetesAccess(DomainModel):
@@ -147,6 +163,8 @@ class KubernetesAccess(DomainModel):
     control_plane_upgrade_timeout: Duration = Field(default_factory=lambda: _seconds(3600))
     #: A bundled-Cilium rollout not done by then is failed as stuck.
     cilium_upgrade_timeout: Duration = Field(default_factory=lambda: _seconds(1800))
+    #: Execs into agent pods running at once (one poll asks every agent once).
+    exec_concurrency: int = Field(default=8, ge=1, le=64)
 
     @model_validator(mode="after")
     def _unique_names(self) -> KubernetesAccess:
@@ -285,6 +303,7 @@ class MemberTarget(DomainModel):
     update_group: str | None = None
     maintenance_window: MaintenanceWindow | None = None
     cilium: CiliumManagement = CiliumManagement.AUTO
+    mesh: MeshConfig = MeshConfig.AUTO
 
 
 class ClusterClients:
@@ -348,6 +367,7 @@ class ClusterClients:
                         labels=labels,
                         update_group=labels.get(LABEL_UPDATE_GROUP),
                         cilium=rule.cilium,
+                        mesh=rule.mesh,
                     ),
                 )
         self._discovered = found
@@ -422,6 +442,7 @@ def _target(member: MemberAccess, access: KubernetesAccess) -> MemberTarget:
         update_group=member.update_group,
         maintenance_window=member.maintenance_window,
         cilium=member.cilium,
+        mesh=member.mesh,
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import structlog
@@ -36,8 +36,11 @@ __all__ = [
     "ClusterApi",
     "KubernetesAccessError",
     "KubernetesApiError",
+    "KubernetesConflictError",
     "Scope",
     "rbac_rules",
+    "read_modify_write",
+    "resource_version",
 ]
 
 log = structlog.get_logger(__name__)
@@ -99,6 +102,7 @@ GET_CLUSTER = _declare(M, CAPI, "v1beta1", "clusters", "get")
 PATCH_CLUSTER = _declare(M, CAPI, "v1beta1", "clusters", "patch")
 GET_KUBEADM_CONTROL_PLANE = _declare(M, CONTROLPLANE, "v1beta1", "kubeadmcontrolplanes", "get")
 LIST_HELM_CHART_PROXIES = _declare(M, ADDONS, "v1alpha1", "helmchartproxies", "list")
+GET_HELM_CHART_PROXY = _declare(M, ADDONS, "v1alpha1", "helmchartproxies", "get")
 PATCH_HELM_CHART_PROXY = _declare(M, ADDONS, "v1alpha1", "helmchartproxies", "patch")
 GET_KUBECONFIG_SECRET = _declare(M, "", "v1", "secrets", "get")
 
@@ -110,6 +114,7 @@ GET_DEPLOYMENT = _declare(W, "apps", "v1", "deployments", "get")
 GET_CONFIGMAP = _declare(W, "", "v1", "configmaps", "get")
 PATCH_CONFIGMAP = _declare(W, "", "v1", "configmaps", "patch")
 GET_SECRET = _declare(W, "", "v1", "secrets", "get")
+PATCH_SECRET = _declare(W, "", "v1", "secrets", "patch")
 LIST_PODS = _declare(W, "", "v1", "pods", "list")
 EXEC_POD = _declare(W, "", "v1", "pods/exec", "create")
 # Exec is a websocket upgrade of a GET: API servers before 1.30 authorize it as `get`.
@@ -156,6 +161,13 @@ class KubernetesAccessError(KubernetesApiError):
     """Authentication or authorization failed (HTTP 401/403): fix the access file or RBAC."""
 
 
+class KubernetesConflictError(KubernetesApiError):
+    """HTTP 409: the object changed since it was read (its ``resourceVersion`` moved on).
+
+    Read it again and recompute the change; :func:`read_modify_write` does that.
+    """
+
+
 # --- the wrapper -------------------------------------------------------------------------
 
 
@@ -178,6 +190,8 @@ class ClusterApi:
         self.scope = scope
         self.api_client = api_client
         self._timeout = (min(request_timeout, 10.0), request_timeout)
+        #: Seconds one request (or one exec) may take.
+        self.request_timeout = request_timeout
 
     def check(self, call: ApiCall, verb: str) -> None:
         """Refuse undeclared calls: :data:`API_CALLS` must stay the whole truth."""
@@ -221,15 +235,30 @@ class ClusterApi:
         return [item for item in items if isinstance(item, dict)]
 
     async def merge_patch(
-        self, call: ApiCall, name: str, body: Mapping[str, Any], *, namespace: str | None = None
+        self,
+        call: ApiCall,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+        resource_version: str | None = None,
     ) -> KubeObject:
-        """JSON merge patch (RFC 7386): ``None`` removes a key. NotFoundError if absent."""
+        """JSON merge patch (RFC 7386): ``None`` removes a key. NotFoundError if absent.
+
+        With ``resource_version`` the patch applies only to that version of the
+        object; if it changed since, :class:`KubernetesConflictError` (HTTP 409).
+        """
         self.check(call, "patch")
+        payload = dict(body)
+        if resource_version is not None:
+            metadata = dict(payload.get("metadata") or {})
+            metadata["resourceVersion"] = resource_version
+            payload["metadata"] = metadata
         found = await self._request(
             call,
             "PATCH",
             _path(call, namespace, name),
-            body=dict(body),
+            body=payload,
             content_type="application/merge-patch+json",
             target=_target(namespace, name),
             missing_ok=True,
@@ -304,7 +333,59 @@ class ClusterApi:
             raise KubernetesAccessError(self.cluster, call, target, status, reason)
         if status == 404:
             raise NotFoundError(f"cluster {self.cluster!r}: {call.resource} {target} not found")
+        if status == 409:
+            raise KubernetesConflictError(self.cluster, call, target, status, reason)
         raise KubernetesApiError(self.cluster, call, target, status, reason)
+
+
+def resource_version(obj: Mapping[str, Any]) -> str | None:
+    """``metadata.resourceVersion`` (None when the server gave none)."""
+    value = (obj.get("metadata") or {}).get("resourceVersion")
+    return str(value) if value is not None else None
+
+
+#: Attempts of one read-modify-write before a conflict is reported (contention is rare).
+CONFLICT_ATTEMPTS = 8
+
+
+async def read_modify_write(
+    api: ClusterApi,
+    get: ApiCall,
+    patch: ApiCall,
+    name: str,
+    change: Callable[[KubeObject], Mapping[str, Any] | None],
+    *,
+    namespace: str | None = None,
+) -> KubeObject | None:
+    """Read the object, compute a merge patch from what was read, apply it only to that version.
+
+    ``change`` returns the patch, or None when nothing needs changing (then the
+    object as read is returned). On a conflict the object is read again and
+    ``change`` asked again, so a decision is always taken on the latest state.
+    Returns the patched object; None when the object does not exist.
+    """
+    for attempt in range(CONFLICT_ATTEMPTS):
+        obj = await api.get(get, name, namespace=namespace)
+        if obj is None:
+            return None
+        body = change(obj)
+        if body is None:
+            return obj
+        try:
+            return await api.merge_patch(
+                patch, name, body, namespace=namespace, resource_version=resource_version(obj)
+            )
+        except KubernetesConflictError:
+            log.info(
+                "kubernetes.conflict_retried",
+                cluster=api.cluster,
+                call=patch.describe(),
+                target=_target(namespace, name),
+                attempt=attempt + 1,
+            )
+    raise KubernetesConflictError(
+        api.cluster, patch, _target(namespace, name), 409, "Conflict (still changing)"
+    )
 
 
 def _path(call: ApiCall, namespace: str | None, name: str | None) -> str:

@@ -18,6 +18,7 @@ Does I/O.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import datetime as dt
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-import yaml
 from pydantic import Field, ValidationError
 
 from activities.backends.kubernetes import _api as calls
@@ -36,17 +36,21 @@ from activities.backends.kubernetes._access import (
     ClusterClients,
     KubernetesAccess,
     MemberTarget,
+    MeshConfig,
 )
 from activities.backends.kubernetes._api import ClusterApi, KubeObject
 from activities.backends.kubernetes._drain import plan_annotations
 from activities.backends.kubernetes._exec import (
     AGENT_STATUS_COMMAND,
+    SERVICE_LIST_COMMAND,
     ExecTarget,
     PodExec,
     stream_exec,
 )
 from activities.backends.kubernetes._objects import (
+    apiserver_endpoint,
     condition,
+    connection_config,
     daemonset_rollout,
     deployment_rollout,
     endpoint_counts,
@@ -56,9 +60,23 @@ from activities.backends.kubernetes._objects import (
     meta,
     network_mode,
     node_ready,
+    owner_of,
     parse_agent_status,
+    parse_service_table,
     pod_cidrs,
     selector_matches,
+)
+from activities.backends.kubernetes._values import (
+    ANNOTATION_PRE_MESH_VALUES,
+    CLUSTER_ID,
+    CLUSTER_NAME,
+    CONFIG_CLUSTERS,
+    CONFIG_ENABLED,
+    USE_APISERVER,
+    PeerEndpoint,
+    PreMeshValues,
+    read_values,
+    set_value,
 )
 from engine.domain.backend import (
     AnnotationChange,
@@ -83,6 +101,7 @@ from engine.domain.backend import (
 )
 from engine.domain.errors import MeshfleetError, NotFoundError
 from engine.domain.model import DomainModel
+from engine.domain.names import MAX_CLUSTER_ID, MIN_CLUSTER_ID
 from engine.domain.versions import Version
 
 __all__ = [
@@ -96,6 +115,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+#: One agent's service table: active backend IPs per ``(namespace, name)``.
+ServiceTable = dict[tuple[str, str], set[str]]
 
 KUBE_SYSTEM = "kube-system"
 CILIUM_CONFIG = "cilium-config"
@@ -103,6 +124,17 @@ CILIUM_AGENT = "cilium"
 CILIUM_OPERATOR = "cilium-operator"
 CLUSTERMESH_APISERVER = "clustermesh-apiserver"
 CLUSTERMESH_SECRET = "cilium-clustermesh"
+KVSTOREMESH_SECRET = "cilium-kvstoremesh"
+#: The client certificate a member presents to its peers (Cilium projects it as common-*).
+REMOTE_CERT_SECRET = "clustermesh-apiserver-remote-cert"
+SERVER_CERT_SECRET = "clustermesh-apiserver-server-cert"
+#: With KVStoreMesh, the agents' entry for every peer: the local kvstoremesh.
+LOCAL_KVSTOREMESH_CONFIG = (
+    "endpoints:\n- https://clustermesh-apiserver.kube-system.svc:2379\n"
+    "trusted-ca-file: /var/lib/cilium/clustermesh/local-etcd-client-ca.crt\n"
+    "key-file: /var/lib/cilium/clustermesh/local-etcd-client.key\n"
+    "cert-file: /var/lib/cilium/clustermesh/local-etcd-client.crt\n"
+)
 AGENT_SELECTOR = "k8s-app=cilium"
 AGENT_CONTAINER = "cilium-agent"
 
@@ -177,6 +209,9 @@ class KubernetesBackend:
         self.access = access
         self.clients = ClusterClients(access)
         self._exec = pod_exec
+        # Bounds the execs of one poll across all members (the per-poll budget).
+        self._exec_slots = asyncio.Semaphore(access.exec_concurrency)
+        self._cidrs: dict[str, list[str]] = {}
         # key -> (what was asked, what was answered): same-process retries of mutations.
         self._remembered: collections.OrderedDict[str, tuple[str, AnnotationChange]] = (
             collections.OrderedDict()
@@ -313,13 +348,7 @@ class KubernetesBackend:
         if apiserver is None:
             view.error = "the mesh is not enabled (no Deployment kube-system/clustermesh-apiserver)"
             return view
-        running = sorted(
-            str(p["metadata"]["name"])
-            for p in pods
-            if meta(p, "labels").get("k8s-app") == "cilium"
-            and (p.get("status") or {}).get("phase") == "Running"
-            and not (p.get("metadata") or {}).get("deletionTimestamp")
-        )
+        running = _running_agents(pods)
         if not running:
             view.error = "no running Cilium agent pod to ask"
             return view
@@ -362,67 +391,153 @@ class KubernetesBackend:
             raise ValueError("unreadable cilium-dbg status output") from None
 
     # --- the mesh configuration ------------------------------------------------------------
+    #
+    # On a member whose Cilium a HelmChartProxy installs (CAAPH), joining and leaving
+    # are Helm values: meshfleet owns cluster.name, cluster.id, clustermesh.useAPIServer,
+    # clustermesh.config.enabled and clustermesh.config.clusters in that member's own
+    # HelmChartProxy ``valuesTemplate`` (see ``_values``), and the chart renders the
+    # clustermesh-apiserver and the connection Secrets from them. Other members are
+    # checked, not configured: their Cilium install must list the peers itself.
 
     async def enable_mesh(
-        self, cluster: str, *, network: str, idempotency_key: str
+        self,
+        cluster: str,
+        *,
+        network: str,
+        idempotency_key: str,
+        cluster_id: int | None = None,
     ) -> OperationProgress:
-        """Record ``network`` on ``cilium-config`` once the clustermesh-apiserver is deployed.
+        """Claim ``cluster`` for ``network``, write its own mesh values, and follow the rollout.
 
-        meshfleet does not install Cilium components: the clustermesh-apiserver
-        comes with the Cilium install (Helm ``clustermesh.useAPIServer=true``).
+        The claim is the ``meshfleet.io/network`` label on ``cilium-config``, written
+        only on the version that was read: of two concurrent joins into different
+        networks exactly one claims the cluster, the other is refused. On a
+        CAAPH-managed member the HelmChartProxy gets ``cluster.name``, ``cluster.id``
+        (``cluster_id``, the network's allocation), ``clustermesh.useAPIServer`` and
+        ``clustermesh.config.enabled`` before it has any peer; the operation is done
+        when the chart's clustermesh-apiserver is rolled out and has an address.
+        Elsewhere the clustermesh-apiserver must come with the Cilium install.
         """
         api = await self.clients.member(cluster)
         config = await api.get(calls.GET_CONFIGMAP, CILIUM_CONFIG, namespace=KUBE_SYSTEM)
         if config is None:
             raise MeshfleetError(f"cluster {cluster!r}: Cilium is not installed (no cilium-config)")
-        recorded = meta(config, "labels").get(LABEL_NETWORK)
-        if recorded is not None and recorded != network:
-            raise MeshfleetError(
-                f"cluster {cluster!r} already belongs to network {recorded!r}, not {network!r}"
+        target = await self.clients.target(cluster)
+        proxy = await self._mesh_chart_proxy(cluster, target)
+        if proxy is None:
+            apiserver = await api.get(
+                calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
             )
-        apiserver = await api.get(
-            calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
-        )
-        if apiserver is None:
-            raise MeshfleetError(
-                f"cluster {cluster!r}: the clustermesh-apiserver is not deployed; enable it in "
-                "the Cilium install (Helm value clustermesh.useAPIServer=true)"
-            )
+            if apiserver is None:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: the clustermesh-apiserver is not deployed and no "
+                    "HelmChartProxy installs its Cilium; enable it in the Cilium install (Helm "
+                    "value clustermesh.useAPIServer=true)"
+                )
+        await self._claim(api, cluster, network)
         holder = await self._holder(cluster)
         record = await self._begin(
             holder, cluster, idempotency_key, OperationKind.ENABLE_MESH, network
         )
-        if recorded is None:
-            await api.merge_patch(
-                calls.PATCH_CONFIGMAP,
-                CILIUM_CONFIG,
-                {"metadata": {"labels": {LABEL_NETWORK: network}}},
-                namespace=KUBE_SYSTEM,
+        if proxy is not None and record.state is None:
+            own = _int_or_none((config.get("data") or {}).get("cluster-id"))
+            chosen = cluster_id if cluster_id is not None else own
+            if chosen is None or not MIN_CLUSTER_ID <= chosen <= MAX_CLUSTER_ID:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: no valid cluster id to write (got {chosen}; the "
+                    f"network allocates {MIN_CLUSTER_ID}..{MAX_CLUSTER_ID})"
+                )
+            await self._write_mesh_values(
+                cluster, target, lambda values: _joined_values(cluster, values, chosen)
             )
-            log.info("kubernetes.mesh_enabled", cluster=cluster, network=network)
+        log.info("kubernetes.mesh_enabled", cluster=cluster, network=network, key=idempotency_key)
         return await self._progress(cluster, holder, record)
 
+    async def _claim(self, api: ClusterApi, cluster: str, network: str) -> None:
+        """Label ``cilium-config`` with ``network`` unless another network holds it (atomic)."""
+
+        def claim(config: KubeObject) -> dict[str, Any] | None:
+            recorded = meta(config, "labels").get(LABEL_NETWORK)
+            if recorded is not None and recorded != network:
+                raise MeshfleetError(
+                    f"cluster {cluster!r} already belongs to network {recorded!r}, not {network!r}"
+                )
+            if recorded == network:
+                return None
+            return {"metadata": {"labels": {LABEL_NETWORK: network}}}
+
+        claimed = await calls.read_modify_write(
+            api,
+            calls.GET_CONFIGMAP,
+            calls.PATCH_CONFIGMAP,
+            CILIUM_CONFIG,
+            claim,
+            namespace=KUBE_SYSTEM,
+        )
+        if claimed is None:
+            raise MeshfleetError(f"cluster {cluster!r}: Cilium is not installed (no cilium-config)")
+
     async def disable_mesh(self, cluster: str, *, idempotency_key: str) -> None:
-        """Remove the network record (the components belong to the Cilium install)."""
+        """Give the cluster its own mesh values back (CAAPH) and remove the network label."""
+        target = await self.clients.target(cluster)
+        proxy = await self._mesh_chart_proxy(cluster, target)
+        if proxy is not None:
+            await self._write_mesh_values(cluster, target, _restored_values)
         api = await self.clients.member(cluster)
-        config = await api.get(calls.GET_CONFIGMAP, CILIUM_CONFIG, namespace=KUBE_SYSTEM)
-        if config is not None and LABEL_NETWORK in meta(config, "labels"):
-            await api.merge_patch(
-                calls.PATCH_CONFIGMAP,
-                CILIUM_CONFIG,
-                {"metadata": {"labels": {LABEL_NETWORK: None}}},
-                namespace=KUBE_SYSTEM,
-            )
-            log.info("kubernetes.mesh_disabled", cluster=cluster, key=idempotency_key)
+
+        def release(config: KubeObject) -> dict[str, Any] | None:
+            if LABEL_NETWORK not in meta(config, "labels"):
+                return None
+            return {"metadata": {"labels": {LABEL_NETWORK: None}}}
+
+        await calls.read_modify_write(
+            api,
+            calls.GET_CONFIGMAP,
+            calls.PATCH_CONFIGMAP,
+            CILIUM_CONFIG,
+            release,
+            namespace=KUBE_SYSTEM,
+        )
+        log.info("kubernetes.mesh_disabled", cluster=cluster, key=idempotency_key)
 
     async def connect_peers(
         self, cluster: str, peers: Sequence[str], *, idempotency_key: str
     ) -> None:
-        """Verify ``peers`` are configured in ``cilium-clustermesh`` (the Cilium install owns it).
+        """List ``peers`` in ``cluster``'s ``clustermesh.config.clusters`` (CAAPH), or check them.
 
-        meshfleet does not write mesh credentials: the peers come from the Cilium
-        Helm values ``clustermesh.config.clusters``.
+        Each peer's entry is its clustermesh-apiserver address and port, read from
+        that peer's ``kube-system/clustermesh-apiserver`` Service. Members not
+        installed by a HelmChartProxy must already list the peers in Secret
+        ``cilium-clustermesh`` (their Cilium install owns it).
         """
+        target = await self.clients.target(cluster)
+        if target.mesh is MeshConfig.CONNECTION_SECRETS:
+            await self._same_ca(cluster, peers)
+            endpoints = await asyncio.gather(*(self._apiserver_endpoint(p) for p in peers))
+            await self._write_connections(
+                cluster,
+                {e.name: connection_config(e) for e in endpoints if e.name != cluster},
+            )
+            log.info(
+                "kubernetes.peers_connected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+                mode=target.mesh.value,
+            )
+            return
+        if await self._mesh_chart_proxy(cluster, target) is not None:
+            endpoints = await asyncio.gather(*(self._apiserver_endpoint(p) for p in peers))
+            await self._write_mesh_values(
+                cluster, target, lambda values: _with_peers(cluster, values, endpoints)
+            )
+            log.info(
+                "kubernetes.peers_connected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+            )
+            return
         configured = set(await self._configured_peers(cluster))
         missing = sorted(set(peers) - configured)
         if missing:
@@ -435,7 +550,29 @@ class KubernetesBackend:
     async def disconnect_peers(
         self, cluster: str, peers: Sequence[str], *, idempotency_key: str
     ) -> None:
-        """Verify ``peers`` are no longer configured in ``cilium-clustermesh``."""
+        """Take ``peers`` out of ``cluster``'s ``clustermesh.config.clusters`` (or check it)."""
+        target = await self.clients.target(cluster)
+        if target.mesh is MeshConfig.CONNECTION_SECRETS:
+            await self._write_connections(cluster, dict.fromkeys(peers))
+            log.info(
+                "kubernetes.peers_disconnected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+                mode=target.mesh.value,
+            )
+            return
+        if await self._mesh_chart_proxy(cluster, target) is not None:
+            await self._write_mesh_values(
+                cluster, target, lambda values: _without_peers(values, peers)
+            )
+            log.info(
+                "kubernetes.peers_disconnected",
+                cluster=cluster,
+                peers=list(peers),
+                key=idempotency_key,
+            )
+            return
         still = sorted(set(peers) & set(await self._configured_peers(cluster)))
         if still:
             raise MeshfleetError(
@@ -444,12 +581,174 @@ class KubernetesBackend:
                 "clustermesh.config.clusters"
             )
 
+    async def _write_connections(self, cluster: str, entries: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) one connection entry per peer, as the chart renders them.
+
+        Without KVStoreMesh the agents read Secret ``cilium-clustermesh``: the entry
+        points at the peer. With KVStoreMesh (the clustermesh-apiserver has a
+        ``kvstoremesh`` container) ``cilium-kvstoremesh`` gets that entry and the
+        agents' ``cilium-clustermesh`` entry points at the local kvstoremesh. Each
+        Secret is written on the version read; entries are never logged.
+        """
+        api = await self.clients.member(cluster)
+        apiserver = await api.get(
+            calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
+        )
+        containers = (((apiserver or {}).get("spec") or {}).get("template") or {}).get(
+            "spec", {}
+        ).get("containers") or []
+        kvstoremesh = any(c.get("name") == "kvstoremesh" for c in containers)
+        writes = {CLUSTERMESH_SECRET: dict(entries)}
+        if kvstoremesh:
+            writes = {
+                KVSTOREMESH_SECRET: dict(entries),
+                CLUSTERMESH_SECRET: {
+                    peer: None if entry is None else LOCAL_KVSTOREMESH_CONFIG
+                    for peer, entry in entries.items()
+                },
+            }
+        for name, wanted in writes.items():
+
+            def patch(secret: KubeObject, wanted: Mapping[str, str | None] = wanted) -> Any:
+                data = secret.get("data") or {}
+                body = {
+                    peer: None if entry is None else _b64(entry)
+                    for peer, entry in wanted.items()
+                    if (entry is None and peer in data)
+                    or (entry is not None and data.get(peer) != _b64(entry))
+                }
+                return {"data": body} if body else None
+
+            found = await calls.read_modify_write(
+                api, calls.GET_SECRET, calls.PATCH_SECRET, name, patch, namespace=KUBE_SYSTEM
+            )
+            if found is None:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: Secret {KUBE_SYSTEM}/{name} does not exist; the "
+                    "Cilium install creates it with the clustermesh-apiserver"
+                )
+
+    async def _same_ca(self, cluster: str, peers: Sequence[str]) -> None:
+        """Refuse peers whose clustermesh-apiserver is not signed by the CA ``cluster`` trusts.
+
+        Connection entries use the member's own client certificate (Secret
+        ``clustermesh-apiserver-remote-cert``, projected by Cilium as the
+        ``common-etcd-client`` files): that only works with one CA for the whole
+        mesh. Only the public CA certificates are compared, in memory.
+        """
+
+        async def ca(member: str, secret: str) -> str | None:
+            api = await self.clients.member(member)
+            found = await api.get(calls.GET_SECRET, secret, namespace=KUBE_SYSTEM)
+            return str(((found or {}).get("data") or {}).get("ca.crt") or "") or None
+
+        own = await ca(cluster, REMOTE_CERT_SECRET)
+        theirs = await asyncio.gather(*(ca(p, SERVER_CERT_SECRET) for p in peers))
+        if own is None:
+            raise MeshfleetError(
+                f"cluster {cluster!r}: Secret {KUBE_SYSTEM}/{REMOTE_CERT_SECRET} has no ca.crt; "
+                "connection Secrets need the clustermesh client certificate of a shared CA"
+            )
+        different = sorted(p for p, c in zip(peers, theirs, strict=True) if c != own)
+        if different:
+            raise MeshfleetError(
+                f"cluster {cluster!r}: the clustermesh-apiserver of {different} is not signed by "
+                f"the CA {cluster!r} trusts; give every member's Cilium one shared CA"
+            )
+
     async def _configured_peers(self, cluster: str) -> list[str]:
         api = await self.clients.member(cluster)
         secret = await api.get(calls.GET_SECRET, CLUSTERMESH_SECRET, namespace=KUBE_SYSTEM)
         return mesh_peers(secret)
 
+    async def _mesh_chart_proxy(self, cluster: str, target: MemberTarget) -> KubeObject | None:
+        """The member's own Cilium HelmChartProxy, when meshfleet configures the mesh there."""
+        if target.cluster_api is None or target.cilium is CiliumManagement.PROVIDER_MANAGED:
+            return None
+        proxy = await self._cilium_chart_proxy(cluster, target)
+        if proxy is None:
+            if target.cilium is CiliumManagement.HELM_CHART_PROXY:
+                raise MeshfleetError(
+                    f"cluster {cluster!r}: no HelmChartProxy for chart 'cilium' selects it"
+                )
+            return None
+        await self._only_this_cluster(cluster, target, proxy)
+        return proxy
+
+    async def _write_mesh_values(
+        self,
+        cluster: str,
+        target: MemberTarget,
+        change: Callable[[_ProxyValues], _ProxyValues],
+    ) -> None:
+        """Rewrite the owned values of ``cluster``'s HelmChartProxy on the version read."""
+        assert target.cluster_api is not None
+        management = await self.clients.management(target.cluster_api.management_context)
+        proxy = await self._cilium_chart_proxy(cluster, target)
+        assert proxy is not None
+
+        def patch(current: KubeObject) -> dict[str, Any] | None:
+            text = str((current.get("spec") or {}).get("valuesTemplate") or "")
+            before = _ProxyValues(text, PreMeshValues.read(meta(current, "annotations")))
+            after = change(before)
+            if after == before:
+                return None
+            record = after.record.dump() if after.record is not None else None
+            return {
+                "metadata": {"annotations": {ANNOTATION_PRE_MESH_VALUES: record}},
+                "spec": {"valuesTemplate": after.text},
+            }
+
+        await calls.read_modify_write(
+            management,
+            calls.GET_HELM_CHART_PROXY,
+            calls.PATCH_HELM_CHART_PROXY,
+            _name(proxy),
+            patch,
+            namespace=target.cluster_api.namespace,
+        )
+
+    async def _apiserver_endpoint(self, peer: str) -> PeerEndpoint:
+        """Where ``peer``'s clustermesh-apiserver answers, from its Service."""
+        api = await self.clients.member(peer)
+        service, nodes = await asyncio.gather(
+            api.get(calls.GET_SERVICE, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM),
+            api.list(calls.LIST_NODES),
+        )
+        if service is None:
+            raise ClusterUnavailableError(
+                peer, f"Service {KUBE_SYSTEM}/{CLUSTERMESH_APISERVER} does not exist yet"
+            )
+        found = apiserver_endpoint(peer, service, nodes)
+        if isinstance(found, str):
+            if found.startswith("waiting"):
+                raise ClusterUnavailableError(peer, found)
+            raise MeshfleetError(f"cluster {peer!r}: {found}")
+        return found
+
     # --- long-running operations -------------------------------------------------------------
+
+    async def target_problem(
+        self, cluster: str, kubernetes_version: str, cilium_version: str
+    ) -> str | None:
+        """Refuse a target without a patch number: Cluster API and Helm need ``vX.Y.Z``.
+
+        Minor-only targets (``1.33``) are resolved to a concrete patch from the
+        release catalog at plan time; one that reaches a member is refused here,
+        at preflight, before the member is drained.
+        """
+        for what, text in (("Kubernetes", kubernetes_version), ("Cilium", cilium_version)):
+            try:
+                version = Version.parse(text)
+            except ValueError as error:
+                return f"cluster {cluster!r}: target {what} version {text!r} is not valid: {error}"
+            if version.patch is None:
+                return (
+                    f"cluster {cluster!r}: target {what} version {text!r} has no patch number; "
+                    "the Kubernetes backend upgrades to a concrete MAJOR.MINOR.PATCH (resolve "
+                    "the target from the release catalog at plan time)"
+                )
+        return None
 
     async def start_control_plane_upgrade(
         self, cluster: str, target_version: str, *, idempotency_key: str
@@ -559,31 +858,25 @@ class KubernetesBackend:
             raise NotFoundError(
                 f"{holder.get.resource} {holder.namespace}/{holder.name} does not exist"
             )
-        text = meta(obj, "annotations").get(ANNOTATION_OPERATIONS)
-        records: dict[str, _OperationRecord] = {}
-        if text:
-            try:
-                for key, value in json.loads(text).items():
-                    records[key] = _OperationRecord.model_validate(value)
-            except (ValueError, AttributeError, ValidationError):
-                log.warning("kubernetes.operation_records_unreadable", holder=holder.name)
-        return obj, records
+        return obj, _parse_records(obj, holder.name)
 
     async def _save(
         self,
         holder: _Holder,
+        read: KubeObject,
         records: Mapping[str, _OperationRecord],
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        newest = sorted(records.values(), key=lambda r: r.started_at)[-_MAX_RECORDS:]
-        text = json.dumps(
-            {r.key: r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in newest},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        body: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION_OPERATIONS: text}}}
+        """Write ``records`` onto the version of the holder that was ``read`` (409 if it moved)."""
+        body = _records_body(records)
         body.update(extra or {})
-        await holder.api.merge_patch(holder.patch, holder.name, body, namespace=holder.namespace)
+        await holder.api.merge_patch(
+            holder.patch,
+            holder.name,
+            body,
+            namespace=holder.namespace,
+            resource_version=calls.resource_version(read),
+        )
 
     async def _begin(
         self,
@@ -597,30 +890,46 @@ class KubernetesBackend:
         mode: CiliumManagement | None = None,
         helm_chart_proxy: str | None = None,
     ) -> _OperationRecord:
-        """The record for ``key``: the existing one (a retry), or a new one saved with ``spec``."""
-        _, records = await self._records(holder)
-        if key in records:
-            _check_same(records[key], cluster, kind, target_version)
-            return records[key]
-        for other in records.values():
-            if other.kind is kind and other.state is None:
-                progress = await self._progress(cluster, holder, other)
-                if not progress.done:
-                    raise OperationInProgressError(cluster, kind, other.key)
-        _, records = await self._records(holder)
-        record = _OperationRecord(
-            key=key,
-            kind=kind,
-            target_version=target_version,
-            started_at=_now(),
-            mode=mode,
-            helm_chart_proxy=helm_chart_proxy,
-            extra={"cluster": cluster},
+        """The record for ``key``: the existing one (a retry), or a new one saved with ``spec``.
+
+        Read, decide and write on one version of the holder: a concurrent start
+        (another key, another worker) makes the write conflict, and the decision
+        is taken again on what that start recorded.
+        """
+        for _ in range(calls.CONFLICT_ATTEMPTS):
+            _, records = await self._records(holder)
+            if key in records:
+                _check_same(records[key], cluster, kind, target_version)
+                return records[key]
+            for other in records.values():
+                if other.kind is kind and other.state is None:
+                    progress = await self._progress(cluster, holder, other)
+                    if not progress.done:
+                        raise OperationInProgressError(cluster, kind, other.key)
+            read, records = await self._records(holder)
+            if key in records or any(r.kind is kind and r.state is None for r in records.values()):
+                continue  # changed while the running one was checked: decide again
+            record = _OperationRecord(
+                key=key,
+                kind=kind,
+                target_version=target_version,
+                started_at=_now(),
+                mode=mode,
+                helm_chart_proxy=helm_chart_proxy,
+                extra={"cluster": cluster},
+            )
+            records[key] = record
+            try:
+                # One patch: the record and the change it describes land together or not at all.
+                await self._save(holder, read, records, spec)
+            except calls.KubernetesConflictError:
+                log.info("kubernetes.operation_record_conflict", cluster=cluster, key=key)
+                continue
+            return record
+        raise OperationConflictError(
+            f"cluster {cluster!r}: the operation records on {holder.name} kept changing; "
+            f"could not record {key!r}"
         )
-        records[key] = record
-        # One patch: the record and the change it describes land together or not at all.
-        await self._save(holder, records, spec)
-        return record
 
     async def _progress(
         self, cluster: str, holder: _Holder, record: _OperationRecord
@@ -661,9 +970,23 @@ class KubernetesBackend:
                     "message": progress.message,
                 }
             )
-            _, records = await self._records(holder)
-            records[record.key] = finished
-            await self._save(holder, records)
+
+            def finish(current: KubeObject) -> dict[str, Any] | None:
+                records = _parse_records(current, holder.name)
+                known = records.get(record.key)
+                if known is not None and known.state is not None:
+                    return None  # another worker recorded the outcome first
+                records[record.key] = finished
+                return _records_body(records)
+
+            await calls.read_modify_write(
+                holder.api,
+                holder.get,
+                holder.patch,
+                holder.name,
+                finish,
+                namespace=holder.namespace,
+            )
             log.info(
                 "kubernetes.operation_finished",
                 cluster=cluster,
@@ -813,14 +1136,41 @@ class KubernetesBackend:
             calls.GET_DEPLOYMENT, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM
         )
         if apiserver is None:
+            # The chart deploys it once the values are rendered; a stuck render times out.
             return self._report(
-                cluster, record, OperationState.FAILED, 0, "", "clustermesh-apiserver is gone"
+                cluster,
+                record,
+                OperationState.RUNNING,
+                10,
+                "clustermesh-apiserver not deployed yet",
             )
         rollout = deployment_rollout(apiserver, "apiserver")
-        state = OperationState.SUCCEEDED if rollout.rolled_out else OperationState.RUNNING
         phase = f"clustermesh-apiserver {rollout.ready}/{rollout.desired} ready"
+        if not rollout.rolled_out:
+            return self._report(
+                cluster, record, OperationState.RUNNING, 50, phase, components=[rollout]
+            )
+        service, nodes = await asyncio.gather(
+            api.get(calls.GET_SERVICE, CLUSTERMESH_APISERVER, namespace=KUBE_SYSTEM),
+            api.list(calls.LIST_NODES),
+        )
+        reachable = apiserver_endpoint(cluster, service, nodes)
+        if isinstance(reachable, str):
+            # Waiting for an address is progress; a Service peers can never reach is not.
+            state = (
+                OperationState.RUNNING if reachable.startswith("waiting") else OperationState.FAILED
+            )
+            return self._report(
+                cluster,
+                record,
+                state,
+                80,
+                f"{phase}; its Service: {reachable}",
+                reachable if state is OperationState.FAILED else None,
+                components=[rollout],
+            )
         return self._report(
-            cluster, record, state, 100 if rollout.rolled_out else 50, phase, components=[rollout]
+            cluster, record, OperationState.SUCCEEDED, 100, phase, components=[rollout]
         )
 
     async def _cilium_management(
@@ -875,6 +1225,21 @@ class KubernetesBackend:
         self, cluster: str, target: MemberTarget, proxy: KubeObject
     ) -> None:
         """Refuse a version change that would upgrade other members or drop the mesh values."""
+        await self._only_this_cluster(cluster, target, proxy)
+        peers = await self._configured_peers(cluster)
+        in_values = _values_clusters(str((proxy.get("spec") or {}).get("valuesTemplate") or ""))
+        missing = sorted(set(peers) - set(in_values)) if in_values is not None else []
+        if missing:
+            raise CiliumUpgradeNotPossibleError(
+                f"cluster {cluster!r}: HelmChartProxy {_name(proxy)} values lack "
+                f"clustermesh.config.clusters for {missing}; a Helm upgrade would disconnect "
+                "them from the mesh"
+            )
+
+    async def _only_this_cluster(
+        self, cluster: str, target: MemberTarget, proxy: KubeObject
+    ) -> None:
+        """Refuse a HelmChartProxy that selects other Clusters too (its values are per member)."""
         assert target.cluster_api is not None
         management = await self.clients.management(target.cluster_api.management_context)
         clusters = await management.list(
@@ -892,22 +1257,35 @@ class KubernetesBackend:
                 "its version would upgrade them all at once. Give each member its own "
                 "HelmChartProxy (clusterSelector on cluster.x-k8s.io/cluster-name)"
             )
-        peers = await self._configured_peers(cluster)
-        in_values = _values_clusters(str((proxy.get("spec") or {}).get("valuesTemplate") or ""))
-        missing = sorted(set(peers) - set(in_values)) if in_values is not None else []
-        if missing:
-            raise CiliumUpgradeNotPossibleError(
-                f"cluster {cluster!r}: HelmChartProxy {_name(proxy)} values lack "
-                f"clustermesh.config.clusters for {missing}; a Helm upgrade would disconnect "
-                "them from the mesh"
-            )
 
     # --- global services --------------------------------------------------------------------
 
     async def list_global_services(self, members: Sequence[str]) -> list[GlobalService]:
-        """Services global in at least one member, with per-member state and routing."""
-        copies = await asyncio.gather(*(self._service_copies(m) for m in members))
+        """Services global in at least one member, with per-member state and routing.
+
+        Routing is what the agents' datapath holds, not what meshfleet wrote: each
+        member's agents' service tables (``cilium-dbg service list -o json``), their
+        *active* backends attributed to members by pod CIDR. A member counts as
+        routing to a source while any of its agents still holds an active backend
+        of it. Backends of a member whose API is unreachable are marked stale
+        (kept by the agents without ``clustermesh-cache-ttl``). A member whose
+        tables cannot be read counts as still routing to every source (stale), so
+        a drain never finishes on a guess.
+
+        Cost of one call (one poll of a drain or restore wait): per member, four
+        list calls and one configmap get, plus one exec per running agent pod,
+        at most ``execConcurrency`` (access file, default 8) execs at once across
+        all members.
+        """
+        copies, tables, cidrs = await asyncio.gather(
+            asyncio.gather(*(self._service_copies(m) for m in members)),
+            asyncio.gather(*(self._service_tables(m) for m in members)),
+            asyncio.gather(*(self._pod_cidrs(m) for m in members)),
+        )
         by_member = dict(zip(members, copies, strict=True))
+        by_viewer = dict(zip(members, tables, strict=True))
+        ranges = {m: c for m, c in zip(members, cidrs, strict=True) if c}
+        unreachable = {m for m, found in by_member.items() if found is None}
         keys = sorted(
             {k for found in copies if found for k, c in found.items() if c.state.is_global}
         )
@@ -929,10 +1307,78 @@ class KubernetesBackend:
                     name=name,
                     min_ready_endpoints=max(minimums) if minimums else None,
                     per_cluster=states,
-                    routing={viewer: _routing(viewer, states) for viewer in states},
+                    routing={
+                        viewer: _agent_routing(
+                            viewer,
+                            by_viewer[viewer],
+                            (namespace, name),
+                            ranges,
+                            states,
+                            unreachable,
+                        )
+                        for viewer in states
+                    },
                 )
             )
         return services
+
+    async def _service_tables(self, cluster: str) -> list[ServiceTable] | None:
+        """Every running agent pod's service table (None: the member or an agent unreadable)."""
+        try:
+            api = await self.clients.member(cluster)
+            pods = await api.list(
+                calls.LIST_PODS, namespace=KUBE_SYSTEM, label_selector=AGENT_SELECTOR
+            )
+        except ClusterUnavailableError:
+            self.clients.forget(cluster)
+            return None
+        running = _running_agents(pods)
+        if not running:
+            return None
+
+        async def table(pod: str) -> ServiceTable:
+            target = ExecTarget(
+                cluster=cluster,
+                namespace=KUBE_SYSTEM,
+                pod=pod,
+                container=AGENT_CONTAINER,
+                command=SERVICE_LIST_COMMAND,
+            )
+            async with self._exec_slots:
+                output = await self._exec(api, target)
+            return parse_service_table(output)
+
+        found = await asyncio.gather(*(table(p) for p in running), return_exceptions=True)
+        tables: list[ServiceTable] = []
+        for pod, item in zip(running, found, strict=True):
+            if isinstance(item, asyncio.CancelledError):
+                raise item
+            if isinstance(item, BaseException):
+                log.info(
+                    "kubernetes.service_table_unreadable",
+                    cluster=cluster,
+                    pod=pod,
+                    error_type=type(item).__name__,
+                )
+                return None
+            tables.append(item)
+        return tables
+
+    async def _pod_cidrs(self, cluster: str) -> list[str]:
+        """The member's pod CIDRs; the last ones read while it is unreachable (to see its
+        backends in the peers' tables as stale)."""
+        try:
+            api = await self.clients.member(cluster)
+            nodes, config = await asyncio.gather(
+                api.list(calls.LIST_NODES),
+                api.get(calls.GET_CONFIGMAP, CILIUM_CONFIG, namespace=KUBE_SYSTEM),
+            )
+        except ClusterUnavailableError:
+            self.clients.forget(cluster)
+            return self._cidrs.get(cluster, [])
+        data = {str(k): str(v) for k, v in ((config or {}).get("data") or {}).items()}
+        self._cidrs[cluster] = pod_cidrs(nodes, data)
+        return self._cidrs[cluster]
 
     async def _service_copies(self, cluster: str) -> dict[tuple[str, str], _ServiceCopy] | None:
         await self.clients.target(cluster)
@@ -1146,27 +1592,169 @@ def _condition_hint(obj: KubeObject) -> str | None:
 def _values_clusters(values_template: str) -> list[str] | None:
     """Peer names in ``clustermesh.config.clusters`` of Helm values; None if unreadable."""
     try:
-        values = yaml.safe_load(values_template) if values_template.strip() else {}
-    except yaml.YAMLError:
+        clusters = read_values(values_template).get(CONFIG_CLUSTERS) or []
+    except MeshfleetError:
         return None  # Go templates can make the text unparsable: nothing to compare then.
-    if not isinstance(values, dict):
+    if not isinstance(clusters, list):
         return None
-    clusters = (((values.get("clustermesh") or {}).get("config") or {}).get("clusters")) or []
     return [str(c.get("name")) for c in clusters if isinstance(c, dict)]
 
 
-def _routing(viewer: str, states: Mapping[str, ClusterServiceState]) -> RoutingView:
-    """Where ``viewer``'s agents route a service, as Cilium programs it from these states.
+def _running_agents(pods: Sequence[KubeObject]) -> list[str]:
+    """Names of the running, not terminating, Cilium agent pods."""
+    return sorted(
+        str(p["metadata"]["name"])
+        for p in pods
+        if meta(p, "labels").get("k8s-app") == "cilium"
+        and (p.get("status") or {}).get("phase") == "Running"
+        and not (p.get("metadata") or {}).get("deletionTimestamp")
+    )
 
-    Its own endpoints always; a peer's when both copies are global and the peer
-    shares them. (Derived from declared state; the agents' tables are not read.)
-    """
-    own = states[viewer]
-    backends: list[BackendSource] = []
-    for source, state in states.items():
-        if source != viewer and not (own.is_global and state.is_global and state.shared):
-            continue
+
+def _agent_routing(
+    viewer: str,
+    tables: Sequence[ServiceTable] | None,
+    service: tuple[str, str],
+    ranges: Mapping[str, Sequence[str]],
+    states: Mapping[str, ClusterServiceState],
+    unreachable: set[str],
+) -> RoutingView:
+    """Where ``viewer``'s agents route ``service``, by the cluster each active backend lives in."""
+    if tables is None:
+        # Unreadable: assume it still routes wherever endpoints exist (never a false "drained").
+        return RoutingView(
+            viewer=viewer,
+            backends=[
+                BackendSource(cluster=c, routable=s.endpoints, ready=0, stale=True)
+                for c, s in states.items()
+                if s.endpoints
+            ],
+        )
+    routed: dict[str, int] = {}
+    for table in tables:
+        per_source: dict[str, int] = {}
+        for ip in table.get(service, set()):
+            source = owner_of(ip, ranges)
+            if source is not None:
+                per_source[source] = per_source.get(source, 0) + 1
+        for source, count in per_source.items():
+            routed[source] = max(routed.get(source, 0), count)
+    backends = []
+    for source, count in sorted(routed.items()):
+        stale = source in unreachable
+        at_source = states[source].ready_endpoints if source in states else 0
         backends.append(
-            BackendSource(cluster=source, routable=state.endpoints, ready=state.ready_endpoints)
+            BackendSource(
+                cluster=source,
+                routable=count,
+                ready=0 if stale else min(count, at_source),
+                stale=stale,
+            )
         )
     return RoutingView(viewer=viewer, backends=backends)
+
+
+def _parse_records(obj: KubeObject, holder: str) -> dict[str, _OperationRecord]:
+    """The operation records in the holder's annotation (unreadable: none, with a warning)."""
+    text = meta(obj, "annotations").get(ANNOTATION_OPERATIONS)
+    records: dict[str, _OperationRecord] = {}
+    if text:
+        try:
+            for key, value in json.loads(text).items():
+                records[key] = _OperationRecord.model_validate(value)
+        except (ValueError, AttributeError, ValidationError):
+            log.warning("kubernetes.operation_records_unreadable", holder=holder)
+    return records
+
+
+def _records_body(records: Mapping[str, _OperationRecord]) -> dict[str, Any]:
+    """The merge patch that stores ``records`` (the newest ones) in the holder's annotation."""
+    newest = sorted(records.values(), key=lambda r: r.started_at)[-_MAX_RECORDS:]
+    text = json.dumps(
+        {r.key: r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in newest},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return {"metadata": {"annotations": {ANNOTATION_OPERATIONS: text}}}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class _ProxyValues:
+    """A HelmChartProxy's ``valuesTemplate`` and meshfleet's record of the pre-mesh values."""
+
+    text: str
+    record: PreMeshValues | None
+
+
+def _joined_values(cluster: str, values: _ProxyValues, cluster_id: int) -> _ProxyValues:
+    """The member's own mesh values, before it has any peer (a retry changes nothing)."""
+    current = read_values(values.text)
+    peers = current.get(CONFIG_CLUSTERS) or []
+    if values.record is not None and peers and current.get(CLUSTER_ID) != cluster_id:
+        raise MeshfleetError(
+            f"cluster {cluster!r} is meshed with cluster id {current.get(CLUSTER_ID)}; "
+            f"changing it to {cluster_id} would restart every agent and break identities"
+        )
+    record = values.record or PreMeshValues.capture(values.text)
+    text = values.text
+    for path, value in (
+        (CLUSTER_NAME, cluster),
+        (CLUSTER_ID, cluster_id),
+        (USE_APISERVER, True),
+        (CONFIG_ENABLED, True),
+    ):
+        if current.get(path) != value:
+            text = set_value(text, path, value)
+    if not isinstance(current.get(CONFIG_CLUSTERS), list):
+        text = set_value(text, CONFIG_CLUSTERS, [])
+    return _ProxyValues(text, record)
+
+
+def _peer_entries(values: _ProxyValues) -> list[dict[str, Any]]:
+    found = read_values(values.text).get(CONFIG_CLUSTERS) or []
+    return [dict(e) for e in found if isinstance(e, dict)]
+
+
+def _with_peers(
+    cluster: str, values: _ProxyValues, endpoints: Sequence[PeerEndpoint]
+) -> _ProxyValues:
+    """``clustermesh.config.clusters`` with an up-to-date entry for each of ``endpoints``."""
+    if values.record is None:
+        raise MeshfleetError(
+            f"cluster {cluster!r}: meshfleet has not enabled the mesh in its HelmChartProxy "
+            "values (enable_mesh first)"
+        )
+    fresh = {e.name: e.value() for e in endpoints if e.name != cluster}
+    entries = [e for e in _peer_entries(values) if str(e.get("name")) not in fresh]
+    entries.extend(fresh.values())
+    entries.sort(key=lambda e: str(e.get("name")))
+    if entries == _peer_entries(values):
+        return values
+    return _ProxyValues(set_value(values.text, CONFIG_CLUSTERS, entries), values.record)
+
+
+def _without_peers(values: _ProxyValues, peers: Sequence[str]) -> _ProxyValues:
+    """``clustermesh.config.clusters`` without the entries of ``peers``."""
+    current = _peer_entries(values)
+    kept = [e for e in current if str(e.get("name")) not in set(peers)]
+    if values.record is None or kept == current:
+        return values
+    return _ProxyValues(set_value(values.text, CONFIG_CLUSTERS, kept), values.record)
+
+
+def _restored_values(values: _ProxyValues) -> _ProxyValues:
+    """The owned values as they were before meshfleet first wrote them."""
+    if values.record is None:
+        return values
+    return _ProxyValues(values.record.restore(values.text), None)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from activities.backends.kubernetes._values import PeerEndpoint
 from engine.domain.backend import RemoteClusterStatus, RolloutStatus
 from engine.domain.fleet import NetworkMode
 
@@ -229,3 +231,108 @@ def merge_agent_views(
         failures = sum(e.num_failures for e in present)
         merged.append(worst.model_copy(update={"num_failures": failures}))
     return merged
+
+
+def apiserver_endpoint(
+    cluster: str, service: KubeObject | None, nodes: Iterable[KubeObject]
+) -> PeerEndpoint | str:
+    """Where peers reach ``cluster``'s clustermesh-apiserver, or why they cannot (yet).
+
+    As ``cilium clustermesh connect`` reads it: a LoadBalancer's ingress IP (or
+    hostname) and service port; a NodePort's node InternalIP and node port. A
+    reason starting with "waiting" is temporary (an address being provisioned).
+    """
+    if service is None:
+        return "waiting for Service kube-system/clustermesh-apiserver"
+    spec = service.get("spec") or {}
+    ports = [p for p in spec.get("ports") or [] if isinstance(p, dict)]
+    port = next((p for p in ports if p.get("name") in ("apiserver", "etcd")), None) or (
+        ports[0] if ports else None
+    )
+    if port is None:
+        return "Service kube-system/clustermesh-apiserver has no port"
+    kind = spec.get("type") or "ClusterIP"
+    if kind == "LoadBalancer":
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        first = ingress[0] if ingress else {}
+        if first.get("ip"):
+            return PeerEndpoint(name=cluster, port=int(port["port"]), ips=(str(first["ip"]),))
+        if first.get("hostname"):
+            return PeerEndpoint(
+                name=cluster, port=int(port["port"]), address=str(first["hostname"])
+            )
+        return "waiting for the clustermesh-apiserver LoadBalancer address"
+    if kind == "NodePort":
+        for node in nodes:
+            if not node_ready(node):
+                continue
+            for address in (node.get("status") or {}).get("addresses") or []:
+                if address.get("type") == "InternalIP" and port.get("nodePort"):
+                    return PeerEndpoint(
+                        name=cluster, port=int(port["nodePort"]), ips=(str(address["address"]),)
+                    )
+        return "waiting for a Ready node with an InternalIP for the clustermesh-apiserver NodePort"
+    return (
+        f"Service kube-system/clustermesh-apiserver is {kind}, unreachable from other clusters: "
+        "expose it (Helm clustermesh.apiserver.service.type LoadBalancer or NodePort)"
+    )
+
+
+def parse_service_table(output: str) -> dict[tuple[str, str], set[str]]:
+    """``cilium-dbg service list -o json``: the *active* backend IPs of each Service.
+
+    Keyed by ``(namespace, name)`` from ``spec.flags``; the frontends of one
+    Service (ClusterIP, each port, NodePort) are merged. Backends in state
+    ``terminating``, ``quarantined`` or ``maintenance`` take no new traffic and
+    are left out (a missing state is ``active``, the API's default).
+    """
+    data = json.loads(output)
+    if not isinstance(data, list):
+        raise ValueError("cilium-dbg service list output is not a list")
+    table: dict[tuple[str, str], set[str]] = {}
+    for entry in data:
+        spec = (entry or {}).get("spec") or {}
+        flags = spec.get("flags") or {}
+        if not flags.get("name") or not flags.get("namespace"):
+            continue
+        backends = table.setdefault((str(flags["namespace"]), str(flags["name"])), set())
+        for backend in spec.get("backend-addresses") or []:
+            if (backend.get("state") or "active") == "active" and backend.get("ip"):
+                backends.add(str(backend["ip"]))
+    return table
+
+
+def owner_of(ip: str, cidrs: Mapping[str, Sequence[str]]) -> str | None:
+    """The member whose pod CIDRs hold ``ip`` (they never overlap in a mesh), or None."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    for member, ranges in cidrs.items():
+        for cidr in ranges:
+            try:
+                if address in ipaddress.ip_network(cidr, strict=False):
+                    return member
+            except ValueError:
+                continue
+    return None
+
+
+#: Where Cilium mounts the connection files (the ``common-`` ones: the member's own
+#: client certificate from Secret ``clustermesh-apiserver-remote-cert``).
+CLUSTERMESH_DIR = "/var/lib/cilium/clustermesh"
+
+
+def connection_config(peer: PeerEndpoint) -> str:
+    """One connection entry, as Cilium's chart renders it for a peer given by address.
+
+    An etcd client configuration: the peer's clustermesh-apiserver endpoint and
+    the shared-CA client files. References to files only: no key material.
+    """
+    host = peer.address or (peer.ips[0] if peer.ips else peer.name)
+    return (
+        f"endpoints:\n- https://{host}:{peer.port}\n"
+        f"trusted-ca-file: {CLUSTERMESH_DIR}/common-etcd-client-ca.crt\n"
+        f"key-file: {CLUSTERMESH_DIR}/common-etcd-client.key\n"
+        f"cert-file: {CLUSTERMESH_DIR}/common-etcd-client.crt\n"
+    )

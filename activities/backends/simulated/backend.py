@@ -356,11 +356,22 @@ class SimulatedFleetBackend:
         return await self._run(lambda sim: sim.not_ready_links(wanted, focus), reads=True)
 
     async def enable_mesh(
-        self, cluster: str, *, network: str, idempotency_key: str
+        self,
+        cluster: str,
+        *,
+        network: str,
+        idempotency_key: str,
+        cluster_id: int | None = None,
     ) -> OperationProgress:
         return await self._start(
             cluster, OperationKind.ENABLE_MESH, None, idempotency_key, network=network
         )
+
+    async def target_problem(
+        self, cluster: str, kubernetes_version: str, cilium_version: str
+    ) -> str | None:
+        """The simulator upgrades to any version, with or without a patch number."""
+        return None
 
     async def disable_mesh(self, cluster: str, *, idempotency_key: str) -> None:
         def act(sim: Simulation) -> None:
