@@ -325,10 +325,11 @@ class EmbeddedServer:
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             assert self._process is not None
-            if self._process.poll() is not None:
-                self.stop()
+            code = self._process.poll()
+            if code is not None:
+                self.stop()  # forgets the process: keep its exit code for the message
                 raise UnavailableError(
-                    f"the Temporal server exited with code {self._process.returncode} "
+                    f"the Temporal server exited with code {code} "
                     f"while starting; its log ends:\n{self.log_tail()}"
                 )
             if await probe_server(self.address, self.config.namespace) == "meshfleet" and (
