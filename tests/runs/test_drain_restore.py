@@ -7,6 +7,7 @@ services' annotations, never from timing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -18,12 +19,12 @@ from temporalio.client import Client
 
 from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.fleet import parse_fleet
-from engine.domain.run import RunTimings
+from engine.domain.run import MemberStep, RunTimings, State, member_workflow_id
 from engine.domain.runspec import RunSpec
 from engine.runtime.runs import UpdateRunHandle, start_update_run
 from engine.runtime.worker import build_worker
 from strategies import parse_strategy
-from tests.runs.harness import Cluster, Fleet, create_network, fleet_document
+from tests.runs.harness import Cluster, Fleet, create_network, fleet_document, strategy
 
 #: The service every test here drains: two ready endpoints in each cluster.
 SERVICE = {"namespace": "shop", "name": "checkout", "minReadyEndpoints": 1}
@@ -80,3 +81,87 @@ async def start_run(
 def annotations(fleet: Fleet, cluster: str, key: str = "shop/checkout") -> dict[str, str]:
     """The annotations of ``cluster``'s copy of a service, as the world holds them now."""
     return dict(fleet.backend.world().clusters[cluster].service_annotations[key])
+
+
+async def _closed(client: Client, workflow_id: str) -> None:
+    """Wait until ``workflow_id`` has closed, however it ended."""
+    handle = client.get_workflow_handle(workflow_id)
+    for _ in range(1200):
+        if (await handle.describe()).close_time is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} never closed")
+
+
+async def _drained(fleet: Fleet, cluster: str) -> None:
+    """Wait until the audit shows ``cluster``'s service drained."""
+    for _ in range(1200):
+        if any(e.cluster == cluster for e in fleet.audit("serviceDrained")):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{cluster} was never drained")
+
+
+async def test_a_drain_whose_wait_times_out_is_restored_and_the_audit_shows_it(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The issue's case: the mesh propagates slower than the drain timeout and the budget
+    absorbs both failures. Both members are restored: two ``serviceRestored`` entries,
+    and neither copy of the service is left ``shared: "false"``."""
+    clusters = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
+    timings = FAST.model_copy(update={"drain_timeout": dt.timedelta(seconds=1)})
+    async with drain_fleet(
+        client,
+        task_queue,
+        state_dir,
+        clusters,
+        [service_in("a-1", "a-2")],
+        mesh_propagation=SLOW_PROPAGATION,
+    ) as fleet:
+        run = await start_run(
+            fleet,
+            strategy(
+                [
+                    {
+                        "name": "all",
+                        "maxAllowedFailures": "2",
+                        "groups": [{"name": "all", "maxAllowedFailures": "2"}],
+                    }
+                ]
+            ),
+            timings,
+        )
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+        for name in ("a-1", "a-2"):
+            member = status.member(name)
+            assert member is not None
+            assert member.state is State.FAILED
+            assert member.step is MemberStep.DRAIN, member.message
+        assert sorted(e.cluster for e in fleet.audit("serviceDrained")) == ["a-1", "a-2"]
+        assert sorted(e.cluster for e in fleet.audit("serviceRestored")) == ["a-1", "a-2"]
+        for name in ("a-1", "a-2"):
+            assert annotations(fleet, name) == {"service.cilium.io/global": "true"}
+
+
+async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_member(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Terminating the run cancels its member (parent close policy REQUEST_CANCEL); the
+    member, cancelled in the middle of its drain's wait, puts the annotations back."""
+    clusters = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
+    async with drain_fleet(
+        client,
+        task_queue,
+        state_dir,
+        clusters,
+        [service_in("a-1", "a-2")],
+        mesh_propagation="40000s",  # 20 s of wall time: the wait is still on when we end it
+    ) as fleet:
+        run = await start_run(fleet, strategy([{"name": "all", "groups": [{"name": "all"}]}]))
+        status = await run.status()
+        await _drained(fleet, "a-1")
+        await client.get_workflow_handle(run.workflow_id).terminate(reason="test")
+        await _closed(client, member_workflow_id(fleet.network, status.run_id, "a-1"))
+        assert [e.cluster for e in fleet.audit("serviceRestored")] == ["a-1"]
+        assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}

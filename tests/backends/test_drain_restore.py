@@ -1,0 +1,156 @@
+"""The drain/restore pair on the simulated backend and in the activities that share it.
+
+A drain records the exact annotations from before the *first* drain, whatever
+key a retry uses; a restore puts them back exactly, continues past services
+that vanished, and the endpoint baseline counts only copies that are shared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
+from activities.network import NetworkActivities
+from activities.update import UpdateActivities
+from engine.domain.backend import AnnotationChange
+from engine.domain.network import DrainServicesInput
+from engine.domain.plan import VersionPair
+from engine.domain.run import (
+    DrainRecord,
+    MemberUpdateInput,
+    RestoreRequest,
+    RunTimings,
+    ServiceEndpointsRequest,
+)
+from engine.domain.runspec import UpgradeType
+from tests.backends.conftest import CHECKOUT, MEMBERS, NAMESPACE, SERVICE, SHARED
+
+ORIGINAL = {"service.cilium.io/global": "true"}
+
+
+def annotations(backend: SimulatedFleetBackend, cluster: str) -> dict[str, str]:
+    return dict(backend.world().clusters[cluster].service_annotations[CHECKOUT])
+
+
+def member_input(cluster: str = "alpha", attempt: int = 1) -> MemberUpdateInput:
+    target = VersionPair(kubernetes_version="1.33.0", cilium_version="1.18.0")
+    return MemberUpdateInput(
+        run_id="r1",
+        network="prod-mesh",
+        member=cluster,
+        attempt=attempt,
+        upgrade_type=UpgradeType.FULL,
+        hops=[target],
+        target=target,
+        network_members=list(MEMBERS),
+        mesh_ready_timeout=dt.timedelta(seconds=1),
+        timings=RunTimings(poll_interval=dt.timedelta(milliseconds=10)),
+    )
+
+
+async def test_a_drain_retried_under_a_new_key_records_the_value_from_before_the_first(
+    backend: SimulatedFleetBackend,
+) -> None:
+    """The second drain (a retried member: a new attempt key) reports ``shared`` absent,
+    as it was before the first drain, never ``"false"``."""
+    first = await backend.set_service_annotations(
+        "alpha", NAMESPACE, SERVICE, {SHARED: "false"}, idempotency_key="r1/alpha/a1/drain"
+    )
+    again = await backend.set_service_annotations(
+        "alpha", NAMESPACE, SERVICE, {SHARED: "false"}, idempotency_key="r1/alpha/a2/drain"
+    )
+    assert first.previous == {SHARED: None}
+    assert again.previous == {SHARED: None}
+
+
+async def test_a_restore_after_two_drains_puts_back_exactly_the_annotations_from_before(
+    backend: SimulatedFleetBackend,
+) -> None:
+    """Restoring what the second drain reported leaves the service as it was at the start."""
+    await backend.set_service_annotations(
+        "alpha", NAMESPACE, SERVICE, {SHARED: "false"}, idempotency_key="a1/drain"
+    )
+    again = await backend.set_service_annotations(
+        "alpha", NAMESPACE, SERVICE, {SHARED: "false"}, idempotency_key="a2/drain"
+    )
+    await backend.set_service_annotations(
+        "alpha", NAMESPACE, SERVICE, again.previous, idempotency_key="a2/restore"
+    )
+    assert annotations(backend, "alpha") == ORIGINAL
+    restored = backend.audit(event=AuditEvent.SERVICE_RESTORED, cluster="alpha")
+    assert len(restored) == 1
+
+
+async def test_the_restore_continues_past_a_service_that_vanished_and_names_it(
+    backend: SimulatedFleetBackend, client: Client
+) -> None:
+    """A drained service deleted meanwhile is reported as vanished; the others are restored."""
+    drained = await backend.set_service_annotations(
+        "alpha", NAMESPACE, SERVICE, {SHARED: "false"}, idempotency_key="a1/drain"
+    )
+    gone = AnnotationChange(
+        cluster="alpha",
+        namespace=NAMESPACE,
+        name="deleted-meanwhile",
+        previous={SHARED: None},
+        current={SHARED: "false"},
+    )
+    record = DrainRecord(member="alpha", changes=[gone, drained], ready_before={CHECKOUT: 3})
+    activities = UpdateActivities(backend, client)
+    result = await ActivityEnvironment().run(
+        activities.restore_annotations, RestoreRequest(member=member_input(), drain=record)
+    )
+    assert annotations(backend, "alpha") == ORIGINAL
+    assert result.vanished == [f"{NAMESPACE}/deleted-meanwhile"]
+    assert result.restored == [CHECKOUT]
+
+
+async def test_annotating_returns_the_record_without_waiting_for_the_peers(
+    backend: SimulatedFleetBackend, client: Client
+) -> None:
+    """The clock never moves, so no peer ever stops routing: annotating returns all the same."""
+    activities = UpdateActivities(backend, client)
+    record = await ActivityEnvironment().run(activities.annotate_drain, member_input())
+    assert [(c.cluster, c.name, c.previous) for c in record.changes] == [
+        ("alpha", SERVICE, {SHARED: None})
+    ]
+    assert record.ready_before == {CHECKOUT: 3}
+    assert annotations(backend, "alpha")[SHARED] == "false"
+
+
+async def test_a_removal_drain_whose_wait_times_out_restores_what_it_annotated(
+    backend: SimulatedFleetBackend,
+) -> None:
+    """Network removal's drain: peers never stop routing (the clock stands still), so the
+    wait times out; before it fails, the annotations are back and the audit says so."""
+    activities = NetworkActivities(backend, poll_interval=dt.timedelta(milliseconds=10))
+    request = DrainServicesInput(
+        cluster="alpha",
+        peers=["bravo", "charlie"],
+        idempotency_key="op-1/alpha/drain",
+        timeout=dt.timedelta(milliseconds=50),
+    )
+    with pytest.raises(ApplicationError, match="peers to stop routing"):
+        await ActivityEnvironment().run(activities.drain_services, request)
+    assert annotations(backend, "alpha") == ORIGINAL
+    assert len(backend.audit(event=AuditEvent.SERVICE_DRAINED, cluster="alpha")) == 1
+    assert len(backend.audit(event=AuditEvent.SERVICE_RESTORED, cluster="alpha")) == 1
+
+
+async def test_the_endpoint_baseline_counts_only_ready_endpoints_of_shared_copies(
+    backend: SimulatedFleetBackend, client: Client
+) -> None:
+    """A drained copy (``shared: "false"``) serves no peer: its endpoints are not counted."""
+    await backend.set_service_annotations(
+        "alpha", NAMESPACE, SERVICE, {SHARED: "false"}, idempotency_key="a1/drain"
+    )
+    activities = UpdateActivities(backend, client)
+    result = await ActivityEnvironment().run(
+        activities.service_endpoints, ServiceEndpointsRequest(members=list(MEMBERS))
+    )
+    assert result.ready == {CHECKOUT: 6}
