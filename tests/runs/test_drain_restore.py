@@ -165,3 +165,38 @@ async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_m
         await _closed(client, member_workflow_id(fleet.network, status.run_id, "a-1"))
         assert [e.cluster for e in fleet.audit("serviceRestored")] == ["a-1"]
         assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
+
+
+async def test_a_restore_that_cannot_complete_fails_the_member_naming_what_is_left_drained(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The member's API goes away as its control-plane upgrade fails, and stays away past
+    the restore timeout: the member fails saying it is left drained, naming the service,
+    and the annotation really is still ``shared: "false"`` (nothing pretends otherwise)."""
+    faults = [
+        {"kind": "fail", "on": "controlPlaneUpgrade", "message": "upgrade broke"},
+        {"kind": "apiUnavailable", "on": "controlPlaneUpgrade"},
+    ]
+    clusters = [Cluster("a-1", group="all", faults=faults), Cluster("a-2", group="all")]
+    timings = FAST.model_copy(
+        update={
+            "control_plane_timeout": dt.timedelta(seconds=2),
+            "restore_timeout": dt.timedelta(seconds=3),
+        }
+    )
+    async with drain_fleet(
+        client, task_queue, state_dir, clusters, [service_in("a-1", "a-2")]
+    ) as fleet:
+        run = await start_run(
+            fleet, strategy([{"name": "all", "groups": [{"name": "all"}]}]), timings
+        )
+        status = await run.result()
+        member = status.member("a-1")
+        assert member is not None
+        assert member.state is State.FAILED
+        assert member.step is MemberStep.RESTORE
+        assert member.message is not None
+        assert member.message.startswith("LEFT DRAINED: a-1 ")
+        assert "shop/checkout" in member.message
+        assert annotations(fleet, "a-1")["service.cilium.io/shared"] == "false"
+        assert not fleet.audit("serviceRestored")
