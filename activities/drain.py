@@ -40,6 +40,7 @@ from engine.domain.errors import MeshfleetError, NotFoundError, UnavailableError
 
 __all__ = [
     "Drained",
+    "LeftDrainedError",
     "RestoreIncompleteError",
     "Restored",
     "annotate",
@@ -87,6 +88,10 @@ class RestoreIncompleteError(MeshfleetError):
             f'{cluster} is still drained (shared: "false") for {", ".join(sorted(failed))}: '
             f"{reasons}"
         )
+
+
+class LeftDrainedError(MeshfleetError):
+    """A drain failed and putting back what it annotated failed too (a retry cannot help)."""
 
 
 class _StillUnavailable(RestoreIncompleteError, UnavailableError):
@@ -156,10 +161,15 @@ def _last_try(error: BaseException) -> bool:
 async def _undo(
     backend: FleetBackend, cluster: str, drained: Drained, key: str, cause: BaseException
 ) -> None:
-    """Put back what a failed drain annotated; the drain's own error is what the caller sees."""
+    """Put back what a failed drain annotated, then let the drain's error go on.
+
+    If the annotations cannot all be put back, the error that goes on says so
+    first (``LEFT DRAINED: ...`` naming the cluster and services), so whoever
+    reports the drain's failure reports that too.
+    """
     try:
         restored = await restore(backend, drained.changes, key)
-    except Exception as error:  # the drain's error goes on; this one is logged loudly
+    except Exception as error:
         log.error(
             "drain.left_drained",
             cluster=cluster,
@@ -167,7 +177,7 @@ async def _undo(
             error=str(error),
             cause=str(cause),
         )
-        return
+        raise LeftDrainedError(f"LEFT DRAINED: {error}; the drain had failed: {cause}") from cause
     log.warning(
         "drain.undone",
         cluster=cluster,

@@ -8,6 +8,8 @@ that vanished, and the endpoint baseline counts only copies that are shared.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
@@ -17,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from activities.network import NetworkActivities
 from activities.update import UpdateActivities
-from engine.domain.backend import AnnotationChange
+from engine.domain.backend import AnnotationChange, ClusterUnavailableError
 from engine.domain.network import DrainServicesInput
 from engine.domain.plan import VersionPair
 from engine.domain.run import (
@@ -28,7 +30,7 @@ from engine.domain.run import (
     ServiceEndpointsRequest,
 )
 from engine.domain.runspec import UpgradeType
-from tests.backends.conftest import CHECKOUT, MEMBERS, NAMESPACE, SERVICE, SHARED
+from tests.backends.conftest import CHECKOUT, MEMBERS, NAMESPACE, SERVICE, SHARED, FakeClock
 
 ORIGINAL = {"service.cilium.io/global": "true"}
 
@@ -154,3 +156,44 @@ async def test_the_endpoint_baseline_counts_only_ready_endpoints_of_shared_copie
         activities.service_endpoints, ServiceEndpointsRequest(members=list(MEMBERS))
     )
     assert result.ready == {CHECKOUT: 6}
+
+
+class _RestoresRefused(SimulatedFleetBackend):
+    """The simulated fleet, except that putting annotations back fails (API unreachable)."""
+
+    async def set_service_annotations(
+        self,
+        cluster: str,
+        namespace: str,
+        name: str,
+        changes: Mapping[str, str | None],
+        *,
+        idempotency_key: str,
+    ) -> AnnotationChange:
+        if "/undo/" in idempotency_key:
+            raise ClusterUnavailableError(cluster)
+        return await super().set_service_annotations(
+            cluster, namespace, name, changes, idempotency_key=idempotency_key
+        )
+
+
+async def test_a_removal_drain_that_cannot_undo_itself_says_the_cluster_is_left_drained(
+    backend: SimulatedFleetBackend, world_dir: Path, clock: FakeClock
+) -> None:
+    """The wait times out and the undo fails too: the activity's error says LEFT DRAINED
+    first, naming the cluster and the service, so the removal's failure reports it."""
+    refusing = _RestoresRefused(world_dir, clock=clock)
+    activities = NetworkActivities(refusing, poll_interval=dt.timedelta(milliseconds=10))
+    request = DrainServicesInput(
+        cluster="alpha",
+        peers=["bravo", "charlie"],
+        idempotency_key="op-1/alpha/drain",
+        timeout=dt.timedelta(milliseconds=50),
+    )
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(activities.drain_services, request)
+    assert raised.value.non_retryable
+    assert raised.value.message.startswith("LEFT DRAINED: alpha is still drained")
+    assert CHECKOUT in raised.value.message
+    assert "peers to stop routing" in raised.value.message
+    assert annotations(backend, "alpha")[SHARED] == "false"
