@@ -234,3 +234,74 @@ async def test_record_a_member_cancelled_mid_control_plane(
                 "(REQUEST_CANCEL) and restored its services.",
             ),
         )
+
+
+# --- after the drain-record-first patch: the states it added ------------------------------
+
+
+async def test_record_a_drain_timed_out_and_restored(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Propagation longer than the drain timeout: the wait fails, the record is restored."""
+    clusters = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
+    timings = FAST.model_copy(update={"drain_timeout": dt.timedelta(seconds=1)})
+    async with drain_fleet(
+        client,
+        task_queue,
+        state_dir,
+        clusters,
+        [service_in("a-1", "a-2")],
+        mesh_propagation="4000s",
+    ) as fleet:
+        run = await start_run(fleet, strategy(ONE_STAGE), timings)
+        status = await wait_until(
+            run, lambda s: (m := s.member("a-1")) is not None and m.state is State.FAILED
+        )
+        await record(
+            client,
+            member_workflow_id(fleet.network, status.run_id, "a-1"),
+            "MemberUpdate",
+            "drain-timed-out-restored",
+            _note(
+                "test_record_a_drain_timed_out_and_restored",
+                "drain-record-first: a-1's drain wait timed out; its record was restored.",
+            ),
+        )
+        await client.get_workflow_handle(run.workflow_id).terminate(reason="recorded")
+
+
+async def test_record_a_member_cancelled_mid_drain_and_restored(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The run is terminated while a-1 waits on its drain: a-1 is cancelled and restores."""
+    clusters = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
+    async with drain_fleet(
+        client,
+        task_queue,
+        state_dir,
+        clusters,
+        [service_in("a-1", "a-2")],
+        mesh_propagation="40000s",
+    ) as fleet:
+        run = await start_run(fleet, strategy(ONE_STAGE))
+        status = await run.status()
+        member = member_workflow_id(fleet.network, status.run_id, "a-1")
+        await _step_of(client, member, MemberStep.DRAIN)
+        await wait_drain_started(fleet.audit, "a-1")
+        await client.get_workflow_handle(run.workflow_id).terminate(reason="recording")
+        child = client.get_workflow_handle(member)
+        for _ in range(1200):
+            if (await child.describe()).close_time is not None:
+                break
+            await asyncio.sleep(0.05)
+        await record(
+            client,
+            member,
+            "MemberUpdate",
+            "cancelled-mid-drain-restored",
+            _note(
+                "test_record_a_member_cancelled_mid_drain_and_restored",
+                "drain-record-first: the run was terminated while a-1 waited on its drain; "
+                "a-1 was cancelled (REQUEST_CANCEL) and restored its services.",
+            ),
+        )
