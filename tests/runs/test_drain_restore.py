@@ -24,7 +24,7 @@ from engine.domain.runspec import RunSpec
 from engine.runtime.runs import UpdateRunHandle, start_update_run
 from engine.runtime.worker import build_worker
 from strategies import parse_strategy
-from tests.runs.harness import Cluster, Fleet, create_network, fleet_document, strategy
+from tests.runs.harness import Cluster, Fleet, create_network, fleet_document, strategy, wait_until
 
 #: The service every test here drains: two ready endpoints in each cluster.
 SERVICE = {"namespace": "shop", "name": "checkout", "minReadyEndpoints": 1}
@@ -200,3 +200,33 @@ async def test_a_restore_that_cannot_complete_fails_the_member_naming_what_is_le
         assert "shop/checkout" in member.message
         assert annotations(fleet, "a-1")["service.cilium.io/shared"] == "false"
         assert not fleet.audit("serviceRestored")
+
+
+async def test_a_member_whose_endpoints_never_come_back_fails_at_verify_and_is_restored(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Its copy lost its endpoints after the upgrade: verify fails, the annotations are put
+    back, and the restore does not wait for peers to route to a copy with nothing ready
+    (which used to time out and hide verify's reason behind the restore's)."""
+    lost = {"kind": "endpointsLost", "on": "afterUpgrade", "service": "shop/checkout"}
+    clusters = [Cluster("a-1", group="all", faults=[lost]), Cluster("a-2", group="all")]
+    async with drain_fleet(
+        client, task_queue, state_dir, clusters, [service_in("a-1", "a-2")]
+    ) as fleet:
+        run = await start_run(
+            fleet,
+            strategy([{"name": "all", "groups": [{"name": "all"}]}], meshReadyTimeout="2s"),
+        )
+        status = await wait_until(
+            run, lambda s: (m := s.member("a-1")) is not None and m.state is State.FAILED
+        )
+        member = status.member("a-1")
+        assert member is not None
+        assert member.step is MemberStep.VERIFY, member.message
+        assert member.message is not None
+        assert member.message.startswith("Verify failed: ")
+        assert "shop/checkout: 0/2 endpoints ready" in member.message
+        assert member.message.endswith("; restored")
+        assert [e.cluster for e in fleet.audit("serviceRestored")] == ["a-1"]
+        assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
+        await client.get_workflow_handle(run.workflow_id).terminate(reason="test over")
