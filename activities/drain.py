@@ -22,6 +22,8 @@ Does I/O through the fleet backend it is given; errors are left for
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -121,34 +123,50 @@ async def annotate(
 
     Each service's change carries ``key/<namespace>/<name>`` as its idempotency key, so
     a retried call returns the same record. If an attempt fails part-way and a retry
-    cannot follow (the error is permanent or this is the activity's last attempt),
-    what it annotated is put back before the error goes on.
+    cannot follow (the error is permanent, this is the activity's last attempt, or it
+    was cancelled other than by its worker shutting down), what it annotated is put
+    back before the error goes on.
     """
     drained = Drained()
+    in_flight: GlobalService | None = None
     try:
         for service in await backend.list_global_services(members):
             state = service.per_cluster.get(cluster)
             if state is None or not state.is_global:
                 continue  # not exported by this cluster: nothing to drain
-            change = await backend.set_service_annotations(
-                cluster,
-                service.namespace,
-                service.name,
-                {ANNOTATION_SERVICE_SHARED: "false"},
-                idempotency_key=f"{key}/{service.key}",
-            )
+            in_flight = service
+            drained.changes.append(await _drain_one(backend, cluster, service, key))
             drained.ready_before[service.key] = state.ready_endpoints
-            drained.changes.append(change)
-    except Exception as error:
-        if drained.changes and _last_try(error):
-            await _undo(backend, cluster, drained, f"{key}/undo", error)
+            in_flight = None
+    except (Exception, asyncio.CancelledError) as error:
+        if _last_try(error):
+            if in_flight is not None and isinstance(error, asyncio.CancelledError):
+                # The change in flight may have landed: the same key tells (or makes it so).
+                with contextlib.suppress(Exception):
+                    drained.changes.append(await _drain_one(backend, cluster, in_flight, key))
+            if drained.changes:
+                await _undo(backend, cluster, drained, f"{key}/undo", error)
         raise
     log.info("drain.annotated", cluster=cluster, services=drained.services)
     return drained
 
 
+async def _drain_one(
+    backend: FleetBackend, cluster: str, service: GlobalService, key: str
+) -> AnnotationChange:
+    return await backend.set_service_annotations(
+        cluster,
+        service.namespace,
+        service.name,
+        {ANNOTATION_SERVICE_SHARED: "false"},
+        idempotency_key=f"{key}/{service.key}",
+    )
+
+
 def _last_try(error: BaseException) -> bool:
     """Whether nothing will retry after ``error`` (so what was annotated must be undone)."""
+    if isinstance(error, asyncio.CancelledError):
+        return not (activity.in_activity() and activity.is_worker_shutdown())
     if not isinstance(error, UnavailableError):
         return True  # classified as permanent: no retry follows
     if not activity.in_activity():
@@ -234,7 +252,9 @@ async def drain_and_wait(
         await wait_unrouted(
             backend, cluster, members, drained.services, timeout=timeout, interval=interval
         )
-    except Exception as error:
+    except (Exception, asyncio.CancelledError) as error:
+        # A cancelled drain (its caller gave up) is undone too; one interrupted by a
+        # worker shutting down is not: a retry elsewhere carries on with the same keys.
         if _last_try(error):
             await _undo(backend, cluster, drained, f"{key}/undo", error)
         raise

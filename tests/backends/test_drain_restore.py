@@ -7,6 +7,7 @@ that vanished, and the endpoint baseline counts only copies that are shared.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
@@ -197,3 +198,29 @@ async def test_a_removal_drain_that_cannot_undo_itself_says_the_cluster_is_left_
     assert CHECKOUT in raised.value.message
     assert "peers to stop routing" in raised.value.message
     assert annotations(backend, "alpha")[SHARED] == "false"
+
+
+async def test_a_removal_drain_cancelled_once_it_annotated_restores_what_it_annotated(
+    backend: SimulatedFleetBackend,
+) -> None:
+    """The removal is cancelled once the drain's annotation landed (whether the activity is
+    still finishing it or already waiting on peers that, the clock standing still, never
+    stop routing): the drain puts the annotations back as it ends."""
+    activities = NetworkActivities(backend, poll_interval=dt.timedelta(milliseconds=10))
+    request = DrainServicesInput(
+        cluster="alpha",
+        peers=["bravo", "charlie"],
+        idempotency_key="op-1/alpha/drain",
+        timeout=dt.timedelta(hours=1),
+    )
+    environment = ActivityEnvironment()
+    draining = asyncio.ensure_future(environment.run(activities.drain_services, request))
+    for _ in range(1000):
+        if backend.audit(event=AuditEvent.SERVICE_DRAINED, cluster="alpha"):
+            break
+        await asyncio.sleep(0.01)
+    environment.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await draining
+    assert annotations(backend, "alpha") == ORIGINAL
+    assert len(backend.audit(event=AuditEvent.SERVICE_RESTORED, cluster="alpha")) == 1

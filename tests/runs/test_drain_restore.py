@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
 from activities.backends.simulated import SimulatedFleetBackend
+from engine.domain.backend import AnnotationChange
 from engine.domain.fleet import parse_fleet
 from engine.domain.run import MemberStep, RunTimings, State, member_workflow_id
 from engine.domain.runspec import RunSpec
@@ -53,11 +54,12 @@ async def drain_fleet(
     services: Sequence[dict[str, Any]],
     *,
     mesh_propagation: str = "10s",
+    backend_type: type[SimulatedFleetBackend] = SimulatedFleetBackend,
 ) -> AsyncIterator[Fleet]:
     """Like ``harness.running_fleet``, with the mesh's propagation delay chosen by the test."""
     document = fleet_document(clusters, services)
     document["spec"]["durations"] = {"meshPropagation": mesh_propagation}
-    backend = SimulatedFleetBackend(state_dir)
+    backend = backend_type(state_dir)
     backend.load(parse_fleet(document))
     network = f"net-{uuid.uuid4().hex[:8]}"
     members = [c.name for c in clusters]
@@ -230,3 +232,66 @@ async def test_a_member_whose_endpoints_never_come_back_fails_at_verify_and_is_r
         assert [e.cluster for e in fleet.audit("serviceRestored")] == ["a-1"]
         assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
         await client.get_workflow_handle(run.workflow_id).terminate(reason="test over")
+
+
+class _HeldDrain(SimulatedFleetBackend):
+    """The simulated fleet, except that a drain's annotation waits until the test lets it go."""
+
+    annotating = asyncio.Event()
+    release = asyncio.Event()
+
+    async def set_service_annotations(
+        self,
+        cluster: str,
+        namespace: str,
+        name: str,
+        changes: Mapping[str, str | None],
+        *,
+        idempotency_key: str,
+    ) -> AnnotationChange:
+        if changes.get("service.cilium.io/shared") == "false":
+            self.annotating.set()
+            await self.release.wait()
+        return await super().set_service_annotations(
+            cluster, namespace, name, changes, idempotency_key=idempotency_key
+        )
+
+
+async def test_a_member_cancelled_while_annotating_lets_the_drain_finish_and_restores_it(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The run ends while the drain is still annotating: the member's cancellation does
+    not abandon the annotating activity; it waits for its record, then restores it."""
+    _HeldDrain.annotating = asyncio.Event()
+    _HeldDrain.release = asyncio.Event()
+    clusters = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
+    async with drain_fleet(
+        client,
+        task_queue,
+        state_dir,
+        clusters,
+        [service_in("a-1", "a-2")],
+        backend_type=_HeldDrain,
+    ) as fleet:
+        run = await start_run(fleet, strategy([{"name": "all", "groups": [{"name": "all"}]}]))
+        status = await run.status()
+        member = member_workflow_id(fleet.network, status.run_id, "a-1")
+        await asyncio.wait_for(_HeldDrain.annotating.wait(), timeout=60)
+        await client.get_workflow_handle(run.workflow_id).terminate(reason="test")
+        await _cancel_requested(client, member)
+        _HeldDrain.release.set()
+        await _closed(client, member)
+        assert [e.cluster for e in fleet.audit("serviceDrained")] == ["a-1"]
+        assert [e.cluster for e in fleet.audit("serviceRestored")] == ["a-1"]
+        assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
+
+
+async def _cancel_requested(client: Client, workflow_id: str) -> None:
+    """Wait until ``workflow_id``'s history holds the cancel request its parent's end sent."""
+    handle = client.get_workflow_handle(workflow_id)
+    for _ in range(1200):
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_execution_cancel_requested_event_attributes"):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} was never asked to cancel")
