@@ -5,11 +5,11 @@ The drain is two activities: annotating returns the record (the exact previous
 annotations) before anything waits, then a second one waits for the peers. So
 the workflow holds the record whatever happens next, and the restore runs
 whenever anything was annotated: after a failed step (the drain's own wait
-included), and after a cancellation. A member ends by its parent's end (the
+included), and after a cancellation. A member ended by its parent's end (the
 run completed, failed or was terminated) is *cancelled*, not terminated: the
 run starts its members with ``ParentClosePolicy.REQUEST_CANCEL``, and a
-terminated workflow could run no restore at all. The restore itself runs
-shielded from that cancellation. If the restore cannot put a service back,
+terminated workflow could run no restore at all. Annotating is shielded from
+that cancellation (the workflow waits for its record) and so is the restore. If the restore cannot put a service back,
 the member fails saying so: its message names the member and the services
 left drained, and ``MemberUpdateResult.left_drained`` lists them.
 
