@@ -135,9 +135,16 @@ async def annotate(
             if state is None or not state.is_global:
                 continue  # not exported by this cluster: nothing to drain
             in_flight = service
-            drained.changes.append(await _drain_one(backend, cluster, service, key))
-            drained.ready_before[service.key] = state.ready_endpoints
+            try:
+                change = await _drain_one(backend, cluster, service, key)
+            except NotFoundError:
+                # Deleted since it was listed: nothing to drain, nothing to restore.
+                log.warning("drain.service_vanished", cluster=cluster, service=service.key)
+                in_flight = None
+                continue
             in_flight = None
+            drained.changes.append(change)
+            drained.ready_before[service.key] = state.ready_endpoints
     except (Exception, asyncio.CancelledError) as error:
         if _last_try(error):
             if in_flight is not None and isinstance(error, asyncio.CancelledError):

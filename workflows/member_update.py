@@ -9,9 +9,10 @@ included), and after a cancellation. A member ended by its parent's end (the
 run completed, failed or was terminated) is *cancelled*, not terminated: the
 run starts its members with ``ParentClosePolicy.REQUEST_CANCEL``, and a
 terminated workflow could run no restore at all. Annotating is shielded from
-that cancellation (the workflow waits for its record) and so is the restore. If the restore cannot put a service back,
-the member fails saying so: its message names the member and the services
-left drained, and ``MemberUpdateResult.left_drained`` lists them.
+that cancellation (the workflow waits for its record) and so is the restore.
+If the restore cannot put a service back, the member fails saying so: its
+message names the member and the services left drained, and
+``MemberUpdateResult.left_drained`` lists them.
 
 Histories recorded before the ``drain-record-first`` patch replay the earlier
 sequence (one activity annotating and waiting, one restoring and waiting).

@@ -21,6 +21,7 @@ from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from activities.network import NetworkActivities
 from activities.update import UpdateActivities
 from engine.domain.backend import AnnotationChange, ClusterUnavailableError
+from engine.domain.errors import NotFoundError
 from engine.domain.network import DrainServicesInput
 from engine.domain.plan import VersionPair
 from engine.domain.run import (
@@ -31,7 +32,15 @@ from engine.domain.run import (
     ServiceEndpointsRequest,
 )
 from engine.domain.runspec import UpgradeType
-from tests.backends.conftest import CHECKOUT, MEMBERS, NAMESPACE, SERVICE, SHARED, FakeClock
+from tests.backends.conftest import (
+    CHECKOUT,
+    MEMBERS,
+    NAMESPACE,
+    SERVICE,
+    SHARED,
+    FakeClock,
+    LoadWorld,
+)
 
 ORIGINAL = {"service.cilium.io/global": "true"}
 
@@ -224,3 +233,39 @@ async def test_a_removal_drain_cancelled_once_it_annotated_restores_what_it_anno
         await draining
     assert annotations(backend, "alpha") == ORIGINAL
     assert len(backend.audit(event=AuditEvent.SERVICE_RESTORED, cluster="alpha")) == 1
+
+
+class _CheckoutDeletedOnDrain(SimulatedFleetBackend):
+    """The simulated fleet, except that shop/checkout is deleted once it has been listed."""
+
+    async def set_service_annotations(
+        self,
+        cluster: str,
+        namespace: str,
+        name: str,
+        changes: Mapping[str, str | None],
+        *,
+        idempotency_key: str,
+    ) -> AnnotationChange:
+        if name == SERVICE:
+            raise NotFoundError(f"cluster {cluster!r} has no service {CHECKOUT!r}")
+        return await super().set_service_annotations(
+            cluster, namespace, name, changes, idempotency_key=idempotency_key
+        )
+
+
+async def test_annotating_skips_a_service_deleted_since_it_was_listed(
+    load_world: LoadWorld, world_dir: Path, clock: FakeClock, client: Client
+) -> None:
+    """The drain goes on with the services that exist; the record holds only those."""
+    load_world(
+        globalServices=[
+            {"namespace": NAMESPACE, "name": SERVICE, "clusters": dict.fromkeys(MEMBERS, 3)},
+            {"namespace": NAMESPACE, "name": "cart", "clusters": dict.fromkeys(MEMBERS, 2)},
+        ]
+    )
+    backend = _CheckoutDeletedOnDrain(world_dir, clock=clock)
+    activities = UpdateActivities(backend, client)
+    record = await ActivityEnvironment().run(activities.annotate_drain, member_input())
+    assert [c.name for c in record.changes] == ["cart"]
+    assert record.ready_before == {f"{NAMESPACE}/cart": 2}
