@@ -17,10 +17,9 @@ from typing import Any
 import structlog
 from temporalio import activity
 
+from activities import drain
 from activities.common import WaitTimedOut, classified, wait_for
 from engine.domain.backend import (
-    ANNOTATION_SERVICE_SHARED,
-    AnnotationChange,
     FleetBackend,
     MemberDescription,
     NotReadyLink,
@@ -62,10 +61,6 @@ log = structlog.get_logger(__name__)
 
 #: How often waits poll the backend unless the worker is configured otherwise.
 DEFAULT_POLL_INTERVAL = dt.timedelta(seconds=1)
-
-
-def _service_key(key: str, namespace: str, name: str | None) -> str:
-    return f"{key}/{namespace}/{name or ''}"
 
 
 class NetworkActivities:
@@ -219,50 +214,22 @@ class NetworkActivities:
 
         Every service global in the cluster gets ``service.cilium.io/shared:
         "false"`` (it keeps consuming remote backends but exports none). The
-        changes carry the annotations from before, so a retry returns the same.
+        changes carry the annotations from before, so a retry returns the same;
+        if the wait fails, the annotations are put back before the activity fails.
         """
         async with classified():
-            cluster = request.cluster
-            services = await self.backend.list_global_services([cluster, *request.peers])
-            changes: list[AnnotationChange] = []
-            for service in services:
-                state = service.per_cluster.get(cluster)
-                if state is None or not state.is_global:
-                    continue  # not exported by this cluster: nothing to drain
-                changes.append(
-                    await self.backend.set_service_annotations(
-                        cluster,
-                        service.namespace,
-                        service.name,
-                        {ANNOTATION_SERVICE_SHARED: "false"},
-                        idempotency_key=_service_key(
-                            request.idempotency_key, service.namespace, service.name
-                        ),
-                    )
-                )
-            drained = {f"{c.namespace}/{c.name}" for c in changes}
-            if drained and request.peers:
-
-                async def unrouted() -> bool | None:
-                    current = await self.backend.list_global_services([cluster, *request.peers])
-                    for service in current:
-                        if service.key not in drained:
-                            continue
-                        for peer in request.peers:
-                            view = service.routing.get(peer)
-                            source = view.from_cluster(cluster) if view else None
-                            if source is not None and source.routable > 0:
-                                return None
-                    return True
-
-                await wait_for(
-                    unrouted,
-                    timeout=request.timeout,
-                    interval=self.poll_interval,
-                    describe=lambda: f"peers to stop routing to {cluster!r}",
-                )
-            log.info("network.services_drained", cluster=cluster, services=sorted(drained))
-            return DrainedServices(changes=changes)
+            # The drain/restore pair shared with member updates: a wait that fails
+            # restores what it annotated before the activity fails.
+            drained = await drain.drain_and_wait(
+                self.backend,
+                request.cluster,
+                [request.cluster, *request.peers],
+                request.idempotency_key,
+                timeout=request.timeout,
+                interval=self.poll_interval,
+            )
+            log.info("network.services_drained", cluster=request.cluster, services=drained.services)
+            return DrainedServices(changes=drained.changes)
 
     @activity.defn(name=ACTIVITY_WAIT_UNLISTED)
     async def wait_unlisted(self, request: WaitUnlistedInput) -> None:
@@ -298,20 +265,9 @@ class NetworkActivities:
 
     @activity.defn(name=ACTIVITY_RESTORE_SERVICES)
     async def restore_services(self, request: RestoreServicesInput) -> None:
-        """Set back exactly the annotations a drain changed."""
+        """Set back exactly the annotations a drain changed (past services that vanished)."""
         async with classified():
-            for change in request.changes:
-                if change.name is None:
-                    continue
-                await self.backend.set_service_annotations(
-                    change.cluster,
-                    change.namespace,
-                    change.name,
-                    change.previous,
-                    idempotency_key=_service_key(
-                        request.idempotency_key, change.namespace, change.name
-                    ),
-                )
+            await drain.restore(self.backend, request.changes, request.idempotency_key)
 
     @activity.defn(name=ACTIVITY_LIST_SERVICES)
     async def list_services(self, request: ListServicesInput) -> GlobalServices:

@@ -18,10 +18,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities import drain
 from activities.common import NON_RETRYABLE, WaitTimedOut, classified, wait_for
 from engine.domain import run as contract
 from engine.domain.backend import (
-    ANNOTATION_SERVICE_SHARED,
     FleetBackend,
     GlobalService,
     NotReadyLink,
@@ -60,18 +60,6 @@ def _ready_elsewhere(service: GlobalService, gone: set[str]) -> int:
         for cluster, state in service.per_cluster.items()
         if cluster not in gone and state.is_global and state.shared
     )
-
-
-def _peers_routing_to(service: GlobalService, cluster: str) -> list[str]:
-    """Peers whose service table still holds backends of ``cluster``."""
-    viewers = []
-    for viewer, view in service.routing.items():
-        if viewer == cluster:
-            continue
-        source = view.from_cluster(cluster)
-        if source is not None and source.routable > 0:
-            viewers.append(viewer)
-    return sorted(viewers)
 
 
 class UpdateActivities:
@@ -172,8 +160,13 @@ class UpdateActivities:
             async def reached() -> bool | None:
                 nonlocal ready, below
                 services = await self._backend.list_global_services(request.members)
+                # A drained copy (shared: "false") serves no peer: only shared copies count.
                 ready = {
-                    s.key: sum(c.ready_endpoints for c in s.per_cluster.values() if c.is_global)
+                    s.key: sum(
+                        c.ready_endpoints
+                        for c in s.per_cluster.values()
+                        if c.is_global and c.shared
+                    )
                     for s in services
                 }
                 baseline = request.baseline or {}
@@ -262,51 +255,56 @@ class UpdateActivities:
                 outcome=contract.PreflightOutcome.PROCEED, current=current
             )
 
-    @activity.defn(name=contract.DRAIN)
-    async def drain_member(self, member: contract.MemberUpdateInput) -> contract.DrainRecord:
-        """Stop exporting its backends (``shared: "false"``); wait until peers stop routing."""
+    @activity.defn(name=contract.DRAIN_ANNOTATE)
+    async def annotate_drain(self, member: contract.MemberUpdateInput) -> contract.DrainRecord:
+        """Stop exporting its backends (``shared: "false"``) and return the record at once.
+
+        Nothing here waits: the workflow holds the record (the exact previous
+        annotations) before the wait for the peers (:meth:`wait_drained`) can time out.
+        """
         async with classified():
-            services = await self._backend.list_global_services(member.network_members)
-            record = contract.DrainRecord(member=member.member)
-            drained: list[GlobalService] = []
-            for service in services:
-                state = service.per_cluster.get(member.member)
-                if state is None or not state.is_global:
-                    continue
-                record.ready_before[service.key] = state.ready_endpoints
-                change = await self._backend.set_service_annotations(
-                    member.member,
-                    service.namespace,
-                    service.name,
-                    {ANNOTATION_SERVICE_SHARED: "false"},
-                    idempotency_key=step_key(member, f"drain/{service.key}"),
-                )
-                record.changes.append(change)
-                drained.append(service)
-            log.info("member.drained", member=member.member, services=len(record.changes))
-            keys = {s.key for s in drained}
-            if not keys:
-                return record  # it serves nothing: no peer can be routing to it
+            drained = await drain.annotate(
+                self._backend,
+                member.member,
+                member.network_members,
+                step_key(member, "drain"),
+            )
+            log.info("member.drained", member=member.member, services=len(drained.changes))
+            return contract.DrainRecord(
+                member=member.member, changes=drained.changes, ready_before=drained.ready_before
+            )
 
-            async def peers_stopped() -> bool | None:
-                current = await self._backend.list_global_services(member.network_members)
-                still = [
-                    f"{s.key} (routed by {', '.join(_peers_routing_to(s, member.member))})"
-                    for s in current
-                    if s.key in keys and _peers_routing_to(s, member.member)
-                ]
-                waiting.clear()
-                waiting.extend(still)
-                return True if not still else None
-
-            waiting: list[str] = []
-            await wait_for(
-                peers_stopped,
+    @activity.defn(name=contract.DRAIN_WAIT)
+    async def wait_drained(self, request: contract.DrainWaitRequest) -> None:
+        """Wait until no peer routes to the services the drain annotated."""
+        async with classified():
+            member = request.member
+            await drain.wait_unrouted(
+                self._backend,
+                member.member,
+                member.network_members,
+                [f"{c.namespace}/{c.name}" for c in request.drain.changes],
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,
-                describe=lambda: "peers to stop routing to the member: " + "; ".join(waiting),
             )
-            return record
+
+    @activity.defn(name=contract.DRAIN)
+    async def drain_member(self, member: contract.MemberUpdateInput) -> contract.DrainRecord:
+        """Annotate and wait in one activity (member workflows from before the
+        ``drain-record-first`` patch): if the wait fails, it restores before failing."""
+        async with classified():
+            drained = await drain.drain_and_wait(
+                self._backend,
+                member.member,
+                member.network_members,
+                step_key(member, "drain"),
+                timeout=member.timings.drain_timeout,
+                interval=member.timings.poll_interval,
+            )
+            log.info("member.drained", member=member.member, services=len(drained.changes))
+            return contract.DrainRecord(
+                member=member.member, changes=drained.changes, ready_before=drained.ready_before
+            )
 
     @activity.defn(name=contract.UPGRADE_CONTROL_PLANE)
     async def upgrade_control_plane(self, request: contract.HopRequest) -> OperationProgress:
@@ -410,44 +408,46 @@ class UpdateActivities:
                 describe=lambda: f"{member.member} to be ready in the mesh ({'; '.join(problems)})",
             )
 
-    @activity.defn(name=contract.RESTORE)
-    async def restore_member(self, request: contract.RestoreRequest) -> None:
-        """Put back exactly the annotations the drain changed, then wait until peers route again."""
+    @activity.defn(name=contract.RESTORE_ANNOTATIONS)
+    async def restore_annotations(self, request: contract.RestoreRequest) -> contract.RestoreResult:
+        """Put back exactly the annotations the drain changed, past services that vanished.
+
+        Fails (retryably while the cluster is unreachable) naming the services it could
+        not put back; the workflow reports the member left drained when retries run out.
+        """
         async with classified():
             member = request.member
-            for change in request.drain.changes:
-                await self._backend.set_service_annotations(
-                    change.cluster,
-                    change.namespace,
-                    change.name or "",
-                    change.previous,
-                    idempotency_key=step_key(member, f"restore/{change.namespace}/{change.name}"),
-                )
-            log.info("member.restored", member=member.member, services=len(request.drain.changes))
-            expected = {k for k, n in request.drain.ready_before.items() if n > 0}
-            if not expected:
-                return  # it had no ready backends before: no peer is expected to route to it
-            missing: list[str] = []
+            restored = await drain.restore(
+                self._backend, request.drain.changes, step_key(member, "restore")
+            )
+            log.info(
+                "member.restored",
+                member=member.member,
+                services=restored.restored,
+                vanished=restored.vanished,
+            )
+            return contract.RestoreResult(restored=restored.restored, vanished=restored.vanished)
 
-            async def routed_again() -> bool | None:
-                missing.clear()
-                services = await self._backend.list_global_services(member.network_members)
-                peers = [p for p in member.network_members if p != member.member]
-                for service in services:
-                    if service.key not in expected or not peers:
-                        continue
-                    routing = set(_peers_routing_to(service, member.member))
-                    lacking = [p for p in peers if p in service.routing and p not in routing]
-                    if lacking:
-                        missing.append(f"{service.key} (not yet routed by {', '.join(lacking)})")
-                return True if not missing else None
-
-            await wait_for(
-                routed_again,
+    @activity.defn(name=contract.RESTORE_WAIT)
+    async def wait_restored(self, request: contract.RestoreRequest) -> None:
+        """Wait until the peers route again to the member's services that have ready backends."""
+        async with classified():
+            member = request.member
+            await drain.wait_routed(
+                self._backend,
+                member.member,
+                member.network_members,
+                request.drain.ready_before,
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,
-                describe=lambda: "peers to route to the member again: " + "; ".join(missing),
             )
+
+    @activity.defn(name=contract.RESTORE)
+    async def restore_member(self, request: contract.RestoreRequest) -> None:
+        """Restore and wait in one activity (member workflows from before the
+        ``drain-record-first`` patch)."""
+        await self.restore_annotations(request)
+        await self.wait_restored(request)
 
     def all(self) -> Sequence[Callable[..., Any]]:
         """Every activity of this class, for the worker."""
@@ -458,10 +458,14 @@ class UpdateActivities:
             self.check_mesh_health,
             self.service_endpoints,
             self.preflight_member,
+            self.annotate_drain,
+            self.wait_drained,
             self.drain_member,
             self.upgrade_control_plane,
             self.upgrade_cilium,
             self.verify_member,
+            self.restore_annotations,
+            self.wait_restored,
             self.restore_member,
         ]
 

@@ -16,8 +16,11 @@ from typing import Any
 
 from temporalio import activity, workflow
 
-#: Activities of one member update (preflight, drain, control plane, Cilium, verify, restore).
+#: Activities of one member update (preflight, drain: annotate then wait, control plane,
+#: Cilium, verify).
 MEMBER_ACTIVITIES = 6
+#: A member that drained a global service also restores it (annotations, then the wait).
+RESTORE_ACTIVITIES = 2
 #: The run's own activities: before the first stage, around each stage, at the end.
 RUN_START_ACTIVITIES = 3
 STAGE_BEFORE_ACTIVITIES = 1
@@ -29,11 +32,14 @@ RUN_END_ACTIVITIES = 1
 class FloorInput:
     stages: list[list[str]]
     prefix: str
+    #: Members serving a global service (they restore what their drain annotated).
+    serving: list[str]
 
 
 @dataclass
 class FloorMember:
     name: str
+    serves: bool
 
 
 @activity.defn(name="floor_noop")
@@ -49,7 +55,7 @@ _OPTIONS: dict[str, Any] = {"start_to_close_timeout": timedelta(minutes=2)}
 class FloorMemberWorkflow:
     @workflow.run
     async def run(self, member: FloorMember) -> str:
-        for step in range(MEMBER_ACTIVITIES):
+        for step in range(MEMBER_ACTIVITIES + (RESTORE_ACTIVITIES if member.serves else 0)):
             await workflow.execute_activity(floor_noop, f"{member.name}/{step}", **_OPTIONS)
         return member.name
 
@@ -70,7 +76,7 @@ class FloorRunWorkflow:
                 *(
                     workflow.execute_child_workflow(
                         FloorMemberWorkflow.run,
-                        FloorMember(name=name),
+                        FloorMember(name=name, serves=name in request.serving),
                         id=f"{request.prefix}/member/{name}",
                     )
                     for name in members

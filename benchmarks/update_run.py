@@ -96,6 +96,11 @@ def stage_split(names: list[str], stages: int) -> list[list[str]]:
     return parts
 
 
+def service_holders(names: list[str]) -> list[list[str]]:
+    """The members serving each global service: about ``HOLDERS`` each."""
+    return [names[k :: max(1, len(names) // HOLDERS)] for k in range(SERVICES)]
+
+
 def fleet_document(network: str, names: list[str], stages: int, time_scale: float) -> object:
     """A pre-joined network of ``names``; three global services, each on about five of them."""
     stage_of = {n: i for i, part in enumerate(stage_split(names, stages)) for n in part}
@@ -121,10 +126,10 @@ def fleet_document(network: str, names: list[str], stages: int, time_scale: floa
                 {
                     "namespace": "shop",
                     "name": f"svc-{k}",
-                    "clusters": {n: 2 for n in names[k :: max(1, len(names) // HOLDERS)]},
+                    "clusters": dict.fromkeys(holders, 2),
                     "minReadyEndpoints": 1,
                 }
-                for k in range(SERVICES)
+                for k, holders in enumerate(service_holders(names))
             ],
         },
     }
@@ -349,7 +354,9 @@ async def run_update(client: Client, network: Network, stages: int) -> tuple[Run
 
 async def run_floor(client: Client, queue: str, members: int, stages: int) -> tuple[float, str]:
     prefix = f"floor/{uuid.uuid4().hex[:8]}"
-    request = FloorInput(stages=stage_split(member_names(members), stages), prefix=prefix)
+    names = member_names(members)
+    serving = sorted({n for holders in service_holders(names) for n in holders})
+    request = FloorInput(stages=stage_split(names, stages), prefix=prefix, serving=serving)
     started = time.perf_counter()
     await client.execute_workflow(FloorRunWorkflow.run, request, id=prefix, task_queue=queue)
     return time.perf_counter() - started, prefix

@@ -37,11 +37,21 @@ DESCRIBE_MEMBERS = "describe_members"
 CHECK_MESH_HEALTH = "check_mesh_health"
 SERVICE_ENDPOINTS = "service_endpoints"
 PREFLIGHT = "preflight_member"
+#: Before the ``drain-record-first`` patch: annotate and wait in one activity.
 DRAIN = "drain_member"
+#: Annotate ``shared: "false"`` and return the record at once (nothing waits).
+DRAIN_ANNOTATE = "drain_member_annotate"
+#: Wait until the peers no longer route to a drained member.
+DRAIN_WAIT = "drain_member_wait"
 UPGRADE_CONTROL_PLANE = "upgrade_control_plane"
 UPGRADE_CILIUM = "upgrade_cilium"
 VERIFY = "verify_member"
+#: Before the ``drain-record-first`` patch: restore and wait in one activity.
 RESTORE = "restore_member"
+#: Put back exactly the annotations a drain changed (past services that vanished).
+RESTORE_ANNOTATIONS = "restore_member_annotations"
+#: Wait until the peers route to a restored member again.
+RESTORE_WAIT = "restore_member_wait"
 
 
 def run_workflow_id(network: str, run: str) -> str:
@@ -294,6 +304,9 @@ class RunTimings(DomainModel):
     poll_interval: dt.timedelta = dt.timedelta(seconds=2)
     #: A worker silent this long is presumed dead and its activity is retried elsewhere.
     heartbeat_timeout: dt.timedelta = dt.timedelta(seconds=30)
+    #: How long a member keeps retrying to put its drained annotations back before it
+    #: reports itself left drained (its state and message name the services).
+    restore_timeout: dt.timedelta = dt.timedelta(minutes=30)
 
 
 class UpdateRunInput(DomainModel):
@@ -355,6 +368,9 @@ class MemberUpdateResult(DomainModel):
     message: str | None = None
     step: MemberStep | None = None
     versions: VersionPair | None = None
+    #: Services (``namespace/name``) the member's restore could not put back: the member
+    #: is still drained for them (``shared: "false"``), and ``message`` says so.
+    left_drained: list[str] = Field(default_factory=list)
 
 
 # --- activity contracts -------------------------------------------------------------------
@@ -436,9 +452,23 @@ class VerifyRequest(DomainModel):
     drain: DrainRecord
 
 
+class DrainWaitRequest(DomainModel):
+    """Wait until the peers stop routing to the services a drain annotated."""
+
+    member: MemberUpdateInput
+    drain: DrainRecord
+
+
 class RestoreRequest(DomainModel):
     member: MemberUpdateInput
     drain: DrainRecord
+
+
+class RestoreResult(DomainModel):
+    """What a restore put back, and which drained services no longer exist (``ns/name``)."""
+
+    restored: list[str] = Field(default_factory=list)
+    vanished: list[str] = Field(default_factory=list)
 
 
 # --- the run's own state, carried across continue-as-new ----------------------------------

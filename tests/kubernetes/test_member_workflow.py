@@ -277,11 +277,13 @@ async def test_a_whole_member_update_runs_through_the_member_workflow(
     assert result.versions == TARGET
     assert steps_run(history.to_json()) == [
         "preflight_member",
-        "drain_member",
+        "drain_member_annotate",
+        "drain_member_wait",
         "upgrade_control_plane",
         "upgrade_cilium",
         "verify_member",
-        "restore_member",
+        "restore_member_annotations",
+        "restore_member_wait",
     ]
     cluster = fleet.management.obj(CLUSTERS, FLEET_NAMESPACE, CAPI_MEMBER)
     assert cluster["spec"]["topology"]["version"] == "v1.33.2"
@@ -307,7 +309,7 @@ async def test_a_whole_member_update_runs_through_the_member_workflow(
     assert preflight["current"] == FROM.model_dump(mode="json", by_alias=True)
     # Verify asked the agents of the member and of its peers (the fake exec, both ways).
     assert {call.cluster for call in fleet.agents.calls} == set(MEMBERS)
-    drain = activity_result(history.to_json(), "drain_member")
+    drain = activity_result(history.to_json(), "drain_member_annotate")
     assert sorted((c["namespace"], c["name"], c["previous"]) for c in drain["changes"]) == [
         ("shop", "cart", {ANNOTATION_SERVICE_SHARED: None}),
         ("shop", "checkout", {ANNOTATION_SERVICE_SHARED: "true"}),
@@ -344,9 +346,11 @@ async def test_a_stuck_control_plane_upgrade_fails_the_member_clearly(
     assert "1/3 machines updated" in result.message  # what it was stuck on
     assert steps_run(history.to_json()) == [
         "preflight_member",
-        "drain_member",
+        "drain_member_annotate",
+        "drain_member_wait",
         "upgrade_control_plane",
-        "restore_member",
+        "restore_member_annotations",
+        "restore_member_wait",
     ]
     # Never Cilium after a failed control plane; the services are back as they were.
     proxy = fleet.management.obj(PROXIES, FLEET_NAMESPACE, "cilium-eu")

@@ -484,7 +484,7 @@ class SimulatedFleetBackend:
             known = sim.remembered(key, kind, cluster)
             if known is not None and known.result is not None:
                 return AnnotationChange.model_validate(known.result)
-            change = sim.set_annotations(cluster, namespace, name, changes)
+            change = sim.set_annotations(cluster, namespace, name, changes, key)
             sim.remember(key, kind, cluster, change.model_dump(mode="json", by_alias=True))
             return change
 

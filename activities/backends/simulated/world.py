@@ -51,6 +51,7 @@ from engine.domain.backend import (
     RoutingView,
     view_problems,
 )
+from engine.domain.drain import plan_annotations
 from engine.domain.errors import NotFoundError
 from engine.domain.fleet import (
     Fault,
@@ -1320,30 +1321,39 @@ class Simulation:
         namespace: str,
         name: str | None,
         changes: Mapping[str, str | None],
+        key: str = "",
     ) -> AnnotationChange:
+        """Apply annotation changes; a service's drain keeps the drain record the Kubernetes
+        backend keeps (``engine.domain.drain``), so a drain retried under a new ``key``
+        reports what was there before the first, and a restore puts exactly that back."""
         state = self._require(cluster)
         self.require_api(cluster)
         if name is None:
             target = state.namespace_annotations.setdefault(namespace, {})
+            previous = {k: target.get(k) for k in changes}
+            patch: Mapping[str, str | None] = changes
         else:
-            key = service_key(namespace, name)
-            if key not in state.service_annotations:
-                raise NotFoundError(f"cluster {cluster!r} has no service {key!r}")
-            target = state.service_annotations[key]
-        previous = {k: target.get(k) for k in changes}
-        for k, v in changes.items():
+            skey = service_key(namespace, name)
+            if skey not in state.service_annotations:
+                raise NotFoundError(f"cluster {cluster!r} has no service {skey!r}")
+            target = state.service_annotations[skey]
+            plan = plan_annotations(target, changes, key)
+            previous, patch = plan.previous, plan.patch
+        was_drained = target.get(ANNOTATION_SERVICE_SHARED) == "false"
+        for k, v in patch.items():
             if v is None:
                 target.pop(k, None)
             else:
                 target[k] = v
-        current = {k: target.get(k) for k in changes}
+        current = {k: target.get(k) for k in previous}
         change = AnnotationChange(
             cluster=cluster, namespace=namespace, name=name, previous=previous, current=current
         )
         event = AuditEvent.ANNOTATIONS_CHANGED
         if name is not None and ANNOTATION_SERVICE_SHARED in changes:
-            was = previous.get(ANNOTATION_SERVICE_SHARED) == "false"
-            now = current.get(ANNOTATION_SERVICE_SHARED) == "false"
+            # What the service was and is now (``previous`` may be a first drain's record).
+            was = was_drained
+            now = target.get(ANNOTATION_SERVICE_SHARED) == "false"
             if now and not was:
                 event = AuditEvent.SERVICE_DRAINED
             elif was and not now:
