@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -113,14 +113,17 @@ def test_audit_follow_prints_new_entries_as_json_lines(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        time.sleep(1.0)
         added = run.invoke(app, ["sim", "fault", "add", "beta", "--kind", "hang", "--on", "join"])
         assert added.exit_code == 0, added.output
-        time.sleep(1.5)
+        # The follower reads from the log's start, so however late it starts it prints
+        # the entry: wait for that line, not for a guessed time.
+        assert follower.stdout is not None
+        first = follower.stdout.readline()
     finally:
         follower.terminate()
         out, _ = follower.communicate(timeout=10)
-    events = [json.loads(line)["event"] for line in out.splitlines() if line.strip()]
+    events = [json.loads(line)["event"] for line in [first, *out.splitlines()] if line.strip()]
     assert events == ["faultInjected"]
