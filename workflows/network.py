@@ -103,6 +103,10 @@ RETRY = RetryPolicy(
 #: Rows of the log shown in the Web UI's current details.
 DETAILS_LOG_ROWS = 8
 
+#: Patch: the Degraded re-check timer (036ed40 added it without a patch; histories of
+#: networks started before it have no timer where today's code would arm one).
+PATCH_DEGRADED_RECHECK = "network-degraded-recheck"
+
 
 def _reject(problems: Sequence[str]) -> None:
     if problems:
@@ -131,6 +135,8 @@ class NetworkWorkflow:
         #: happens only once every handler has finished).
         self.results: dict[str, OperationResult] = {}
         self.awaited: dict[str, bool] = {}
+        #: Whether this run re-reads a Degraded mesh (decided once, see ``_rechecks``).
+        self.rechecks: bool | None = None
 
     # --- the main loop --------------------------------------------------------------------
 
@@ -162,9 +168,23 @@ class NetworkWorkflow:
     def _recheck_after(self) -> timedelta | None:
         """When to read a Degraded mesh again (None: it is not Degraded, or not idle)."""
         idle = self.state.holder is None and not self.state.pending and bool(self.state.members)
-        if self.state.status is NetworkStatus.DEGRADED and idle:
+        if self.state.status is NetworkStatus.DEGRADED and idle and self._rechecks():
             return self.settings.degraded_recheck_interval
         return None
+
+    def _rechecks(self) -> bool:
+        """Whether this run may arm the re-check timer (replay-safe for older histories).
+
+        Code since 036ed40 arms it unpatched and always writes
+        ``degradedRecheckInterval`` into the network's input, so an input that
+        carries the field was written by code with the timer. An input without it
+        was written before: the timer then needs the patch marker, which histories
+        recorded by that code do not have (they replay without the timer).
+        """
+        if self.rechecks is None:
+            started_with_it = "degraded_recheck_interval" in self.settings.model_fields_set
+            self.rechecks = started_with_it or workflow.patched(PATCH_DEGRADED_RECHECK)
+        return self.rechecks
 
     async def _recheck(self) -> None:
         """Read the mesh once more: a Degraded network whose mesh healed is Connected."""
