@@ -32,14 +32,17 @@ from engine.domain.network import (
     ACTIVITY_DRAIN_SERVICES,
     ACTIVITY_ENABLE_MESH,
     ACTIVITY_LIST_SERVICES,
+    ACTIVITY_LOOK_AT_HOLDER,
     ACTIVITY_RESTORE_SERVICES,
     ACTIVITY_WAIT_MESH_READY,
     ACTIVITY_WAIT_UNLISTED,
+    ACTIVITY_WATCH_HOLDER,
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
     UPDATE_ACQUIRE,
     UPDATE_DELETE,
     UPDATE_JOIN,
+    UPDATE_OPERATOR_RELEASE,
     UPDATE_RELEASE,
     UPDATE_REMOVE,
     UPDATE_SERVICES,
@@ -54,6 +57,8 @@ from engine.domain.network import (
     EnableMeshInput,
     EnableMeshResult,
     GlobalServices,
+    HolderEnd,
+    HolderExecution,
     JoinRequest,
     ListServicesInput,
     LogEntry,
@@ -69,6 +74,7 @@ from engine.domain.network import (
     NetworkStatus,
     OperationKind,
     OperationResult,
+    OperatorReleaseRequest,
     PeersInput,
     PendingOperation,
     ReleaseRequest,
@@ -78,12 +84,15 @@ from engine.domain.network import (
     ServicesRequest,
     WaitMeshReadyInput,
     WaitUnlistedInput,
+    WatchHolderInput,
     acquire_problem,
     delete_problem,
     join_problems,
+    operator_release_problem,
     remove_problems,
     services_report,
 )
+from engine.domain.run import run_workflow_id
 
 T = TypeVar("T")
 
@@ -106,6 +115,8 @@ DETAILS_LOG_ROWS = 8
 #: Patch: the Degraded re-check timer (036ed40 added it without a patch; histories of
 #: networks started before it have no timer where today's code would arm one).
 PATCH_DEGRADED_RECHECK = "network-degraded-recheck"
+#: Patch: a hold whose acquire names the holder's execution is watched (the lease).
+PATCH_HOLDER_LEASE = "network-holder-lease"
 
 
 def _reject(problems: Sequence[str]) -> None:
@@ -137,6 +148,9 @@ class NetworkWorkflow:
         self.awaited: dict[str, bool] = {}
         #: Whether this run re-reads a Degraded mesh (decided once, see ``_rechecks``).
         self.rechecks: bool | None = None
+        #: The task watching the holder's execution, and the execution it watches.
+        self.watcher: asyncio.Task[None] | None = None
+        self.watched: HolderExecution | None = None
 
     # --- the main loop --------------------------------------------------------------------
 
@@ -146,6 +160,7 @@ class NetworkWorkflow:
         if workflow.info().typed_search_attributes.get(NETWORK_KEY) != self.state.name:
             workflow.upsert_search_attributes([NETWORK_KEY.value_set(self.state.name)])
         self._publish()
+        self._watch()  # a lease carried over by continue-as-new is watched again
         while not self.state.deleted:
             try:
                 await workflow.wait_condition(
@@ -334,6 +349,7 @@ class NetworkWorkflow:
     async def acquire(self, request: AcquireRequest) -> NetworkDescription:
         """An update run takes the network, after any membership operation in flight."""
         if self.state.holder == request.run_id:
+            self._lease(request.execution())  # the same run again (a retry, or a reset)
             return self.describe()
         async with self.lock:
             problem = acquire_problem(self.state, request.run_id)
@@ -341,6 +357,7 @@ class NetworkWorkflow:
                 raise ApplicationError(problem, type=REJECTED, non_retryable=True)
             self.state.holder = request.run_id
             self._log("acquired", f"update run {request.run_id!r} holds the network")
+            self._lease(request.execution())
             self._publish()
         return self.describe()
 
@@ -353,15 +370,103 @@ class NetworkWorkflow:
     def release(self, request: ReleaseRequest) -> NetworkDescription:
         """The run gives the network back (a no-op for anyone else); queued operations run."""
         if self.state.holder == request.run_id:
-            self.state.holder = None
-            queued = len(self.state.pending)
-            self._log(
-                "released",
-                f"update run {request.run_id!r} released the network; "
-                f"{queued} queued operation(s) to run",
-            )
-            self._publish()
+            self._end_hold("released", f"update run {request.run_id!r} released the network")
         return self.describe()
+
+    @workflow.update(name=UPDATE_OPERATOR_RELEASE)
+    async def operator_release(self, request: OperatorReleaseRequest) -> NetworkDescription:
+        """An operator frees the network from a holder that is gone; refused while it runs."""
+        holder = self.state.holder
+        assert holder is not None  # the validator guarantees it
+        execution = self.state.holder_execution or HolderExecution(
+            workflow_id=run_workflow_id(self.state.name, holder), run_id=""
+        )
+        end = await self._call(
+            ACTIVITY_LOOK_AT_HOLDER,
+            execution,
+            HolderEnd,
+            summary=f"look at update run {holder}",
+        )
+        if self.state.holder != holder:
+            return self.describe()  # released (or freed) while we looked
+        if not end.ended:
+            raise ApplicationError(
+                f"update run {holder!r} is still running ({execution.workflow_id}); its hold "
+                "ends when it does: stop or terminate the run instead",
+                type=REJECTED,
+                non_retryable=True,
+            )
+        self._end_hold(
+            "releasedByOperator",
+            f"{request.identity} released the network held by update run {holder!r} "
+            f"({end.how}): {request.reason}",
+        )
+        return self.describe()
+
+    @operator_release.validator
+    def _validate_operator_release(self, request: OperatorReleaseRequest) -> None:
+        problem = operator_release_problem(self.state)
+        _reject([problem] if problem else [])
+
+    def _lease(self, execution: HolderExecution | None) -> None:
+        """Bind the hold to the holder's execution and watch it (holds of earlier code: not)."""
+        if execution is None or execution == self.state.holder_execution:
+            return
+        if not workflow.patched(PATCH_HOLDER_LEASE):
+            return
+        self.state.holder_execution = execution
+        self._watch()
+
+    def _watch(self) -> None:
+        """Start the watcher of the holder's execution, unless it already watches it."""
+        holder = self.state.holder_execution
+        if self.watched == holder and self.watcher is not None and not self.watcher.done():
+            return
+        self._stop_watching()
+        if holder is not None:
+            self.watched = holder
+            self.watcher = asyncio.create_task(self._watch_holder(holder))
+
+    def _stop_watching(self) -> None:
+        if self.watcher is not None and not self.watcher.done():
+            self.watcher.cancel()
+        self.watcher, self.watched = None, None
+
+    async def _watch_holder(self, holder: HolderExecution) -> None:
+        """Wait until the holder's execution closes, however it closes; then end its hold."""
+        period = self.settings.holder_watch_period
+        while True:
+            try:
+                end = await workflow.execute_activity(
+                    ACTIVITY_WATCH_HOLDER,
+                    WatchHolderInput(holder=holder, period=period),
+                    result_type=HolderEnd,
+                    start_to_close_timeout=period + CALL_TIMEOUT,
+                    heartbeat_timeout=self.settings.heartbeat_timeout,
+                    retry_policy=RETRY,
+                    summary=f"watch update run {holder.workflow_id} until it ends",
+                )
+            except ActivityError as error:  # not retryable: look again after a pause
+                self._log("warning", f"watching the holder failed: {_failure(error)}")
+                await workflow.sleep(CALL_TIMEOUT)
+                continue
+            if end.ended:
+                break
+        if self.state.holder_execution == holder and self.state.holder is not None:
+            self.watcher, self.watched = None, None
+            self._end_hold(
+                "leaseEnded",
+                f"update run {self.state.holder!r} ended ({end.how}) holding the network; "
+                "its hold ended with it",
+            )
+
+    def _end_hold(self, event: str, message: str) -> None:
+        """The network is free again: stop watching, log why, let the queue run."""
+        self._stop_watching()
+        self.state.holder = None
+        self.state.holder_execution = None
+        self._log(event, f"{message}; {len(self.state.pending)} queued operation(s) to run")
+        self._publish()
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -49,15 +49,18 @@ __all__ = [
     "ACTIVITY_DRAIN_SERVICES",
     "ACTIVITY_ENABLE_MESH",
     "ACTIVITY_LIST_SERVICES",
+    "ACTIVITY_LOOK_AT_HOLDER",
     "ACTIVITY_RESTORE_SERVICES",
     "ACTIVITY_WAIT_MESH_READY",
     "ACTIVITY_WAIT_UNLISTED",
+    "ACTIVITY_WATCH_HOLDER",
     "NETWORK_SEARCH_ATTRIBUTE",
     "NETWORK_WORKFLOW",
     "QUERY_DESCRIBE",
     "UPDATE_ACQUIRE",
     "UPDATE_DELETE",
     "UPDATE_JOIN",
+    "UPDATE_OPERATOR_RELEASE",
     "UPDATE_RELEASE",
     "UPDATE_REMOVE",
     "UPDATE_SERVICES",
@@ -73,6 +76,8 @@ __all__ = [
     "EnableMeshInput",
     "EnableMeshResult",
     "GlobalServices",
+    "HolderEnd",
+    "HolderExecution",
     "JoinRequest",
     "JoinResult",
     "ListServicesInput",
@@ -94,6 +99,7 @@ __all__ = [
     "NetworkSummary",
     "OperationKind",
     "OperationResult",
+    "OperatorReleaseRequest",
     "PeersInput",
     "PendingOperation",
     "ReleaseRequest",
@@ -105,6 +111,7 @@ __all__ = [
     "ServicesRequest",
     "WaitMeshReadyInput",
     "WaitUnlistedInput",
+    "WatchHolderInput",
     "acquire_problem",
     "delete_problem",
     "evaluate_candidates",
@@ -113,6 +120,7 @@ __all__ = [
     "member_list_problems",
     "network_name_problem",
     "network_workflow_id",
+    "operator_release_problem",
     "remove_problems",
     "services_report",
 ]
@@ -129,6 +137,7 @@ UPDATE_DELETE = "delete"
 UPDATE_ACQUIRE = "acquire"
 UPDATE_RELEASE = "release"
 UPDATE_SERVICES = "services"
+UPDATE_OPERATOR_RELEASE = "operatorRelease"
 QUERY_DESCRIBE = "describe"
 
 ACTIVITY_CHECK_CANDIDATES = "network.check_candidates"
@@ -141,6 +150,8 @@ ACTIVITY_WAIT_UNLISTED = "network.wait_unlisted"
 ACTIVITY_DISABLE_MESH = "network.disable_mesh"
 ACTIVITY_RESTORE_SERVICES = "network.restore_services"
 ACTIVITY_LIST_SERVICES = "network.list_services"
+ACTIVITY_WATCH_HOLDER = "network.watch_holder"
+ACTIVITY_LOOK_AT_HOLDER = "network.look_at_holder"
 
 
 def network_workflow_id(name: str) -> str:
@@ -259,6 +270,23 @@ class NetworkSettings(DomainModel):
     degraded_recheck_interval: Duration = Field(
         default_factory=lambda: dt.timedelta(minutes=5), ge=dt.timedelta(seconds=1)
     )
+    #: The longest one watch of a holder's execution lasts before it reports "still
+    #: running" and a new watch starts (a bounded activity; a few events per period).
+    holder_watch_period: Duration = Field(
+        default_factory=lambda: dt.timedelta(hours=1), ge=dt.timedelta(seconds=1)
+    )
+
+
+class HolderExecution(DomainModel):
+    """The Temporal execution of the run holding the network (the lease's holder).
+
+    The network watches it: when the execution chain closes, however it closes,
+    the hold ends with it.
+    """
+
+    workflow_id: str
+    #: The run of that workflow that took the network (continue-as-new is followed).
+    run_id: str
 
 
 class NetworkState(DomainModel):
@@ -274,6 +302,8 @@ class NetworkState(DomainModel):
     status_message: str | None = None
     members: list[NetworkMember] = Field(default_factory=list)
     holder: str | None = None
+    #: The holder's execution, when its acquire said (holds taken by earlier code: None).
+    holder_execution: HolderExecution | None = None
     pending: list[PendingOperation] = Field(default_factory=list)
     current: PendingOperation | None = None
     not_ready_links: list[NotReadyLink] = Field(default_factory=list)
@@ -313,6 +343,7 @@ class NetworkDescription(DomainModel):
     status_message: str | None = None
     members: list[NetworkMember]
     holder: str | None = None
+    holder_execution: HolderExecution | None = None
     pending: list[PendingOperation] = Field(default_factory=list)
     current: PendingOperation | None = None
     #: When Degraded: the links that were not ready when the last wait gave up.
@@ -330,6 +361,7 @@ class NetworkDescription(DomainModel):
             status_message=state.status_message,
             members=list(state.members),
             holder=state.holder,
+            holder_execution=state.holder_execution,
             pending=list(state.pending),
             current=state.current,
             not_ready_links=list(state.not_ready_links),
@@ -375,12 +407,47 @@ class AcquireRequest(DomainModel):
     """An update run takes the network; membership changes wait until it releases it."""
 
     run_id: str
+    #: The holder's workflow execution (its acquire activity reads them from its own
+    #: info). With them the hold is a lease: it ends when that execution closes.
+    holder_workflow_id: str | None = None
+    holder_run_id: str | None = None
+
+    def execution(self) -> HolderExecution | None:
+        """The execution to watch, when the request named one."""
+        if self.holder_workflow_id and self.holder_run_id:
+            return HolderExecution(workflow_id=self.holder_workflow_id, run_id=self.holder_run_id)
+        return None
 
 
 class ReleaseRequest(DomainModel):
     """The update run gives the network back; queued membership changes then run."""
 
     run_id: str
+
+
+class OperatorReleaseRequest(DomainModel):
+    """An operator frees a network whose holder is gone (refused while the holder lives)."""
+
+    #: Who asks (``user@host`` by default), recorded in the network's log.
+    identity: str = Field(min_length=1, max_length=200)
+    #: Why, recorded in the network's log.
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class WatchHolderInput(DomainModel):
+    """Wait until the holder's execution chain closes, or ``period`` passes."""
+
+    holder: HolderExecution
+    period: Duration
+
+
+class HolderEnd(DomainModel):
+    """How a watch (or a one-off look) at the holder's execution ended."""
+
+    #: The execution chain is closed (or gone): the hold has no holder left.
+    ended: bool
+    #: How it closed (completed, failed, terminated, canceled, timed out, not found).
+    how: str | None = None
 
 
 class ServicesRequest(DomainModel):
@@ -520,6 +587,13 @@ def acquire_problem(state: NetworkState, run_id: str) -> str | None:
         return deleting
     if state.holder is not None and state.holder != run_id:
         return f"network {state.name!r} is held by update run {state.holder!r}"
+    return None
+
+
+def operator_release_problem(state: NetworkState) -> str | None:
+    """Why an operator's release must be refused before I/O (None: look at the holder)."""
+    if state.holder is None:
+        return f"network {state.name!r} is not held by any update run"
     return None
 
 
