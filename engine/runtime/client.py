@@ -45,6 +45,7 @@ from engine.domain.network import (
     QUERY_DESCRIBE,
     UPDATE_DELETE,
     UPDATE_JOIN,
+    UPDATE_OPERATOR_RELEASE,
     UPDATE_REMOVE,
     UPDATE_SERVICES,
     DeleteRequest,
@@ -58,6 +59,7 @@ from engine.domain.network import (
     NetworkSettings,
     NetworkSummary,
     OperationResult,
+    OperatorReleaseRequest,
     RemoveRequest,
     RemoveResult,
     ServicesReport,
@@ -320,6 +322,34 @@ class MeshfleetClient:
             name, UPDATE_SERVICES, ServicesRequest(), ServicesReport
         )
         return report
+
+    async def release_network(
+        self, name: str, reason: str, *, identity: str | None = None
+    ) -> NetworkDescription:
+        """Free a network whose holding update run is gone (refused while that run runs).
+
+        The escape hatch for holds that no execution watches (taken by earlier
+        code) or whose run cannot release; recorded in the network's log with
+        ``identity`` (``user@host`` by default) and ``reason``.
+        """
+        _check_network_name(name)
+        who = (identity if identity is not None else runs.default_identity()).strip()
+        problems = []
+        if not reason.strip():
+            problems.append("reason: say why the network is released (it is recorded)")
+        elif len(reason) > 1000:
+            problems.append("reason: at most 1000 characters")
+        if not who:
+            problems.append("by: name who releases the network (it is recorded)")
+        elif len(who) > 200:
+            problems.append("by: at most 200 characters")
+        if problems:
+            raise NetworkRequestError("; ".join(problems))
+        request = OperatorReleaseRequest(identity=who, reason=reason.strip())
+        released: NetworkDescription = await self._network_update(
+            name, UPDATE_OPERATOR_RELEASE, request, NetworkDescription
+        )
+        return released
 
     async def _running_network(self, name: str) -> WorkflowHandle[Any, Any]:
         handle = self.temporal.get_workflow_handle(network_workflow_id(name))
