@@ -37,11 +37,13 @@ from engine.domain.network import (
     ACTIVITY_WAIT_MESH_READY,
     ACTIVITY_WAIT_UNLISTED,
     ACTIVITY_WATCH_HOLDER,
+    MAX_KEPT_RESULTS,
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
     UPDATE_ACQUIRE,
     UPDATE_DELETE,
     UPDATE_JOIN,
+    UPDATE_OPERATION,
     UPDATE_OPERATOR_RELEASE,
     UPDATE_RELEASE,
     UPDATE_REMOVE,
@@ -62,6 +64,7 @@ from engine.domain.network import (
     JoinRequest,
     ListServicesInput,
     LogEntry,
+    LogSummary,
     MemberId,
     MemberOutcome,
     MemberResult,
@@ -73,6 +76,7 @@ from engine.domain.network import (
     NetworkState,
     NetworkStatus,
     OperationKind,
+    OperationRequest,
     OperationResult,
     OperatorReleaseRequest,
     PeersInput,
@@ -89,6 +93,7 @@ from engine.domain.network import (
     delete_problem,
     join_problems,
     operator_release_problem,
+    queue_problem,
     remove_problems,
     services_report,
 )
@@ -115,6 +120,8 @@ DETAILS_LOG_ROWS = 8
 #: Patch: the Degraded re-check timer (036ed40 added it without a patch; histories of
 #: networks started before it have no timer where today's code would arm one).
 PATCH_DEGRADED_RECHECK = "network-degraded-recheck"
+#: Patch: the network continues as new at its own bound, not only when the server says.
+PATCH_HISTORY_BOUND = "network-history-bound"
 #: Patch: a hold whose acquire names the holder's execution is watched (the lease).
 PATCH_HOLDER_LEASE = "network-holder-lease"
 
@@ -151,6 +158,7 @@ class NetworkWorkflow:
         #: The task watching the holder's execution, and the execution it watches.
         self.watcher: asyncio.Task[None] | None = None
         self.watched: HolderExecution | None = None
+        self.bounded = False
 
     # --- the main loop --------------------------------------------------------------------
 
@@ -161,19 +169,23 @@ class NetworkWorkflow:
             workflow.upsert_search_attributes([NETWORK_KEY.value_set(self.state.name)])
         self._publish()
         self._watch()  # a lease carried over by continue-as-new is watched again
+        #: Whether this run continues as new at its own bound (histories of earlier code: no).
+        self.bounded = workflow.patched(PATCH_HISTORY_BOUND)
         while not self.state.deleted:
             try:
                 await workflow.wait_condition(
-                    lambda: self._runnable() or self._time_to_continue(),
+                    lambda: self._next_runnable() or self._time_to_continue(),
                     timeout=self._recheck_after(),
                     timeout_summary="re-read the degraded mesh",
                 )
             except TimeoutError:
                 await self._recheck()
                 continue
-            if self._runnable():
+            if self._next_runnable():
                 await self._run_next()
                 continue
+            if not self._time_to_continue():
+                continue  # an acquire took the lock first; wait again
             workflow.continue_as_new(
                 NetworkInput(name=self.state.name, settings=self.settings, state=self.state)
             )
@@ -229,12 +241,33 @@ class NetworkWorkflow:
     def _runnable(self) -> bool:
         return bool(self.state.pending) and self.state.holder is None and not self.lock.locked()
 
-    def _time_to_continue(self) -> bool:
+    def _next_runnable(self) -> bool:
+        """A queued operation may start now (not while the run hands over to the next)."""
+        return self._runnable() and not self._draining()
+
+    def _draining(self) -> bool:
+        """Long enough to continue as new: start nothing new, hand waiting callers over.
+
+        Callers still waiting for a queued operation are answered "continued"
+        (their operation travels in the state; the client asks the next run for
+        its result), so every handler finishes and no update is lost.
+        """
+        if not self.bounded:
+            return False  # histories of earlier code wait for the server's hint only
+        info = workflow.info()
         return (
-            workflow.info().is_continue_as_new_suggested()
-            and workflow.all_handlers_finished()
-            and not self.lock.locked()
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.settings.continue_as_new_after
         )
+
+    def _time_to_continue(self) -> bool:
+        """History long enough (our bound, or the server's hint), no handler or step in flight.
+
+        Queued operations whose callers still wait keep their handlers open, so
+        they run first; operations already answered "queued" travel in the state.
+        """
+        long_enough = workflow.info().is_continue_as_new_suggested() or self._draining()
+        return long_enough and workflow.all_handlers_finished() and not self.lock.locked()
 
     async def _run_next(self) -> None:
         async with self.lock:
@@ -256,6 +289,8 @@ class NetworkWorkflow:
             self._publish()
             if self.awaited.get(op.id):
                 self.results[op.id] = result
+            if op.id in self.state.handed_over:
+                self._keep_for_caller(result)
 
     # --- membership updates ---------------------------------------------------------------
 
@@ -267,7 +302,7 @@ class NetworkWorkflow:
 
     @join.validator
     def _validate_join(self, request: JoinRequest) -> None:
-        _reject(join_problems(self.state, request.members))
+        _reject(join_problems(self.state, request.members) + self._queue_problems())
 
     @workflow.update(name=UPDATE_REMOVE)
     async def remove(self, request: RemoveRequest) -> OperationResult:
@@ -277,7 +312,7 @@ class NetworkWorkflow:
 
     @remove.validator
     def _validate_remove(self, request: RemoveRequest) -> None:
-        _reject(remove_problems(self.state, request.members))
+        _reject(remove_problems(self.state, request.members) + self._queue_problems())
 
     @workflow.update(name=UPDATE_DELETE)
     async def delete(self, request: DeleteRequest) -> OperationResult:
@@ -288,7 +323,11 @@ class NetworkWorkflow:
     @delete.validator
     def _validate_delete(self, request: DeleteRequest) -> None:
         problem = delete_problem(self.state, request.force)
-        _reject([problem] if problem else [])
+        _reject(([problem] if problem else []) + self._queue_problems())
+
+    def _queue_problems(self) -> list[str]:
+        problem = queue_problem(self.state)
+        return [problem] if problem else []
 
     def _accept(
         self, kind: OperationKind, members: Sequence[str], *, force: bool = False
@@ -316,12 +355,21 @@ class NetworkWorkflow:
         self.awaited[op.id] = True
         try:
             await workflow.wait_condition(
-                lambda: op.id in self.results or self._held_while_pending(op)
+                lambda: (
+                    op.id in self.results
+                    or self._held_while_pending(op)
+                    or self._handing_over(op.id)
+                )
             )
         finally:
             self.awaited.pop(op.id, None)
         if op.id in self.results:
             return self.results.pop(op.id)
+        if not self._held_while_pending(op):
+            return self._handed_over(op)
+        return self._queued(op)
+
+    def _queued(self, op: PendingOperation) -> OperationResult:
         holder = self.state.holder
         message = (
             f"queued: update run {holder!r} holds the network; this runs when the run releases it"
@@ -342,6 +390,64 @@ class NetworkWorkflow:
 
     def _held_while_pending(self, op: PendingOperation) -> bool:
         return self.state.holder is not None and any(p.id == op.id for p in self.state.pending)
+
+    def _handing_over(self, op_id: str) -> bool:
+        """The run is about to continue as new and this operation has not started."""
+        running = self.state.current is not None and self.state.current.id == op_id
+        return self._draining() and not running
+
+    def _handed_over(self, op: PendingOperation) -> OperationResult:
+        """Answer "continued": the operation runs in the next run, which keeps its result."""
+        if op.id not in self.state.handed_over:
+            self.state.handed_over.append(op.id)
+        return OperationResult(
+            network=self.state.name,
+            operation=op.id,
+            kind=op.kind,
+            continued=True,
+            status=self.state.status,
+            message="the network continues as new before this operation runs; ask for its result",
+        )
+
+    def _keep_for_caller(self, result: OperationResult) -> None:
+        """Keep a handed-over operation's result in the state until its caller asks (bounded)."""
+        self.state.kept_results.append(result)
+        for old in self.state.kept_results[:-MAX_KEPT_RESULTS]:
+            self.state.handed_over.remove(old.operation)
+        del self.state.kept_results[:-MAX_KEPT_RESULTS]
+
+    @workflow.update(name=UPDATE_OPERATION)
+    async def operation(self, request: OperationRequest) -> OperationResult:
+        """The result of an operation whose caller was handed over by a continue-as-new."""
+
+        def kept() -> OperationResult | None:
+            return next((r for r in self.state.kept_results if r.operation == request.id), None)
+
+        def waiting() -> PendingOperation | None:
+            return next((p for p in self.state.pending if p.id == request.id), None)
+
+        await workflow.wait_condition(
+            lambda: (
+                kept() is not None
+                or (waiting() is not None and self.state.holder is not None)
+                or self._handing_over(request.id)
+            )
+        )
+        result = kept()
+        if result is not None:
+            self.state.kept_results.remove(result)
+            self.state.handed_over.remove(request.id)
+            return result
+        op = waiting()
+        if op is not None and self.state.holder is not None:
+            return self._queued(op)
+        assert op is not None or self.state.current is not None
+        return self._handed_over(op or self.state.current)  # type: ignore[arg-type]
+
+    @operation.validator
+    def _validate_operation(self, request: OperationRequest) -> None:
+        if request.id not in self.state.handed_over:
+            _reject([f"no operation {request.id!r} waits for its caller on this network"])
 
     # --- holding the network (update runs) ------------------------------------------------
 
@@ -919,7 +1025,12 @@ class NetworkWorkflow:
                 cluster=cluster,
             )
         )
-        del self.state.log[: -self.settings.log_limit]
+        dropped = self.state.log[: -self.settings.log_limit]
+        if dropped:
+            # The log is bounded: what it drops is counted, never silently lost.
+            self.state.log_summary = self.state.log_summary or LogSummary()
+            self.state.log_summary.fold(dropped)
+            del self.state.log[: -self.settings.log_limit]
 
     def _publish(self) -> None:
         """Current details for the Web UI: status, holder, members, queue, recent log."""

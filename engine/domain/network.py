@@ -54,12 +54,15 @@ __all__ = [
     "ACTIVITY_WAIT_MESH_READY",
     "ACTIVITY_WAIT_UNLISTED",
     "ACTIVITY_WATCH_HOLDER",
+    "MAX_KEPT_RESULTS",
+    "MAX_QUEUED_OPERATIONS",
     "NETWORK_SEARCH_ATTRIBUTE",
     "NETWORK_WORKFLOW",
     "QUERY_DESCRIBE",
     "UPDATE_ACQUIRE",
     "UPDATE_DELETE",
     "UPDATE_JOIN",
+    "UPDATE_OPERATION",
     "UPDATE_OPERATOR_RELEASE",
     "UPDATE_RELEASE",
     "UPDATE_REMOVE",
@@ -82,6 +85,7 @@ __all__ = [
     "JoinResult",
     "ListServicesInput",
     "LogEntry",
+    "LogSummary",
     "MemberId",
     "MemberOutcome",
     "MemberResult",
@@ -98,6 +102,7 @@ __all__ = [
     "NetworkStatus",
     "NetworkSummary",
     "OperationKind",
+    "OperationRequest",
     "OperationResult",
     "OperatorReleaseRequest",
     "PeersInput",
@@ -121,6 +126,7 @@ __all__ = [
     "network_name_problem",
     "network_workflow_id",
     "operator_release_problem",
+    "queue_problem",
     "remove_problems",
     "services_report",
 ]
@@ -138,6 +144,7 @@ UPDATE_ACQUIRE = "acquire"
 UPDATE_RELEASE = "release"
 UPDATE_SERVICES = "services"
 UPDATE_OPERATOR_RELEASE = "operatorRelease"
+UPDATE_OPERATION = "operation"
 QUERY_DESCRIBE = "describe"
 
 ACTIVITY_CHECK_CANDIDATES = "network.check_candidates"
@@ -256,6 +263,30 @@ class LogEntry(DomainModel):
     cluster: str | None = None
 
 
+class LogSummary(DomainModel):
+    """What the bounded log no longer lists: how many entries of each event, and when."""
+
+    entries: int = 0
+    #: Dropped entries per event name (``accepted``, ``finished``, ``leaseEnded``, ...).
+    events: dict[str, int] = Field(default_factory=dict)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def fold(self, dropped: Sequence[LogEntry]) -> None:
+        """Count ``dropped`` (oldest first) into the summary."""
+        for entry in dropped:
+            self.entries += 1
+            self.events[entry.event] = self.events.get(entry.event, 0) + 1
+            self.since = self.since or entry.at
+            self.until = entry.at
+
+
+#: At most this many membership operations wait in a network's queue.
+MAX_QUEUED_OPERATIONS = 100
+#: At most this many results of handed-over operations wait for their callers.
+MAX_KEPT_RESULTS = 50
+
+
 class NetworkSettings(DomainModel):
     """Tunables given to the workflow at start (read from the runtime settings, never inside)."""
 
@@ -275,6 +306,10 @@ class NetworkSettings(DomainModel):
     holder_watch_period: Duration = Field(
         default_factory=lambda: dt.timedelta(hours=1), ge=dt.timedelta(seconds=1)
     )
+    #: The network continues as new once its history has this many events (or when
+    #: the server suggests it): well under the 4,096 a history should stay below,
+    #: leaving room for the operation in flight.
+    continue_as_new_after: int = Field(default=1500, ge=100, le=3000)
 
 
 class HolderExecution(DomainModel):
@@ -311,6 +346,12 @@ class NetworkState(DomainModel):
     deleted: bool = False
     next_operation: int = 1
     log: list[LogEntry] = Field(default_factory=list)
+    #: The entries the bounded log dropped, summarised (None until it first drops one).
+    log_summary: LogSummary | None = None
+    #: Operations whose callers were answered "continued" (a continue-as-new came
+    #: first); their results wait in ``kept_results`` until asked for.
+    handed_over: list[str] = Field(default_factory=list)
+    kept_results: list[OperationResult] = Field(default_factory=list)
 
     def member(self, name: str) -> NetworkMember | None:
         """The member called ``name``, if any."""
@@ -351,6 +392,8 @@ class NetworkDescription(DomainModel):
     deleting: bool = False
     created_at: dt.datetime
     log: list[LogEntry] = Field(default_factory=list)
+    #: Older log entries, summarised (the log keeps the most recent ones).
+    log_summary: LogSummary | None = None
 
     @classmethod
     def of(cls, state: NetworkState) -> NetworkDescription:
@@ -368,6 +411,7 @@ class NetworkDescription(DomainModel):
             deleting=state.deleting,
             created_at=state.created_at,
             log=list(state.log),
+            log_summary=state.log_summary,
         )
 
 
@@ -492,6 +536,15 @@ class OperationResult(DomainModel):
     message: str | None = None
     #: For delete: the network is gone.
     deleted: bool = False
+    #: The network continued as new before the operation ran: ask the ``operation``
+    #: update for its result (the client does).
+    continued: bool = False
+
+
+class OperationRequest(DomainModel):
+    """Ask for the result of an operation whose caller was handed over (``continued``)."""
+
+    id: str
 
 
 JoinResult: TypeAlias = OperationResult
@@ -521,6 +574,16 @@ def member_list_problems(members: Sequence[str]) -> list[str]:
 def _deleting_problem(state: NetworkState) -> str | None:
     if state.deleted or state.deleting:
         return f"network {state.name!r} is being deleted"
+    return None
+
+
+def queue_problem(state: NetworkState) -> str | None:
+    """Why no further membership operation can be queued now (None: it can)."""
+    if len(state.pending) >= MAX_QUEUED_OPERATIONS:
+        return (
+            f"network {state.name!r} already has {len(state.pending)} queued operations "
+            f"(at most {MAX_QUEUED_OPERATIONS}): wait until they have run"
+        )
     return None
 
 

@@ -45,6 +45,7 @@ from engine.domain.network import (
     QUERY_DESCRIBE,
     UPDATE_DELETE,
     UPDATE_JOIN,
+    UPDATE_OPERATION,
     UPDATE_OPERATOR_RELEASE,
     UPDATE_REMOVE,
     UPDATE_SERVICES,
@@ -58,6 +59,7 @@ from engine.domain.network import (
     NetworkRequestError,
     NetworkSettings,
     NetworkSummary,
+    OperationRequest,
     OperationResult,
     OperatorReleaseRequest,
     RemoveRequest,
@@ -248,7 +250,7 @@ class MeshfleetClient:
         result: JoinResult = await self._network_update(
             name, UPDATE_JOIN, JoinRequest(members=list(members)), OperationResult
         )
-        return result
+        return await self._followed(name, result)
 
     async def remove(self, name: str, members: Sequence[str]) -> RemoveResult:
         """Remove members (drained first, then disconnected); queued while a run holds it."""
@@ -257,7 +259,7 @@ class MeshfleetClient:
         result: RemoveResult = await self._network_update(
             name, UPDATE_REMOVE, RemoveRequest(members=list(members)), OperationResult
         )
-        return result
+        return await self._followed(name, result)
 
     async def delete_network(self, name: str, *, force: bool = False) -> DeleteResult:
         """Delete an empty network (or, with ``force``, remove every member first)."""
@@ -265,7 +267,7 @@ class MeshfleetClient:
         result: DeleteResult = await self._network_update(
             name, UPDATE_DELETE, DeleteRequest(force=force), OperationResult
         )
-        return result
+        return await self._followed(name, result)
 
     async def describe_network(self, name: str) -> NetworkDescription:
         """Members, ids, status, holder, pending operations and the recent log."""
@@ -350,6 +352,14 @@ class MeshfleetClient:
             name, UPDATE_OPERATOR_RELEASE, request, NetworkDescription
         )
         return released
+
+    async def _followed(self, name: str, result: OperationResult) -> OperationResult:
+        """The operation's result, asked of the network's next run when it continued as new."""
+        while result.continued:
+            result = await self._network_update(
+                name, UPDATE_OPERATION, OperationRequest(id=result.operation), OperationResult
+            )
+        return result
 
     async def _running_network(self, name: str) -> WorkflowHandle[Any, Any]:
         handle = self.temporal.get_workflow_handle(network_workflow_id(name))
