@@ -10,6 +10,7 @@ commit *before* the workflow change they guard.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import subprocess
 import uuid
@@ -20,6 +21,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
 
 from activities.backends.simulated import SimulatedFleetBackend
+from activities.network import HolderActivities, NetworkActivities
+from activities.update import UpdateActivities
 from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.network import (
     UPDATE_ACQUIRE,
@@ -30,9 +33,13 @@ from engine.domain.network import (
 )
 from engine.domain.schedule import Channel, TriggerStatus, schedule_id
 from engine.runtime.client import MeshfleetClient
+from engine.runtime.worker import build_worker
 from tests.histories.record import record
-from tests.network.conftest import SETTINGS, cluster, eventually, fleet, network_worker
+from tests.network.conftest import POLL, SETTINGS, cluster, eventually, fleet, network_worker
+from tests.network.holder import LeaseHolderWorkflow
+from tests.network.test_bounded_history import InstantFleet
 from tests.schedules.test_schedules import fleet_at, site
+from workflows.network import NetworkWorkflow
 
 
 def _note(recorder: str, what: str) -> str:
@@ -209,3 +216,101 @@ async def test_record_an_auto_upgrade_trigger(
                 "network one minor behind: the trigger created one run, waiting at its start.",
             ),
         )
+
+
+async def test_record_a_lease_that_ended_with_its_holder(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """A stand-in run holds the network (its acquire names its execution), a removal
+    queues behind it, the run is terminated: the hold ends with it and the removal runs."""
+    backend = SimulatedFleetBackend(state_dir)
+    backend.load(fleet([cluster("a", 1), cluster("b", 2)]))
+    meshfleet = MeshfleetClient(client, task_queue=task_queue)
+    update = UpdateActivities(backend, client)
+    name = _name()
+    async with build_worker(
+        client,
+        task_queue,
+        workflows=[NetworkWorkflow, LeaseHolderWorkflow],
+        activities=[
+            *NetworkActivities(backend, poll_interval=POLL).all(),
+            *HolderActivities(client).all(),
+            update.acquire_network,
+        ],
+    ):
+        await meshfleet.create_network(name, ["a", "b"], settings=SETTINGS)
+        holder = await client.start_workflow(
+            LeaseHolderWorkflow.run,
+            args=[name, "r1"],
+            id=f"updaterun/{name}/r1",
+            task_queue=task_queue,
+        )
+
+        async def held() -> bool:
+            return (await meshfleet.describe_network(name)).holder == "r1"
+
+        await _until(held, "the stand-in run to hold the network")
+        assert (await meshfleet.remove(name, ["b"])).queued
+        await holder.terminate("recorded")
+
+        async def freed() -> bool:
+            described = await meshfleet.describe_network(name)
+            return described.holder is None and not described.pending and described.current is None
+
+        await _until(freed, "the hold to end and the removal to run")
+        await record(
+            client,
+            network_workflow_id(name),
+            "Network",
+            "lease-ended-with-its-holder",
+            _note(
+                "test_record_a_lease_that_ended_with_its_holder",
+                "a and b joined; update run r1 acquired with its execution named (watched); "
+                "a removal of b queued; r1 terminated: leaseEnded, the removal ran.",
+            ),
+        )
+        await client.get_workflow_handle(network_workflow_id(name)).terminate("recorded")
+
+
+async def test_record_a_run_that_handed_callers_over(client: Client, task_queue: str) -> None:
+    """Under constant load (8 callers), a run of the chain that reached its bound, handed
+    its waiting callers over and continued as new."""
+    meshfleet = MeshfleetClient(client, task_queue=task_queue)
+    name = _name()
+    workflow_id = network_workflow_id(name)
+    async with build_worker(
+        client,
+        task_queue,
+        workflows=[NetworkWorkflow],
+        activities=[*InstantFleet().all(), *HolderActivities(client).all()],
+    ):
+        settings = SETTINGS.model_copy(update={"continue_as_new_after": 200})
+        await meshfleet.create_network(name, ["base-1"], settings=settings)
+        first = (await client.get_workflow_handle(workflow_id).describe()).run_id
+        slots = asyncio.Semaphore(8)
+
+        async def join_then_remove(index: int) -> None:
+            async with slots:
+                await meshfleet.join(name, [f"m-{index}"])
+                await meshfleet.remove(name, [f"m-{index}"])
+
+        await asyncio.gather(*(join_then_remove(i) for i in range(20)))
+        first_history = await client.get_workflow_handle(workflow_id, run_id=first).fetch_history()
+        assert any(
+            e.HasField("workflow_execution_continued_as_new_event_attributes")
+            for e in first_history.events
+        )
+        await record(
+            client,
+            workflow_id,
+            "Network",
+            "continued-as-new-handing-callers-over",
+            _note(
+                "test_record_a_run_that_handed_callers_over",
+                "The first run of a network under 8 concurrent join/remove callers with a "
+                "continue-as-new bound of 200 events: it stopped starting operations, answered "
+                "its waiting callers 'continued' and continued as new.",
+            ),
+            run_id=first,
+        )
+        await client.get_workflow_handle(workflow_id).terminate("recorded")
