@@ -439,10 +439,10 @@ class NetworkWorkflow:
             self.state.handed_over.remove(request.id)
             return result
         op = waiting()
-        if op is not None and self.state.holder is not None:
+        assert op is not None  # not finished and not running: it still waits in the queue
+        if self.state.holder is not None:
             return self._queued(op)
-        assert op is not None or self.state.current is not None
-        return self._handed_over(op or self.state.current)  # type: ignore[arg-type]
+        return self._handed_over(op)
 
     @operation.validator
     def _validate_operation(self, request: OperationRequest) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
@@ -215,3 +218,44 @@ async def test_an_acquire_granted_after_its_run_ended_is_no_phantom_hold(
     # Its caller heard "removed", or "queued" behind the brief phantom grant: either way
     # the removal ran (above).
     assert (await queued_removal).operation
+
+
+async def test_a_reset_run_keeps_its_hold_and_frees_it_when_the_new_run_ends(
+    client: Client,
+    task_queue: str,
+    backend: SimulatedFleetBackend,
+    holder_worker: Worker,
+    meshfleet: MeshfleetClient,
+    network_name: str,
+) -> None:
+    """A reset closes the holding run and goes on in a new run of the same chain, which
+    still holds the network: the watch follows it, and the hold ends when that run does."""
+    holder = await _held_by_a_stand_in(client, meshfleet, backend, network_name, task_queue)
+    history = await holder.fetch_history()
+    acquired = next(
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    )
+    after_acquire = next(
+        e.event_id
+        for e in history.events
+        if e.event_id > acquired and e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    )
+    reset = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=holder.id, run_id=holder.run_id),
+            reason="test: reset past the acquire",
+            workflow_task_finish_event_id=after_acquire,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    new_run = client.get_workflow_handle(holder.id, run_id=reset.run_id)
+    await new_run.signal(END_SIGNAL, "complete")
+    await new_run.result()
+
+    described = await _freed_and_removed(meshfleet, network_name, "b")
+    ended = [e.message for e in described.log if e.event == "leaseEnded"]
+    assert len(ended) == 1, ended
+    assert "completed" in ended[0]
