@@ -57,7 +57,8 @@ from workflows.network import NetworkWorkflow
 #: Joins plus removals. 2,000 is issue 15's acceptance figure; on a shared two-core
 #: machine an operation costs about 0.3 s of Temporal round trips, so the suite runs
 #: 200 by default (with a low continue-as-new bound, many runs of the chain) and
-#: ``MESHFLEET_TEST_NETWORK_OPERATIONS=2000`` runs the full figure (about ten minutes).
+#: ``MESHFLEET_TEST_NETWORK_OPERATIONS=2000`` runs the full figure (ten minutes or more:
+#: give pytest ``--timeout=1800``).
 OPERATIONS = int(os.environ.get("MESHFLEET_TEST_NETWORK_OPERATIONS", "200"))
 #: The network's own continue-as-new bound in this test: low, so the chain is long.
 BOUND = 300
