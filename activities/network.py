@@ -10,12 +10,22 @@ so an attempt retried after a worker died changes nothing twice.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import (
+    CancelledError,
+    TerminatedError,
+)
+from temporalio.exceptions import (
+    TimeoutError as WorkflowTimeoutError,
+)
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities import drain
 from activities.common import WaitTimedOut, classified, wait_for
@@ -35,9 +45,11 @@ from engine.domain.network import (
     ACTIVITY_DRAIN_SERVICES,
     ACTIVITY_ENABLE_MESH,
     ACTIVITY_LIST_SERVICES,
+    ACTIVITY_LOOK_AT_HOLDER,
     ACTIVITY_RESTORE_SERVICES,
     ACTIVITY_WAIT_MESH_READY,
     ACTIVITY_WAIT_UNLISTED,
+    ACTIVITY_WATCH_HOLDER,
     CandidateCheck,
     CandidateChecks,
     CheckCandidatesInput,
@@ -47,6 +59,8 @@ from engine.domain.network import (
     EnableMeshInput,
     EnableMeshResult,
     GlobalServices,
+    HolderEnd,
+    HolderExecution,
     ListServicesInput,
     MembershipRule,
     MeshReadiness,
@@ -54,6 +68,7 @@ from engine.domain.network import (
     RestoreServicesInput,
     WaitMeshReadyInput,
     WaitUnlistedInput,
+    WatchHolderInput,
     evaluate_candidates,
 )
 
@@ -276,3 +291,122 @@ class NetworkActivities:
             if not request.members:
                 return GlobalServices()
             return GlobalServices(services=await self.backend.list_global_services(request.members))
+
+
+#: How often a watch heartbeats when its heartbeat timeout does not say.
+DEFAULT_WATCH_HEARTBEAT = dt.timedelta(seconds=5)
+
+
+def _how(error: WorkflowFailureError) -> str:
+    """How a holder's execution closed, in one word, from its failure."""
+    cause = error.cause
+    if isinstance(cause, TerminatedError):
+        return f"terminated ({cause.message})" if cause.message else "terminated"
+    if isinstance(cause, CancelledError):
+        return "canceled"
+    if isinstance(cause, WorkflowTimeoutError):
+        return "timed out"
+    message = getattr(cause, "message", None) or str(cause)
+    return f"failed ({message})" if message else "failed"
+
+
+class HolderActivities:
+    """Watching the execution that holds a network: the hold is a lease on its life."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity of this class, for the worker to register."""
+        return [self.watch_holder, self.look_at_holder]
+
+    @activity.defn(name=ACTIVITY_LOOK_AT_HOLDER)
+    async def look_at_holder(self, holder: HolderExecution) -> HolderEnd:
+        """Whether the holder's execution chain still runs, from one look (no wait)."""
+        async with classified():
+            try:
+                latest = await self.client.get_workflow_handle(holder.workflow_id).describe()
+                chain = latest.raw_description.workflow_execution_info.first_run_id
+                if holder.run_id:
+                    held = self.client.get_workflow_handle(holder.workflow_id, run_id=holder.run_id)
+                    described = await held.describe()
+                    same = described.raw_description.workflow_execution_info.first_run_id == chain
+                else:  # a hold taken by earlier code: the workflow id is all there is
+                    same = True
+            except RPCError as error:
+                if error.status is RPCStatusCode.NOT_FOUND:
+                    return HolderEnd(ended=True, how="not found")
+                raise
+            if same and latest.status is WorkflowExecutionStatus.RUNNING:
+                return HolderEnd(ended=False, how="running")
+            status = latest.status.name.lower().replace("_", " ") if latest.status else "closed"
+            return HolderEnd(ended=True, how=status if same else "replaced by a new run")
+
+    @activity.defn(name=ACTIVITY_WATCH_HOLDER)
+    async def watch_holder(self, request: WatchHolderInput) -> HolderEnd:
+        """Wait, heartbeating, until the holder's execution chain closes or ``period`` passes.
+
+        Continue-as-new is followed, and so is a reset (the chain goes on in a new
+        run). Completed, failed, terminated, canceled, timed out, or gone: ended.
+        """
+        timeout = activity.info().heartbeat_timeout
+        every = timeout / 3 if timeout else DEFAULT_WATCH_HEARTBEAT
+
+        async def heartbeat() -> None:
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(every.total_seconds())
+
+        beating = asyncio.create_task(heartbeat())
+        try:
+            async with classified():
+                try:
+                    ended = await asyncio.wait_for(
+                        self._closed(request.holder), request.period.total_seconds()
+                    )
+                except TimeoutError:
+                    return HolderEnd(ended=False)
+        finally:
+            beating.cancel()
+        log.info(
+            "network.holder_ended",
+            workflow_id=request.holder.workflow_id,
+            run_id=request.holder.run_id,
+            how=ended.how,
+        )
+        return ended
+
+    async def _closed(self, holder: HolderExecution) -> HolderEnd:
+        run_id = holder.run_id
+        first_run_id: str | None = None
+        while True:
+            handle = self.client.get_workflow_handle(holder.workflow_id, run_id=run_id)
+            try:
+                if first_run_id is None:
+                    described = await handle.describe()
+                    first_run_id = described.raw_description.workflow_execution_info.first_run_id
+                await handle.result(follow_runs=True)
+                how = "completed"
+            except WorkflowFailureError as error:
+                how = _how(error)
+            except RPCError as error:
+                if error.status is RPCStatusCode.NOT_FOUND:
+                    return HolderEnd(ended=True, how="not found")
+                raise
+            successor = await self._reset_successor(holder.workflow_id, first_run_id)
+            if successor is None:
+                return HolderEnd(ended=True, how=how)
+            run_id = successor
+
+    async def _reset_successor(self, workflow_id: str, first_run_id: str | None) -> str | None:
+        """The running run that continues the same chain (after a reset), if any."""
+        try:
+            latest = await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as error:
+            if error.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        info = latest.raw_description.workflow_execution_info
+        if latest.status is WorkflowExecutionStatus.RUNNING and info.first_run_id == first_run_id:
+            return latest.run_id
+        return None

@@ -77,9 +77,15 @@ class UpdateActivities:
         async with classified():
             handle = self._client.get_workflow_handle(network_workflow_id(lease.network))
             try:
+                # The run's own execution: the network watches it, and the hold ends with it.
+                holder = activity.info()
                 described: NetworkDescription = await handle.execute_update(
                     UPDATE_ACQUIRE,
-                    AcquireRequest(run_id=lease.run_id),
+                    AcquireRequest(
+                        run_id=lease.run_id,
+                        holder_workflow_id=holder.workflow_id,
+                        holder_run_id=holder.workflow_run_id,
+                    ),
                     result_type=NetworkDescription,
                 )
             except Exception as error:

@@ -32,14 +32,19 @@ from engine.domain.network import (
     ACTIVITY_DRAIN_SERVICES,
     ACTIVITY_ENABLE_MESH,
     ACTIVITY_LIST_SERVICES,
+    ACTIVITY_LOOK_AT_HOLDER,
     ACTIVITY_RESTORE_SERVICES,
     ACTIVITY_WAIT_MESH_READY,
     ACTIVITY_WAIT_UNLISTED,
+    ACTIVITY_WATCH_HOLDER,
+    MAX_KEPT_RESULTS,
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
     UPDATE_ACQUIRE,
     UPDATE_DELETE,
     UPDATE_JOIN,
+    UPDATE_OPERATION,
+    UPDATE_OPERATOR_RELEASE,
     UPDATE_RELEASE,
     UPDATE_REMOVE,
     UPDATE_SERVICES,
@@ -54,9 +59,12 @@ from engine.domain.network import (
     EnableMeshInput,
     EnableMeshResult,
     GlobalServices,
+    HolderEnd,
+    HolderExecution,
     JoinRequest,
     ListServicesInput,
     LogEntry,
+    LogSummary,
     MemberId,
     MemberOutcome,
     MemberResult,
@@ -68,7 +76,9 @@ from engine.domain.network import (
     NetworkState,
     NetworkStatus,
     OperationKind,
+    OperationRequest,
     OperationResult,
+    OperatorReleaseRequest,
     PeersInput,
     PendingOperation,
     ReleaseRequest,
@@ -78,12 +88,16 @@ from engine.domain.network import (
     ServicesRequest,
     WaitMeshReadyInput,
     WaitUnlistedInput,
+    WatchHolderInput,
     acquire_problem,
     delete_problem,
     join_problems,
+    operator_release_problem,
+    queue_problem,
     remove_problems,
     services_report,
 )
+from engine.domain.run import run_workflow_id
 
 T = TypeVar("T")
 
@@ -104,6 +118,14 @@ RETRY = RetryPolicy(
 DETAILS_LOG_ROWS = 8
 #: Patch: enable_mesh is given the cluster id the network allocated (backends write it).
 PATCH_ENABLE_MESH_CLUSTER_ID = "enable-mesh-cluster-id"
+
+#: Patch: the Degraded re-check timer (036ed40 added it without a patch; histories of
+#: networks started before it have no timer where today's code would arm one).
+PATCH_DEGRADED_RECHECK = "network-degraded-recheck"
+#: Patch: the network continues as new at its own bound, not only when the server says.
+PATCH_HISTORY_BOUND = "network-history-bound"
+#: Patch: a hold whose acquire names the holder's execution is watched (the lease).
+PATCH_HOLDER_LEASE = "network-holder-lease"
 
 
 def _reject(problems: Sequence[str]) -> None:
@@ -133,6 +155,12 @@ class NetworkWorkflow:
         #: happens only once every handler has finished).
         self.results: dict[str, OperationResult] = {}
         self.awaited: dict[str, bool] = {}
+        #: Whether this run re-reads a Degraded mesh (decided once, see ``_rechecks``).
+        self.rechecks: bool | None = None
+        #: The task watching the holder's execution, and the execution it watches.
+        self.watcher: asyncio.Task[None] | None = None
+        self.watched: HolderExecution | None = None
+        self.bounded = False
 
     # --- the main loop --------------------------------------------------------------------
 
@@ -142,19 +170,24 @@ class NetworkWorkflow:
         if workflow.info().typed_search_attributes.get(NETWORK_KEY) != self.state.name:
             workflow.upsert_search_attributes([NETWORK_KEY.value_set(self.state.name)])
         self._publish()
+        self._watch()  # a lease carried over by continue-as-new is watched again
+        #: Whether this run continues as new at its own bound (histories of earlier code: no).
+        self.bounded = workflow.patched(PATCH_HISTORY_BOUND)
         while not self.state.deleted:
             try:
                 await workflow.wait_condition(
-                    lambda: self._runnable() or self._time_to_continue(),
+                    lambda: self._next_runnable() or self._time_to_continue(),
                     timeout=self._recheck_after(),
                     timeout_summary="re-read the degraded mesh",
                 )
             except TimeoutError:
                 await self._recheck()
                 continue
-            if self._runnable():
+            if self._next_runnable():
                 await self._run_next()
                 continue
+            if not self._time_to_continue():
+                continue  # an acquire took the lock first; wait again
             workflow.continue_as_new(
                 NetworkInput(name=self.state.name, settings=self.settings, state=self.state)
             )
@@ -164,9 +197,23 @@ class NetworkWorkflow:
     def _recheck_after(self) -> timedelta | None:
         """When to read a Degraded mesh again (None: it is not Degraded, or not idle)."""
         idle = self.state.holder is None and not self.state.pending and bool(self.state.members)
-        if self.state.status is NetworkStatus.DEGRADED and idle:
+        if self.state.status is NetworkStatus.DEGRADED and idle and self._rechecks():
             return self.settings.degraded_recheck_interval
         return None
+
+    def _rechecks(self) -> bool:
+        """Whether this run may arm the re-check timer (replay-safe for older histories).
+
+        Code since 036ed40 arms it unpatched and always writes
+        ``degradedRecheckInterval`` into the network's input, so an input that
+        carries the field was written by code with the timer. An input without it
+        was written before: the timer then needs the patch marker, which histories
+        recorded by that code do not have (they replay without the timer).
+        """
+        if self.rechecks is None:
+            started_with_it = "degraded_recheck_interval" in self.settings.model_fields_set
+            self.rechecks = started_with_it or workflow.patched(PATCH_DEGRADED_RECHECK)
+        return self.rechecks
 
     async def _recheck(self) -> None:
         """Read the mesh once more: a Degraded network whose mesh healed is Connected."""
@@ -196,12 +243,33 @@ class NetworkWorkflow:
     def _runnable(self) -> bool:
         return bool(self.state.pending) and self.state.holder is None and not self.lock.locked()
 
-    def _time_to_continue(self) -> bool:
+    def _next_runnable(self) -> bool:
+        """A queued operation may start now (not while the run hands over to the next)."""
+        return self._runnable() and not self._draining()
+
+    def _draining(self) -> bool:
+        """Long enough to continue as new: start nothing new, hand waiting callers over.
+
+        Callers still waiting for a queued operation are answered "continued"
+        (their operation travels in the state; the client asks the next run for
+        its result), so every handler finishes and no update is lost.
+        """
+        if not self.bounded:
+            return False  # histories of earlier code wait for the server's hint only
+        info = workflow.info()
         return (
-            workflow.info().is_continue_as_new_suggested()
-            and workflow.all_handlers_finished()
-            and not self.lock.locked()
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.settings.continue_as_new_after
         )
+
+    def _time_to_continue(self) -> bool:
+        """History long enough (our bound, or the server's hint), no handler or step in flight.
+
+        Queued operations whose callers still wait keep their handlers open, so
+        they run first; operations already answered "queued" travel in the state.
+        """
+        long_enough = workflow.info().is_continue_as_new_suggested() or self._draining()
+        return long_enough and workflow.all_handlers_finished() and not self.lock.locked()
 
     async def _run_next(self) -> None:
         async with self.lock:
@@ -223,6 +291,8 @@ class NetworkWorkflow:
             self._publish()
             if self.awaited.get(op.id):
                 self.results[op.id] = result
+            if op.id in self.state.handed_over:
+                self._keep_for_caller(result)
 
     # --- membership updates ---------------------------------------------------------------
 
@@ -234,7 +304,7 @@ class NetworkWorkflow:
 
     @join.validator
     def _validate_join(self, request: JoinRequest) -> None:
-        _reject(join_problems(self.state, request.members))
+        _reject(join_problems(self.state, request.members) + self._queue_problems())
 
     @workflow.update(name=UPDATE_REMOVE)
     async def remove(self, request: RemoveRequest) -> OperationResult:
@@ -244,7 +314,7 @@ class NetworkWorkflow:
 
     @remove.validator
     def _validate_remove(self, request: RemoveRequest) -> None:
-        _reject(remove_problems(self.state, request.members))
+        _reject(remove_problems(self.state, request.members) + self._queue_problems())
 
     @workflow.update(name=UPDATE_DELETE)
     async def delete(self, request: DeleteRequest) -> OperationResult:
@@ -255,7 +325,11 @@ class NetworkWorkflow:
     @delete.validator
     def _validate_delete(self, request: DeleteRequest) -> None:
         problem = delete_problem(self.state, request.force)
-        _reject([problem] if problem else [])
+        _reject(([problem] if problem else []) + self._queue_problems())
+
+    def _queue_problems(self) -> list[str]:
+        problem = queue_problem(self.state)
+        return [problem] if problem else []
 
     def _accept(
         self, kind: OperationKind, members: Sequence[str], *, force: bool = False
@@ -283,12 +357,21 @@ class NetworkWorkflow:
         self.awaited[op.id] = True
         try:
             await workflow.wait_condition(
-                lambda: op.id in self.results or self._held_while_pending(op)
+                lambda: (
+                    op.id in self.results
+                    or self._held_while_pending(op)
+                    or self._handing_over(op.id)
+                )
             )
         finally:
             self.awaited.pop(op.id, None)
         if op.id in self.results:
             return self.results.pop(op.id)
+        if not self._held_while_pending(op):
+            return self._handed_over(op)
+        return self._queued(op)
+
+    def _queued(self, op: PendingOperation) -> OperationResult:
         holder = self.state.holder
         message = (
             f"queued: update run {holder!r} holds the network; this runs when the run releases it"
@@ -310,12 +393,71 @@ class NetworkWorkflow:
     def _held_while_pending(self, op: PendingOperation) -> bool:
         return self.state.holder is not None and any(p.id == op.id for p in self.state.pending)
 
+    def _handing_over(self, op_id: str) -> bool:
+        """The run is about to continue as new and this operation has not started."""
+        running = self.state.current is not None and self.state.current.id == op_id
+        return self._draining() and not running
+
+    def _handed_over(self, op: PendingOperation) -> OperationResult:
+        """Answer "continued": the operation runs in the next run, which keeps its result."""
+        if op.id not in self.state.handed_over:
+            self.state.handed_over.append(op.id)
+        return OperationResult(
+            network=self.state.name,
+            operation=op.id,
+            kind=op.kind,
+            continued=True,
+            status=self.state.status,
+            message="the network continues as new before this operation runs; ask for its result",
+        )
+
+    def _keep_for_caller(self, result: OperationResult) -> None:
+        """Keep a handed-over operation's result in the state until its caller asks (bounded)."""
+        self.state.kept_results.append(result)
+        for old in self.state.kept_results[:-MAX_KEPT_RESULTS]:
+            self.state.handed_over.remove(old.operation)
+        del self.state.kept_results[:-MAX_KEPT_RESULTS]
+
+    @workflow.update(name=UPDATE_OPERATION)
+    async def operation(self, request: OperationRequest) -> OperationResult:
+        """The result of an operation whose caller was handed over by a continue-as-new."""
+
+        def kept() -> OperationResult | None:
+            return next((r for r in self.state.kept_results if r.operation == request.id), None)
+
+        def waiting() -> PendingOperation | None:
+            return next((p for p in self.state.pending if p.id == request.id), None)
+
+        await workflow.wait_condition(
+            lambda: (
+                kept() is not None
+                or (waiting() is not None and self.state.holder is not None)
+                or self._handing_over(request.id)
+            )
+        )
+        result = kept()
+        if result is not None:
+            self.state.kept_results.remove(result)
+            self.state.handed_over.remove(request.id)
+            return result
+        op = waiting()
+        assert op is not None  # not finished and not running: it still waits in the queue
+        if self.state.holder is not None:
+            return self._queued(op)
+        return self._handed_over(op)
+
+    @operation.validator
+    def _validate_operation(self, request: OperationRequest) -> None:
+        if request.id not in self.state.handed_over:
+            _reject([f"no operation {request.id!r} waits for its caller on this network"])
+
     # --- holding the network (update runs) ------------------------------------------------
 
     @workflow.update(name=UPDATE_ACQUIRE)
     async def acquire(self, request: AcquireRequest) -> NetworkDescription:
         """An update run takes the network, after any membership operation in flight."""
         if self.state.holder == request.run_id:
+            self._lease(request.execution())  # the same run again (a retry, or a reset)
             return self.describe()
         async with self.lock:
             problem = acquire_problem(self.state, request.run_id)
@@ -323,6 +465,7 @@ class NetworkWorkflow:
                 raise ApplicationError(problem, type=REJECTED, non_retryable=True)
             self.state.holder = request.run_id
             self._log("acquired", f"update run {request.run_id!r} holds the network")
+            self._lease(request.execution())
             self._publish()
         return self.describe()
 
@@ -335,15 +478,103 @@ class NetworkWorkflow:
     def release(self, request: ReleaseRequest) -> NetworkDescription:
         """The run gives the network back (a no-op for anyone else); queued operations run."""
         if self.state.holder == request.run_id:
-            self.state.holder = None
-            queued = len(self.state.pending)
-            self._log(
-                "released",
-                f"update run {request.run_id!r} released the network; "
-                f"{queued} queued operation(s) to run",
-            )
-            self._publish()
+            self._end_hold("released", f"update run {request.run_id!r} released the network")
         return self.describe()
+
+    @workflow.update(name=UPDATE_OPERATOR_RELEASE)
+    async def operator_release(self, request: OperatorReleaseRequest) -> NetworkDescription:
+        """An operator frees the network from a holder that is gone; refused while it runs."""
+        holder = self.state.holder
+        assert holder is not None  # the validator guarantees it
+        execution = self.state.holder_execution or HolderExecution(
+            workflow_id=run_workflow_id(self.state.name, holder), run_id=""
+        )
+        end = await self._call(
+            ACTIVITY_LOOK_AT_HOLDER,
+            execution,
+            HolderEnd,
+            summary=f"look at update run {holder}",
+        )
+        if self.state.holder != holder:
+            return self.describe()  # released (or freed) while we looked
+        if not end.ended:
+            raise ApplicationError(
+                f"update run {holder!r} is still running ({execution.workflow_id}); its hold "
+                "ends when it does: stop or terminate the run instead",
+                type=REJECTED,
+                non_retryable=True,
+            )
+        self._end_hold(
+            "releasedByOperator",
+            f"{request.identity} released the network held by update run {holder!r} "
+            f"({end.how}): {request.reason}",
+        )
+        return self.describe()
+
+    @operator_release.validator
+    def _validate_operator_release(self, request: OperatorReleaseRequest) -> None:
+        problem = operator_release_problem(self.state)
+        _reject([problem] if problem else [])
+
+    def _lease(self, execution: HolderExecution | None) -> None:
+        """Bind the hold to the holder's execution and watch it (holds of earlier code: not)."""
+        if execution is None or execution == self.state.holder_execution:
+            return
+        if not workflow.patched(PATCH_HOLDER_LEASE):
+            return
+        self.state.holder_execution = execution
+        self._watch()
+
+    def _watch(self) -> None:
+        """Start the watcher of the holder's execution, unless it already watches it."""
+        holder = self.state.holder_execution
+        if self.watched == holder and self.watcher is not None and not self.watcher.done():
+            return
+        self._stop_watching()
+        if holder is not None:
+            self.watched = holder
+            self.watcher = asyncio.create_task(self._watch_holder(holder))
+
+    def _stop_watching(self) -> None:
+        if self.watcher is not None and not self.watcher.done():
+            self.watcher.cancel()
+        self.watcher, self.watched = None, None
+
+    async def _watch_holder(self, holder: HolderExecution) -> None:
+        """Wait until the holder's execution closes, however it closes; then end its hold."""
+        period = self.settings.holder_watch_period
+        while True:
+            try:
+                end = await workflow.execute_activity(
+                    ACTIVITY_WATCH_HOLDER,
+                    WatchHolderInput(holder=holder, period=period),
+                    result_type=HolderEnd,
+                    start_to_close_timeout=period + CALL_TIMEOUT,
+                    heartbeat_timeout=self.settings.heartbeat_timeout,
+                    retry_policy=RETRY,
+                    summary=f"watch update run {holder.workflow_id} until it ends",
+                )
+            except ActivityError as error:  # not retryable: look again after a pause
+                self._log("warning", f"watching the holder failed: {_failure(error)}")
+                await workflow.sleep(CALL_TIMEOUT)
+                continue
+            if end.ended:
+                break
+        if self.state.holder_execution == holder and self.state.holder is not None:
+            self.watcher, self.watched = None, None
+            self._end_hold(
+                "leaseEnded",
+                f"update run {self.state.holder!r} ended ({end.how}) holding the network; "
+                "its hold ended with it",
+            )
+
+    def _end_hold(self, event: str, message: str) -> None:
+        """The network is free again: stop watching, log why, let the queue run."""
+        self._stop_watching()
+        self.state.holder = None
+        self.state.holder_execution = None
+        self._log(event, f"{message}; {len(self.state.pending)} queued operation(s) to run")
+        self._publish()
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -799,7 +1030,12 @@ class NetworkWorkflow:
                 cluster=cluster,
             )
         )
-        del self.state.log[: -self.settings.log_limit]
+        dropped = self.state.log[: -self.settings.log_limit]
+        if dropped:
+            # The log is bounded: what it drops is counted, never silently lost.
+            self.state.log_summary = self.state.log_summary or LogSummary()
+            self.state.log_summary.fold(dropped)
+            del self.state.log[: -self.settings.log_limit]
 
     def _publish(self) -> None:
         """Current details for the Web UI: status, holder, members, queue, recent log."""

@@ -49,15 +49,21 @@ __all__ = [
     "ACTIVITY_DRAIN_SERVICES",
     "ACTIVITY_ENABLE_MESH",
     "ACTIVITY_LIST_SERVICES",
+    "ACTIVITY_LOOK_AT_HOLDER",
     "ACTIVITY_RESTORE_SERVICES",
     "ACTIVITY_WAIT_MESH_READY",
     "ACTIVITY_WAIT_UNLISTED",
+    "ACTIVITY_WATCH_HOLDER",
+    "MAX_KEPT_RESULTS",
+    "MAX_QUEUED_OPERATIONS",
     "NETWORK_SEARCH_ATTRIBUTE",
     "NETWORK_WORKFLOW",
     "QUERY_DESCRIBE",
     "UPDATE_ACQUIRE",
     "UPDATE_DELETE",
     "UPDATE_JOIN",
+    "UPDATE_OPERATION",
+    "UPDATE_OPERATOR_RELEASE",
     "UPDATE_RELEASE",
     "UPDATE_REMOVE",
     "UPDATE_SERVICES",
@@ -73,10 +79,13 @@ __all__ = [
     "EnableMeshInput",
     "EnableMeshResult",
     "GlobalServices",
+    "HolderEnd",
+    "HolderExecution",
     "JoinRequest",
     "JoinResult",
     "ListServicesInput",
     "LogEntry",
+    "LogSummary",
     "MemberId",
     "MemberOutcome",
     "MemberResult",
@@ -93,7 +102,9 @@ __all__ = [
     "NetworkStatus",
     "NetworkSummary",
     "OperationKind",
+    "OperationRequest",
     "OperationResult",
+    "OperatorReleaseRequest",
     "PeersInput",
     "PendingOperation",
     "ReleaseRequest",
@@ -105,6 +116,7 @@ __all__ = [
     "ServicesRequest",
     "WaitMeshReadyInput",
     "WaitUnlistedInput",
+    "WatchHolderInput",
     "acquire_problem",
     "delete_problem",
     "evaluate_candidates",
@@ -113,6 +125,8 @@ __all__ = [
     "member_list_problems",
     "network_name_problem",
     "network_workflow_id",
+    "operator_release_problem",
+    "queue_problem",
     "remove_problems",
     "services_report",
 ]
@@ -129,6 +143,8 @@ UPDATE_DELETE = "delete"
 UPDATE_ACQUIRE = "acquire"
 UPDATE_RELEASE = "release"
 UPDATE_SERVICES = "services"
+UPDATE_OPERATOR_RELEASE = "operatorRelease"
+UPDATE_OPERATION = "operation"
 QUERY_DESCRIBE = "describe"
 
 ACTIVITY_CHECK_CANDIDATES = "network.check_candidates"
@@ -141,6 +157,8 @@ ACTIVITY_WAIT_UNLISTED = "network.wait_unlisted"
 ACTIVITY_DISABLE_MESH = "network.disable_mesh"
 ACTIVITY_RESTORE_SERVICES = "network.restore_services"
 ACTIVITY_LIST_SERVICES = "network.list_services"
+ACTIVITY_WATCH_HOLDER = "network.watch_holder"
+ACTIVITY_LOOK_AT_HOLDER = "network.look_at_holder"
 
 
 def network_workflow_id(name: str) -> str:
@@ -245,6 +263,30 @@ class LogEntry(DomainModel):
     cluster: str | None = None
 
 
+class LogSummary(DomainModel):
+    """What the bounded log no longer lists: how many entries of each event, and when."""
+
+    entries: int = 0
+    #: Dropped entries per event name (``accepted``, ``finished``, ``leaseEnded``, ...).
+    events: dict[str, int] = Field(default_factory=dict)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def fold(self, dropped: Sequence[LogEntry]) -> None:
+        """Count ``dropped`` (oldest first) into the summary."""
+        for entry in dropped:
+            self.entries += 1
+            self.events[entry.event] = self.events.get(entry.event, 0) + 1
+            self.since = self.since or entry.at
+            self.until = entry.at
+
+
+#: At most this many membership operations wait in a network's queue.
+MAX_QUEUED_OPERATIONS = 100
+#: At most this many results of handed-over operations wait for their callers.
+MAX_KEPT_RESULTS = 50
+
+
 class NetworkSettings(DomainModel):
     """Tunables given to the workflow at start (read from the runtime settings, never inside)."""
 
@@ -259,6 +301,27 @@ class NetworkSettings(DomainModel):
     degraded_recheck_interval: Duration = Field(
         default_factory=lambda: dt.timedelta(minutes=5), ge=dt.timedelta(seconds=1)
     )
+    #: The longest one watch of a holder's execution lasts before it reports "still
+    #: running" and a new watch starts (a bounded activity; a few events per period).
+    holder_watch_period: Duration = Field(
+        default_factory=lambda: dt.timedelta(hours=1), ge=dt.timedelta(seconds=1)
+    )
+    #: The network continues as new once its history has this many events (or when
+    #: the server suggests it): well under the 4,096 a history should stay below,
+    #: leaving room for the operation in flight.
+    continue_as_new_after: int = Field(default=1500, ge=100, le=3000)
+
+
+class HolderExecution(DomainModel):
+    """The Temporal execution of the run holding the network (the lease's holder).
+
+    The network watches it: when the execution chain closes, however it closes,
+    the hold ends with it.
+    """
+
+    workflow_id: str
+    #: The run of that workflow that took the network (continue-as-new is followed).
+    run_id: str
 
 
 class NetworkState(DomainModel):
@@ -274,6 +337,8 @@ class NetworkState(DomainModel):
     status_message: str | None = None
     members: list[NetworkMember] = Field(default_factory=list)
     holder: str | None = None
+    #: The holder's execution, when its acquire said (holds taken by earlier code: None).
+    holder_execution: HolderExecution | None = None
     pending: list[PendingOperation] = Field(default_factory=list)
     current: PendingOperation | None = None
     not_ready_links: list[NotReadyLink] = Field(default_factory=list)
@@ -281,6 +346,12 @@ class NetworkState(DomainModel):
     deleted: bool = False
     next_operation: int = 1
     log: list[LogEntry] = Field(default_factory=list)
+    #: The entries the bounded log dropped, summarised (None until it first drops one).
+    log_summary: LogSummary | None = None
+    #: Operations whose callers were answered "continued" (a continue-as-new came
+    #: first); their results wait in ``kept_results`` until asked for.
+    handed_over: list[str] = Field(default_factory=list)
+    kept_results: list[OperationResult] = Field(default_factory=list)
 
     def member(self, name: str) -> NetworkMember | None:
         """The member called ``name``, if any."""
@@ -313,6 +384,7 @@ class NetworkDescription(DomainModel):
     status_message: str | None = None
     members: list[NetworkMember]
     holder: str | None = None
+    holder_execution: HolderExecution | None = None
     pending: list[PendingOperation] = Field(default_factory=list)
     current: PendingOperation | None = None
     #: When Degraded: the links that were not ready when the last wait gave up.
@@ -320,6 +392,8 @@ class NetworkDescription(DomainModel):
     deleting: bool = False
     created_at: dt.datetime
     log: list[LogEntry] = Field(default_factory=list)
+    #: Older log entries, summarised (the log keeps the most recent ones).
+    log_summary: LogSummary | None = None
 
     @classmethod
     def of(cls, state: NetworkState) -> NetworkDescription:
@@ -330,12 +404,14 @@ class NetworkDescription(DomainModel):
             status_message=state.status_message,
             members=list(state.members),
             holder=state.holder,
+            holder_execution=state.holder_execution,
             pending=list(state.pending),
             current=state.current,
             not_ready_links=list(state.not_ready_links),
             deleting=state.deleting,
             created_at=state.created_at,
             log=list(state.log),
+            log_summary=state.log_summary,
         )
 
 
@@ -375,12 +451,47 @@ class AcquireRequest(DomainModel):
     """An update run takes the network; membership changes wait until it releases it."""
 
     run_id: str
+    #: The holder's workflow execution (its acquire activity reads them from its own
+    #: info). With them the hold is a lease: it ends when that execution closes.
+    holder_workflow_id: str | None = None
+    holder_run_id: str | None = None
+
+    def execution(self) -> HolderExecution | None:
+        """The execution to watch, when the request named one."""
+        if self.holder_workflow_id and self.holder_run_id:
+            return HolderExecution(workflow_id=self.holder_workflow_id, run_id=self.holder_run_id)
+        return None
 
 
 class ReleaseRequest(DomainModel):
     """The update run gives the network back; queued membership changes then run."""
 
     run_id: str
+
+
+class OperatorReleaseRequest(DomainModel):
+    """An operator frees a network whose holder is gone (refused while the holder lives)."""
+
+    #: Who asks (``user@host`` by default), recorded in the network's log.
+    identity: str = Field(min_length=1, max_length=200)
+    #: Why, recorded in the network's log.
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class WatchHolderInput(DomainModel):
+    """Wait until the holder's execution chain closes, or ``period`` passes."""
+
+    holder: HolderExecution
+    period: Duration
+
+
+class HolderEnd(DomainModel):
+    """How a watch (or a one-off look) at the holder's execution ended."""
+
+    #: The execution chain is closed (or gone): the hold has no holder left.
+    ended: bool
+    #: How it closed (completed, failed, terminated, canceled, timed out, not found).
+    how: str | None = None
 
 
 class ServicesRequest(DomainModel):
@@ -425,6 +536,15 @@ class OperationResult(DomainModel):
     message: str | None = None
     #: For delete: the network is gone.
     deleted: bool = False
+    #: The network continued as new before the operation ran: ask the ``operation``
+    #: update for its result (the client does).
+    continued: bool = False
+
+
+class OperationRequest(DomainModel):
+    """Ask for the result of an operation whose caller was handed over (``continued``)."""
+
+    id: str
 
 
 JoinResult: TypeAlias = OperationResult
@@ -454,6 +574,16 @@ def member_list_problems(members: Sequence[str]) -> list[str]:
 def _deleting_problem(state: NetworkState) -> str | None:
     if state.deleted or state.deleting:
         return f"network {state.name!r} is being deleted"
+    return None
+
+
+def queue_problem(state: NetworkState) -> str | None:
+    """Why no further membership operation can be queued now (None: it can)."""
+    if len(state.pending) >= MAX_QUEUED_OPERATIONS:
+        return (
+            f"network {state.name!r} already has {len(state.pending)} queued operations "
+            f"(at most {MAX_QUEUED_OPERATIONS}): wait until they have run"
+        )
     return None
 
 
@@ -520,6 +650,13 @@ def acquire_problem(state: NetworkState, run_id: str) -> str | None:
         return deleting
     if state.holder is not None and state.holder != run_id:
         return f"network {state.name!r} is held by update run {state.holder!r}"
+    return None
+
+
+def operator_release_problem(state: NetworkState) -> str | None:
+    """Why an operator's release must be refused before I/O (None: look at the holder)."""
+    if state.holder is None:
+        return f"network {state.name!r} is not held by any update run"
     return None
 
 

@@ -45,6 +45,8 @@ from engine.domain.network import (
     QUERY_DESCRIBE,
     UPDATE_DELETE,
     UPDATE_JOIN,
+    UPDATE_OPERATION,
+    UPDATE_OPERATOR_RELEASE,
     UPDATE_REMOVE,
     UPDATE_SERVICES,
     DeleteRequest,
@@ -57,7 +59,9 @@ from engine.domain.network import (
     NetworkRequestError,
     NetworkSettings,
     NetworkSummary,
+    OperationRequest,
     OperationResult,
+    OperatorReleaseRequest,
     RemoveRequest,
     RemoveResult,
     ServicesReport,
@@ -246,7 +250,7 @@ class MeshfleetClient:
         result: JoinResult = await self._network_update(
             name, UPDATE_JOIN, JoinRequest(members=list(members)), OperationResult
         )
-        return result
+        return await self._followed(name, result)
 
     async def remove(self, name: str, members: Sequence[str]) -> RemoveResult:
         """Remove members (drained first, then disconnected); queued while a run holds it."""
@@ -255,7 +259,7 @@ class MeshfleetClient:
         result: RemoveResult = await self._network_update(
             name, UPDATE_REMOVE, RemoveRequest(members=list(members)), OperationResult
         )
-        return result
+        return await self._followed(name, result)
 
     async def delete_network(self, name: str, *, force: bool = False) -> DeleteResult:
         """Delete an empty network (or, with ``force``, remove every member first)."""
@@ -263,7 +267,7 @@ class MeshfleetClient:
         result: DeleteResult = await self._network_update(
             name, UPDATE_DELETE, DeleteRequest(force=force), OperationResult
         )
-        return result
+        return await self._followed(name, result)
 
     async def describe_network(self, name: str) -> NetworkDescription:
         """Members, ids, status, holder, pending operations and the recent log."""
@@ -320,6 +324,42 @@ class MeshfleetClient:
             name, UPDATE_SERVICES, ServicesRequest(), ServicesReport
         )
         return report
+
+    async def release_network(
+        self, name: str, reason: str, *, identity: str | None = None
+    ) -> NetworkDescription:
+        """Free a network whose holding update run is gone (refused while that run runs).
+
+        The escape hatch for holds that no execution watches (taken by earlier
+        code) or whose run cannot release; recorded in the network's log with
+        ``identity`` (``user@host`` by default) and ``reason``.
+        """
+        _check_network_name(name)
+        who = (identity if identity is not None else runs.default_identity()).strip()
+        problems = []
+        if not reason.strip():
+            problems.append("reason: say why the network is released (it is recorded)")
+        elif len(reason) > 1000:
+            problems.append("reason: at most 1000 characters")
+        if not who:
+            problems.append("by: name who releases the network (it is recorded)")
+        elif len(who) > 200:
+            problems.append("by: at most 200 characters")
+        if problems:
+            raise NetworkRequestError("; ".join(problems))
+        request = OperatorReleaseRequest(identity=who, reason=reason.strip())
+        released: NetworkDescription = await self._network_update(
+            name, UPDATE_OPERATOR_RELEASE, request, NetworkDescription
+        )
+        return released
+
+    async def _followed(self, name: str, result: OperationResult) -> OperationResult:
+        """The operation's result, asked of the network's next run when it continued as new."""
+        while result.continued:
+            result = await self._network_update(
+                name, UPDATE_OPERATION, OperationRequest(id=result.operation), OperationResult
+            )
+        return result
 
     async def _running_network(self, name: str) -> WorkflowHandle[Any, Any]:
         handle = self.temporal.get_workflow_handle(network_workflow_id(name))

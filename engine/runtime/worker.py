@@ -21,7 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.auto_upgrade import AutoUpgradeActivities
 from activities.health import health_check
-from activities.network import NetworkActivities
+from activities.network import HolderActivities, NetworkActivities
 from activities.update import UpdateActivities
 from engine.domain.backend import FleetBackend
 from engine.runtime import settings
@@ -61,7 +61,8 @@ def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., 
     update = UpdateActivities(backend, client)
     network = NetworkActivities(backend, poll_interval=settings.poll_interval())
     auto_upgrade = AutoUpgradeActivities(backend, client, start_update_run)
-    return [health_check, *update.all(), *network.all(), *auto_upgrade.all()]
+    holders = HolderActivities(client)
+    return [health_check, *update.all(), *network.all(), *holders.all(), *auto_upgrade.all()]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

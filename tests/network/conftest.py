@@ -24,7 +24,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
-from activities.network import NetworkActivities
+from activities.network import HolderActivities, NetworkActivities
 from engine.domain.fleet import SimulatedFleet, parse_fleet
 from engine.domain.network import NetworkSettings, network_workflow_id
 from engine.runtime.client import MeshfleetClient
@@ -128,7 +128,10 @@ def network_worker(client: Client, task_queue: str, backend: SimulatedFleetBacke
         client,
         task_queue,
         workflows=[NetworkWorkflow],
-        activities=NetworkActivities(backend, poll_interval=POLL).all(),
+        activities=[
+            *NetworkActivities(backend, poll_interval=POLL).all(),
+            *HolderActivities(client).all(),
+        ],
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,81 @@ async def test_the_cli_says_when_a_change_is_queued_behind_an_update_run(
     entries = {e["name"]: e for e in listed.json()}  # type: ignore[attr-defined]
     assert entries[network_name]["holder"] == "nightly"
     assert entries[network_name]["pending"] == 1
+
+
+async def test_release_is_refused_while_the_holder_runs_and_recorded_once_it_is_gone(
+    backend: SimulatedFleetBackend,
+    worker: Worker,
+    client: Client,
+    cli: object,
+    network_name: str,
+) -> None:
+    """A hold taken by earlier code (no execution named): the operator frees it only once
+    ``updaterun/<network>/<run>`` is no longer running; who and why are in the log."""
+    run = cli  # type: ignore[assignment]
+    backend.load(fleet([cluster("a", 1), cluster("b", 2)]))
+    assert (await run("network", "create", network_name, "-m", "a")).code == 0
+    # The holder: a workflow under the run's id that no worker polls (it stays Running).
+    holder = await client.start_workflow(
+        "LeaseHolder",
+        args=[network_name, "nightly"],
+        id=f"updaterun/{network_name}/nightly",
+        task_queue=f"nobody-polls-{uuid.uuid4().hex}",
+    )
+    await client.get_workflow_handle(network_workflow_id(network_name)).execute_update(
+        UPDATE_ACQUIRE, AcquireRequest(run_id="nightly"), result_type=NetworkDescription
+    )
+    assert (await run("network", "join", network_name, "b")).code == 0  # queued
+
+    refused = await run("network", "release", network_name, "--reason", "stuck?")
+    assert refused.code == 2, refused.stderr
+    assert "update run 'nightly' is still running" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    shown = (await run("--output", "json", "network", "show", network_name)).json()
+    assert isinstance(shown, dict)
+    assert shown["holder"] == "nightly"
+
+    await holder.terminate("lost")
+    released = await run(
+        "network", "release", network_name, "--reason", "run lost in the outage", "--by", "alice"
+    )
+    assert released.code == 0, released.stderr
+    assert "alice released the network" in released.stdout
+    described = (await run("--output", "json", "network", "show", network_name)).json()
+    assert isinstance(described, dict)
+    assert described.get("holder") is None
+    entry = next(e for e in described["log"] if e["event"] == "releasedByOperator")
+    assert "alice" in entry["message"]
+    assert "run lost in the outage" in entry["message"]
+    assert "terminated" in entry["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["network", "release", "some-network", "--reason", " "], "reason: say why"),
+        (["network", "release", "Bad_Name", "--reason", "x"], "network name 'Bad_Name'"),
+    ],
+)
+async def test_release_with_bad_input_exits_2_naming_the_field(
+    cli: object, args: list[str], needle: str
+) -> None:
+    run = cli  # type: ignore[assignment]
+    ran = await run(*args)
+    assert ran.code == 2, ran.stderr
+    assert needle in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+async def test_release_of_a_network_nobody_holds_is_refused(
+    backend: SimulatedFleetBackend, worker: Worker, cli: object, network_name: str
+) -> None:
+    run = cli  # type: ignore[assignment]
+    backend.load(fleet([cluster("a", 1)]))
+    assert (await run("network", "create", network_name, "-m", "a")).code == 0
+    ran = await run("network", "release", network_name, "--reason", "tidy up")
+    assert ran.code == 2, ran.stderr
+    assert "is not held by any update run" in ran.stderr
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from temporalio.worker import Replayer
 from activities.auto_upgrade import AutoUpgradeActivities, RunStarter
 from activities.backends.simulated import SimulatedFleetBackend
 from activities.health import health_check
-from activities.network import NetworkActivities
+from activities.network import HolderActivities, NetworkActivities
 from activities.update import UpdateActivities
 from engine.domain.errors import InvalidInputError, NotFoundError
 from engine.domain.fleet import parse_fleet
@@ -126,6 +126,7 @@ async def site(
         health_check,
         *UpdateActivities(backend, client).all(),
         *NetworkActivities(backend, poll_interval=dt.timedelta(milliseconds=100)).all(),
+        *HolderActivities(client).all(),
         *AutoUpgradeActivities(backend, client, start_run).all(),
     ]
     network = f"net-{uuid.uuid4().hex[:8]}"

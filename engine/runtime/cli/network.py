@@ -1,4 +1,4 @@
-"""``meshfleet network``: create, join, remove, delete, show, list and services.
+"""``meshfleet network``: create, join, remove, delete, show, list, services and release.
 
 Every command talks to the network's workflow through the client, on the
 configured Temporal (``--address``/``TEMPORAL_ADDRESS``, else the embedded
@@ -337,6 +337,30 @@ def services(
         print_json(report.to_json_dict())
     else:
         _print_services(report)
+
+
+@network_app.command("release")
+def release(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The network."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the network's log)."),
+    by: str | None = typer.Option(None, "--by", help="Who releases it (default: user@host)."),
+    output: OutputFormat | None = typer.Option(None, "--output", help=_OUTPUT_HELP),
+) -> None:
+    """Free a network whose holding update run is gone; refused while that run runs."""
+    fmt = resolve_output(ctx, output)
+
+    async def body() -> NetworkDescription:
+        return await with_client(ctx, lambda c: c.release_network(name, reason, identity=by))
+
+    described = run_async(ctx, body, fmt)
+    if fmt is OutputFormat.JSON:
+        print_json(described.to_json_dict())
+        return
+    last = next((e for e in reversed(described.log) if e.event == "releasedByOperator"), None)
+    stdout.print(
+        f"network {name} released" + (f": {last.message}" if last else ""), highlight=False
+    )
 
 
 def register(app: typer.Typer) -> None:
