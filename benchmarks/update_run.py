@@ -46,8 +46,10 @@ simulator's audit: every member's control plane and Cilium upgrade started
 and completed exactly once), ``cpuSeconds`` and ``cpuMillisecondsPerMember``
 (the workers' and the Temporal server's CPU, read from ``/proc``, for the run
 and for the floor; without ``--workers`` the worker's is this whole process's),
-plus ``networks`` and ``activities`` (activity tasks of the run and of the
-floor, counted from their histories: they must be equal).
+``historyEventsPerMember`` (all history events of the run, or the floor, over
+its members: what the server persists per member), plus ``networks`` and
+``activities`` (activity tasks of the run and of the floor, counted from their
+histories: they must be equal).
 
 The gates are read from the run's history: each health gate (the mesh before
 and after a stage, the endpoints after it, the soak's checks) from its
@@ -185,6 +187,8 @@ class HistoryStats:
     """What the histories of a set of workflows (every run of each chain) say."""
 
     max_events: int
+    #: Events of all of them together.
+    events: int
     activities: int
     continued_as_new: int
     #: Activity tasks per worker identity (``pid@host``) that ran them.
@@ -212,6 +216,7 @@ async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats
     )
     return HistoryStats(
         max_events=max(len(h.events) for h in runs),
+        events=sum(len(h.events) for h in runs),
         activities=sum(
             1
             for h in runs
@@ -588,6 +593,8 @@ class Round:
     max_events: int
     activities: tuple[int, int]
     continued_as_new: int
+    #: History events of the run (its members and network too) and of the floor.
+    events: tuple[int, int]
     #: CPU of the floor and of the run.
     cpu: tuple[Cpu, Cpu]
     #: Per upgrade audit event, per member (of every network): how many times it happened.
@@ -683,6 +690,7 @@ async def measure_round(
         max_events=run_stats.max_events,
         activities=(run_stats.activities, floor_stats.activities),
         continued_as_new=run_stats.continued_as_new,
+        events=(run_stats.events, floor_stats.events),
         cpu=(floor_cpu, run_cpu),
         upgrades={
             event: [n for counts in counted for n in counts[event].values()]
@@ -842,6 +850,13 @@ async def benchmark(
         },
         "cpuSeconds": cpu_seconds,
         "cpuMillisecondsPerMember": cpu_per_member,
+        #: History events per member, all workflows of the run (or the floor) together.
+        "historyEventsPerMember": {
+            "run": round(statistics.median([r.events[0] for r in rounds]) / members / networks, 1),
+            "floor": round(
+                statistics.median([r.events[1] for r in rounds]) / members / networks, 1
+            ),
+        },
         "activities": {
             "run": sum(r.activities[0] for r in rounds),
             "floor": sum(r.activities[1] for r in rounds),

@@ -34,6 +34,7 @@ KEYS = {
     "upgradesPerMember",
     "cpuSeconds",
     "cpuMillisecondsPerMember",
+    "historyEventsPerMember",
 }
 
 
