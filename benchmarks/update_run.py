@@ -22,7 +22,9 @@ processes (``worker_process.py``) instead of this one: they poll the same task
 queues and open the same simulated worlds (one SQLite transaction per access,
 as workers on different machines would share real clusters). They are stopped
 at the end of each round, on failure, on SIGINT/SIGTERM (and die with the
-benchmark whatever kills it).
+benchmark whatever kills it). One that ends before its round is over fails the
+benchmark at once (exit code 1, its pid and exit code on stderr): the round
+would otherwise wait on tasks nobody polls.
 
 ``--repeat N`` measures N rounds of floor then run on the same server (each
 round with fresh networks): a 2-core machine's noise moves one round's ratio
@@ -78,11 +80,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from floor_workflows import FloorInput, FloorMemberWorkflow, FloorRunWorkflow, floor_noop
 
@@ -229,6 +231,7 @@ async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats
 
 
 Interval = tuple[dt.datetime, dt.datetime]
+T = TypeVar("T")
 
 #: Timers of the run that belong to a gate: their summaries start so (workflows/update_run.py).
 GATE_TIMER_SUMMARIES = ("soak after stage ", "gate ")
@@ -449,6 +452,10 @@ def stop_children() -> None:
 atexit.register(stop_children)
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process ended while the round still needed it."""
+
+
 def spawn_worker(command: list[str]) -> subprocess.Popen[bytes]:
     """Start one worker process (it starts in well under a second; polling comes later)."""
     child = subprocess.Popen(
@@ -481,16 +488,43 @@ async def start_workers(
             line = await asyncio.wait_for(
                 asyncio.to_thread(child.stdout.readline), timeout=WORKER_READY_TIMEOUT
             )
-            if line.strip() != b"ready":
-                raise RuntimeError(
-                    f"worker process {child.pid} ended before it was ready "
-                    f"(exit code {child.poll()}; its errors are above)"
+            if line.strip() != b"ready":  # it closed its output: it is ending
+                code = await asyncio.to_thread(child.wait)
+                raise WorkerDiedError(
+                    f"worker process {child.pid} ended (exit code {code}) before it was ready"
                 )
     except BaseException:
         for child in started:
             stop_child(child)
         raise
+    pids = " ".join(str(c.pid) for c in started)
+    print(f"worker processes ready: {pids}", file=sys.stderr, flush=True)
     return started
+
+
+#: How often the benchmark looks whether its worker processes are still there.
+WORKER_WATCH_INTERVAL = 0.5
+
+
+async def unless_a_worker_dies(
+    children: list[subprocess.Popen[bytes]], work: Coroutine[Any, Any, T]
+) -> T:
+    """``work``'s result; but should a worker process end first, ``WorkerDiedError``
+    (the round would otherwise wait forever for tasks nobody polls)."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=WORKER_WATCH_INTERVAL)
+        if done:
+            return task.result()
+        ended = [c for c in children if c.poll() is not None]
+        if ended:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise WorkerDiedError(
+                ", ".join(f"worker process {c.pid} ended (exit code {c.returncode})" for c in ended)
+                + " before the round was over"
+            )
 
 
 @dataclass
@@ -636,14 +670,17 @@ async def measure_round(
     server_pid = server.pid
     try:
         before = read_cpu(server_pid, children)
-        floors, results = await floor_and_run(
-            client,
-            fleets,
-            floor_queue,
-            members,
-            stages,
-            lambda: read_cpu(server_pid, children),
-            in_process=processes is None,
+        floors, results = await unless_a_worker_dies(
+            children,
+            floor_and_run(
+                client,
+                fleets,
+                floor_queue,
+                members,
+                stages,
+                lambda: read_cpu(server_pid, children),
+                in_process=processes is None,
+            ),
         )
         after = read_cpu(server_pid, children)
         figures = [WorkerFigures(c.pid, peak_rss_mb(c.pid), cpu_seconds(c.pid)) for c in children]
@@ -921,17 +958,21 @@ def main() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupted)
-    result = asyncio.run(
-        benchmark(
-            args.members,
-            args.stages,
-            args.time_scale,
-            args.networks,
-            args.status_file,
-            args.repeat,
-            args.workers,
+    try:
+        result = asyncio.run(
+            benchmark(
+                args.members,
+                args.stages,
+                args.time_scale,
+                args.networks,
+                args.status_file,
+                args.repeat,
+                args.workers,
+            )
         )
-    )
+    except WorkerDiedError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     print(json.dumps(result), flush=True)
     if result["runState"] != "Completed":
         raise SystemExit(1)

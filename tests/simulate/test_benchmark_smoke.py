@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -154,6 +155,33 @@ def test_a_terminated_benchmark_takes_its_worker_processes_and_server_with_it() 
         if benchmark.poll() is None:
             benchmark.kill()
             benchmark.wait()
+
+
+def test_a_worker_process_that_dies_fails_the_benchmark_at_once_and_leaves_nothing() -> None:
+    benchmark = subprocess.Popen(
+        [sys.executable, str(BENCHMARK), "--members", "6", "--stages", "2", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert benchmark.stderr is not None
+        # Once both poll (the benchmark says so on stderr), one of them is killed.
+        ready = next(line for line in benchmark.stderr if "worker processes ready" in line)
+        workers = [int(pid) for pid in ready.split(":")[1].split()]
+        assert len(workers) == 2
+        children = _children_of(benchmark.pid)
+        os.kill(workers[0], signal.SIGKILL)
+        out, err = benchmark.communicate(timeout=120)
+        assert benchmark.returncode == 1
+        assert out == ""  # no figures from a round that lost a worker
+        assert f"worker process {workers[0]} ended (exit code -9) before the round" in err
+        assert "Traceback" not in err
+        assert _wait_for(lambda: not any(_running(c) for c in children), timeout=30)
+    finally:
+        if benchmark.poll() is None:
+            benchmark.kill()
+            benchmark.communicate()
 
 
 def _running(pid: int) -> bool:
