@@ -39,7 +39,8 @@ from typing import Any
 from urllib.parse import quote
 
 import structlog
-from temporalio.client import Client
+from temporalio.api.enums.v1 import ContinueAsNewInitiator
+from temporalio.client import Client, WorkflowHistory
 
 from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.errors import FieldError, InvalidInputError, MeshfleetError
@@ -345,33 +346,79 @@ class RehearsalEvents:
 
 @dataclass
 class History:
+    """History sizes of a run: its workflows, the largest history, continue-as-new counts."""
+
     workflows: int
     max_events: int
     #: Each started member's steps, read from the same histories (for the HTML timeline).
     member_steps: dict[str, list[StepSpan]] = field(default_factory=dict)
+    #: Continue-as-new events over every workflow of the run and its network's workflow.
+    continued_as_new: int = 0
 
     def to_json_dict(self) -> dict[str, int]:
-        return {"workflows": self.workflows, "maxEvents": self.max_events}
+        """The report's ``history`` section."""
+        return {
+            "workflows": self.workflows,
+            "maxEvents": self.max_events,
+            "continuedAsNew": self.continued_as_new,
+        }
+
+
+async def history_chain(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """Every run of ``workflow_id``'s continue-as-new chain, newest first.
+
+    Each run's history starts with the run it continues (``continued_execution_run_id``),
+    so the chain is walked back from the newest run without asking visibility.
+    """
+    chain: list[WorkflowHistory] = []
+    run_id: str | None = None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        chain.append(history)
+        started = history.events[0].workflow_execution_started_event_attributes
+        # A retry or a cron run also names the run before it: only continue-as-new chains.
+        if started.initiator != ContinueAsNewInitiator.CONTINUE_AS_NEW_INITIATOR_WORKFLOW:
+            return chain
+        run_id = started.continued_execution_run_id
+
+
+def ended_in_continue_as_new(history: WorkflowHistory) -> bool:
+    """Whether this run of a workflow ended by continuing as new."""
+    return bool(history.events) and history.events[-1].HasField(
+        "workflow_execution_continued_as_new_event_attributes"
+    )
 
 
 async def count_history(client: Client, status: RunStatus) -> History:
-    """How many workflows the run used, the largest history, and each member's steps."""
+    """How many workflows the run used, the largest history among them and its network's
+    (every run of each continue-as-new chain), how often they continued as new, and each
+    started member's steps (for the HTML timeline)."""
     started = [m.name for _, _, m in status.members() if m.attempts > 0]
-    ids: list[tuple[str | None, str]] = [(None, run_workflow_id(status.network, status.run_id))]
+    ids: list[tuple[str | None, str]] = [
+        (None, network_workflow_id(status.network)),
+        (None, run_workflow_id(status.network, status.run_id)),
+    ]
     ids += [(m, member_workflow_id(status.network, status.run_id, m)) for m in started]
     limit = asyncio.Semaphore(HISTORY_FETCH_CONCURRENCY)
     steps: dict[str, list[StepSpan]] = {}
 
-    async def events(member: str | None, workflow_id: str) -> int:
+    async def chain(member: str | None, workflow_id: str) -> list[WorkflowHistory]:
         async with limit:
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
+            found = await history_chain(client, workflow_id)
         if member is not None:
-            steps[member] = member_steps(history.events)
-        return len(history.events)
+            # Oldest run first: a member's steps in the order they happened.
+            steps[member] = [s for h in reversed(found) for s in member_steps(h.events)]
+        return found
 
-    sizes = await asyncio.gather(*(events(m, i) for m, i in ids))
+    chains = await asyncio.gather(*(chain(m, i) for m, i in ids))
+    runs = [history for found in chains for history in found]
     executions = 1 + sum(m.attempts for _, _, m in status.members())
-    return History(workflows=executions, max_events=max(sizes, default=0), member_steps=steps)
+    return History(
+        workflows=executions,
+        max_events=max((len(h.events) for h in runs), default=0),
+        member_steps=steps,
+        continued_as_new=sum(1 for h in runs if ended_in_continue_as_new(h)),
+    )
 
 
 def status_tree(status: RunStatus) -> list[dict[str, Any]]:
