@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError
 from temporalio.workflow import ParentClosePolicy
 
 from engine.domain import run as contract
@@ -84,8 +84,18 @@ TARGET_KEY = search_attributes.TARGET_VERSION
 
 #: Run-level activities are short reads; retry transient failures a few times.
 RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+#: Releasing after a failed acquire is best effort: the network may not exist at all.
+BEST_EFFORT_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=5))
 QUICK = timedelta(minutes=2)
 MARGIN = timedelta(minutes=1)
+
+#: Patch: an activity error in preparation, a gate or a soak fails the stage or the run
+#: (which stays open) instead of failing the workflow.
+PATCH_SURVIVE_ACTIVITY_ERRORS = "run-survives-activity-errors"
+#: Patch: a run cancelled (or failed by an error nothing absorbed) releases its network.
+PATCH_RELEASE_ON_ANY_END = "run-release-on-any-end"
+#: Patch: a failed acquire is followed by a release (the network may have granted it).
+PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
 
 def _gates(gates: list[Gate], prefix: str) -> list[GateStatus]:
@@ -328,8 +338,8 @@ class UpdateRunWorkflow:
         if not status.state.finished:
             raise ValueError(f"retry: the run is {status.state.value}; retry once it has finished")
         failed = {m.name for _, _, m in status.members() if m.state is State.FAILED}
-        if not failed:
-            raise ValueError("retry: no member of this run has failed")
+        if not failed and status.state is not State.FAILED:
+            raise ValueError("retry: nothing in this run has failed")
         unknown = [name for name in request.members if name not in failed]
         if unknown:
             raise ValueError(
@@ -345,6 +355,19 @@ class UpdateRunWorkflow:
         if status.state is State.NOT_STARTED:
             status.start_time = workflow.now()
             self._record(ControlAction.START, None, "run created")
+        try:
+            await self._lifecycle(request)
+        except (asyncio.CancelledError, FailureError):
+            # Cancelled, or failed by an error nothing absorbed: never keep the network.
+            if self._state.holding_network and workflow.patched(PATCH_RELEASE_ON_ANY_END):
+                await self._release()
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return status
+
+    async def _lifecycle(self, request: UpdateRunInput) -> None:
+        """Work, release, linger for resume and retry; again after each of them."""
+        status = self._state.status
         while True:
             if not status.state.finished and self._state.plan is None:
                 # First start, or a resume after the plan was rejected: plan (again).
@@ -365,12 +388,18 @@ class UpdateRunWorkflow:
                     timeout_summary="open for resume and retry",
                 )
             except TimeoutError:
-                break
+                return
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(request.model_copy(update={"continued": self._state}))
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return status
+
+    def _survives(self, error: ActivityError) -> bool:
+        """Whether an activity error becomes a failed stage or run (else it is re-raised).
+
+        Histories recorded before this rule replay with the old behaviour: the error
+        failed the workflow there.
+        """
+        return workflow.patched(PATCH_SURVIVE_ACTIVITY_ERRORS)
 
     async def _prepare(self) -> None:
         """Take the network, read the members, plan."""
@@ -383,14 +412,20 @@ class UpdateRunWorkflow:
             return
         if not await self._acquire():
             return
-        members: list[Member] = await workflow.execute_activity(
-            contract.DESCRIBE_MEMBERS,
-            contract.DescribeMembersRequest(members=self._state.network_members),
-            result_type=list[Member],
-            start_to_close_timeout=QUICK,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary="read the members",
-        )
+        try:
+            members: list[Member] = await workflow.execute_activity(
+                contract.DESCRIBE_MEMBERS,
+                contract.DescribeMembersRequest(members=self._state.network_members),
+                result_type=list[Member],
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="read the members",
+            )
+        except ActivityError as error:
+            if not self._survives(error):
+                raise
+            self._fail_run(f"cannot read the members: {failure_reason(error)}")
+            return
         catalog = parse_catalog(self._input.catalog)
         target = Version.parse(spec.kubernetes_version or "")
         strategy = spec.strategy or one_by_one_strategy(members)
@@ -407,6 +442,20 @@ class UpdateRunWorkflow:
             self._fail_run("the plan was rejected: " + "; ".join(str(e) for e in error.errors))
             return
         cilium = catalog.cilium_for(target.minor_version)
+        try:
+            baseline = await workflow.execute_activity(
+                contract.SERVICE_ENDPOINTS,
+                contract.ServiceEndpointsRequest(members=self._state.network_members),
+                result_type=contract.ServiceEndpointsResult,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="record the global services' baseline",
+            )
+        except ActivityError as error:
+            if not self._survives(error):
+                raise
+            self._fail_run(f"cannot record the global services' baseline: {failure_reason(error)}")
+            return
         status.target = VersionPair(
             kubernetes_version=str(target), cilium_version=str(cilium) if cilium else "?"
         )
@@ -414,14 +463,6 @@ class UpdateRunWorkflow:
         status.stages = status_from_plan(status, run_plan)
         self._state.plan = run_plan
         self._state.members = members
-        baseline = await workflow.execute_activity(
-            contract.SERVICE_ENDPOINTS,
-            contract.ServiceEndpointsRequest(members=self._state.network_members),
-            result_type=contract.ServiceEndpointsResult,
-            start_to_close_timeout=QUICK,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary="record the global services' baseline",
-        )
         self._state.baseline = baseline.ready
         self._publish()
 
@@ -437,6 +478,18 @@ class UpdateRunWorkflow:
             )
         except ActivityError as error:
             self._fail_run(failure_reason(error))
+            if workflow.patched(PATCH_RELEASE_AFTER_FAILED_ACQUIRE):
+                # The network may have granted it after this side gave up: give it back.
+                with contextlib.suppress(ActivityError):
+                    await workflow.execute_activity(
+                        contract.RELEASE_NETWORK,
+                        contract.NetworkLease(
+                            network=self._input.spec.network, run_id=self._input.run_id
+                        ),
+                        start_to_close_timeout=QUICK,
+                        retry_policy=BEST_EFFORT_RETRY,
+                        summary=f"release network {self._input.spec.network} (acquire failed)",
+                    )
             return False
         self._state.holding_network = True
         self._state.network_members = leased.members
@@ -553,17 +606,27 @@ class UpdateRunWorkflow:
             self._failed_reason = f"stage {stage.name} failed: {message}"
         self._bump()
 
+    def _check_broke(self, stage: StageStatus, check: str, error: ActivityError) -> bool:
+        """A gate's or soak's read failed for good: the stage fails (the run stays open)."""
+        if not self._survives(error):
+            raise error
+        self._fail_stage(stage, f"{check} could not be checked: {failure_reason(error)}")
+        return False
+
     async def _mesh_gate(self, stage: StageStatus, when: str, timeout: timedelta) -> bool:
         """Built-in gate: the whole mesh healthy (cannot be switched off, only tuned)."""
-        result = await workflow.execute_activity(
-            contract.CHECK_MESH_HEALTH,
-            contract.MeshHealthRequest(members=self._state.network_members, timeout=timeout),
-            result_type=contract.MeshHealthResult,
-            start_to_close_timeout=timeout + MARGIN,
-            heartbeat_timeout=self._input.timings.heartbeat_timeout,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary=f"mesh health {when} stage {stage.name}",
-        )
+        try:
+            result = await workflow.execute_activity(
+                contract.CHECK_MESH_HEALTH,
+                contract.MeshHealthRequest(members=self._state.network_members, timeout=timeout),
+                result_type=contract.MeshHealthResult,
+                start_to_close_timeout=timeout + MARGIN,
+                heartbeat_timeout=self._input.timings.heartbeat_timeout,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary=f"mesh health {when} stage {stage.name}",
+            )
+        except ActivityError as error:
+            return self._check_broke(stage, f"mesh health {when} the stage", error)
         if result.healthy:
             return True
         links = "; ".join(
@@ -574,19 +637,22 @@ class UpdateRunWorkflow:
 
     async def _endpoints_gate(self, stage: StageStatus, timeout: timedelta) -> bool:
         """Built-in gate: every global service back to its baseline of ready endpoints."""
-        result = await workflow.execute_activity(
-            contract.SERVICE_ENDPOINTS,
-            contract.ServiceEndpointsRequest(
-                members=self._state.network_members,
-                baseline=self._state.baseline,
-                timeout=timeout,
-            ),
-            result_type=contract.ServiceEndpointsResult,
-            start_to_close_timeout=timeout + MARGIN,
-            heartbeat_timeout=self._input.timings.heartbeat_timeout,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary=f"endpoints back to baseline after stage {stage.name}",
-        )
+        try:
+            result = await workflow.execute_activity(
+                contract.SERVICE_ENDPOINTS,
+                contract.ServiceEndpointsRequest(
+                    members=self._state.network_members,
+                    baseline=self._state.baseline,
+                    timeout=timeout,
+                ),
+                result_type=contract.ServiceEndpointsResult,
+                start_to_close_timeout=timeout + MARGIN,
+                heartbeat_timeout=self._input.timings.heartbeat_timeout,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary=f"endpoints back to baseline after stage {stage.name}",
+            )
+        except ActivityError as error:
+            return self._check_broke(stage, "the endpoints baseline after the stage", error)
         if not result.below_baseline:
             return True
         self._fail_stage(
@@ -617,14 +683,18 @@ class UpdateRunWorkflow:
             if wait.state is not State.RUNNING:
                 break
             wait.checks += 1
-            check = await workflow.execute_activity(
-                contract.CHECK_MESH_HEALTH,
-                contract.MeshHealthRequest(members=self._state.network_members),
-                result_type=contract.MeshHealthResult,
-                start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
-                summary=f"soak check {wait.checks} of stage {stage.name}",
-            )
+            try:
+                check = await workflow.execute_activity(
+                    contract.CHECK_MESH_HEALTH,
+                    contract.MeshHealthRequest(members=self._state.network_members),
+                    result_type=contract.MeshHealthResult,
+                    start_to_close_timeout=QUICK,
+                    retry_policy=RUN_ACTIVITY_RETRY,
+                    summary=f"soak check {wait.checks} of stage {stage.name}",
+                )
+            except ActivityError as error:
+                wait.state = State.FAILED
+                return self._check_broke(stage, f"soak check {wait.checks}", error)
             if not check.healthy:
                 wait.state = State.FAILED
                 links = "; ".join(
