@@ -75,6 +75,7 @@ from strategies import (
     plan,
 )
 from strategies.progress import MemberVersions, skew_blocker
+from strategies.run_machine import budget_exceeded, halt_unfinished
 from workflows.failures import failure_reason
 
 NETWORK_KEY = search_attributes.NETWORK
@@ -94,6 +95,8 @@ MARGIN = timedelta(minutes=1)
 PATCH_SURVIVE_ACTIVITY_ERRORS = "run-survives-activity-errors"
 #: Patch: a run cancelled (or failed by an error nothing absorbed) releases its network.
 PATCH_RELEASE_ON_ANY_END = "run-release-on-any-end"
+#: Patch: a failure no budget absorbs halts the whole run at once (not just its group).
+PATCH_BUDGET_HALTS_RUN = "run-budget-halts-run"
 #: Patch: a failed acquire is followed by a release (the network may have granted it).
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
@@ -525,11 +528,10 @@ class UpdateRunWorkflow:
         if failed or self._failed_reason:
             status.state = State.FAILED
             status.error = self._failed_reason or failed[0].message
+            halt_unfinished(status, f"not started: {status.error}", workflow.now())
         elif self._state.stop_requested:
             status.state = State.STOPPED
-            for stage in status.stages:
-                if stage.state in (State.RUNNING, State.PENDING, State.STOPPING):
-                    stage.state = State.STOPPED
+            halt_unfinished(status, "not started: the run was stopped", workflow.now())
         elif all(s.state.done for s in status.stages):
             status.state = State.COMPLETED
             status.error = None
@@ -934,8 +936,17 @@ class UpdateRunWorkflow:
             member.completed_time = workflow.now()
             if member.state is State.FAILED:
                 group.failure_count += 1
+                self._cascade(stage, group)
             self._completions += 1
         self._bump()
+
+    def _cascade(self, stage: StageStatus, group: GroupStatus) -> None:
+        """A failure no budget absorbs dooms the run: nothing new starts anywhere in it."""
+        if self._failed_reason is not None:
+            return
+        reason = budget_exceeded(stage, group)
+        if reason is not None and workflow.patched(PATCH_BUDGET_HALTS_RUN):
+            self._failed_reason = f"stage {stage.name} failed: {reason}"
 
     # --- controls' effects ----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from temporalio import activity
@@ -77,3 +78,72 @@ async def test_a_run_whose_preparation_fails_stays_open_and_leaves_the_network_f
         description = await run._handle.describe()
         assert description.status is not None
         assert description.status.name == "RUNNING", "the run closed instead of lingering"
+
+
+FAIL_CP = {"on": "controlPlaneUpgrade", "kind": "fail", "message": "quota exceeded"}
+HANG_CP = {"on": "controlPlaneUpgrade", "kind": "hang"}
+
+
+async def test_a_group_over_its_budget_stops_launches_in_its_sibling_groups(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Budget 0, groups a (one failing member), b and c (three each, one at a time): once
+    a-1 has failed, no control-plane upgrade starts in b or c; b-1 and c-1 finish."""
+    clusters = [
+        Cluster("a-1", group="a", faults=[FAIL_CP]),
+        *(Cluster(f"b-{i}", group="b", faults=[HANG_CP] if i == 1 else []) for i in (1, 2, 3)),
+        *(Cluster(f"c-{i}", group="c", faults=[HANG_CP] if i == 1 else []) for i in (1, 2, 3)),
+    ]
+    three_groups = strategy(
+        [{"name": "all", "groups": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(three_groups)
+        await wait_until(
+            run,
+            lambda s: (m := s.member("a-1")) is not None and m.state is State.FAILED,
+            timeout=30,
+        )
+        # b-1 and c-1 hang in their upgrades until a-1's failure is known: now let them go.
+        assert fleet.backend.clear_faults()
+        failed = await wait_until(run, lambda s: s.state is State.FAILED, timeout=30)
+        started = {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")}
+        assert started <= {"a-1", "b-1", "c-1"}, f"launched after the budget was blown: {started}"
+        for name in ("b-2", "b-3", "c-2", "c-3"):
+            member = failed.member(name)
+            assert member is not None
+            assert member.state is State.NOT_STARTED, (name, member.state)
+        assert await network_holder(fleet) is None
+
+
+async def test_a_failed_stage_ends_the_run_without_waiting_for_a_parallel_stages_window(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """europe fails; americas (in parallel) waits for a window days away: the run ends Failed
+    now, americas is not left Running or Pending, and nothing of it ever starts."""
+    day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%A")
+    window = {
+        "schedule": {"weekly": {"intervalWeeks": 1, "dayOfWeek": day}},
+        "durationHours": 4,
+        "startTime": "00:00",
+    }
+    clusters = [
+        Cluster("eu-1", group="europe", faults=[FAIL_CP]),
+        Cluster("us-1", group="americas", window=window),
+    ]
+    two_branches = strategy(
+        [
+            {"name": "europe", "dependsOn": [], "groups": [{"name": "europe"}]},
+            {"name": "americas", "dependsOn": [], "groups": [{"name": "americas"}]},
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(two_branches)
+        failed = await wait_until(run, lambda s: s.state.finished, timeout=30)
+        assert failed.state is State.FAILED
+        europe, americas = failed.stages
+        assert europe.state is State.FAILED
+        assert americas.state not in (State.RUNNING, State.PENDING), americas.state
+        assert all(g.state.finished for g in americas.groups), americas.groups
+        assert {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")} == {"eu-1"}
+        assert await network_holder(fleet) is None
