@@ -354,6 +354,8 @@ class UpdateRunWorkflow:
     @workflow.run
     async def run(self, request: UpdateRunInput) -> RunStatus:
         self._details = asyncio.create_task(self._keep_details())
+        if not self._state.run_instance:
+            self._state.run_instance = workflow.info().first_execution_run_id
         status = self._state.status
         if status.state is State.NOT_STARTED:
             status.start_time = workflow.now()
@@ -898,6 +900,7 @@ class UpdateRunWorkflow:
             network=status.network,
             member=member.name,
             attempt=member.attempts,
+            run_instance=self._state.run_instance,
             upgrade_type=status.upgrade_type,
             hops=member.hops,
             target=status.target,

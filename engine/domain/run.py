@@ -319,6 +319,9 @@ class MemberUpdateInput(DomainModel):
     member: str
     #: How many times the run has started this member (part of every idempotency key).
     attempt: int
+    #: The run instance (its first Temporal run id, stable across continue-as-new): two
+    #: runs under the same name never share idempotency keys. Empty in older histories.
+    run_instance: str = ""
     upgrade_type: UpgradeType
     hops: list[VersionPair]
     target: VersionPair
@@ -454,6 +457,8 @@ class RunState(DomainModel):
     baseline: dict[str, int] = Field(default_factory=dict)
     holding_network: bool = False
     stop_requested: bool = False
+    #: The first Temporal run id of this run (what ``MemberUpdateInput.run_instance`` says).
+    run_instance: str = ""
 
 
 UpdateRunInput.model_rebuild()

@@ -147,3 +147,22 @@ async def test_a_failed_stage_ends_the_run_without_waiting_for_a_parallel_stages
         assert all(g.state.finished for g in americas.groups), americas.groups
         assert {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")} == {"eu-1"}
         assert await network_holder(fleet) is None
+
+
+async def test_two_runs_of_the_same_name_in_sequence_do_not_share_operation_records(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The first ``nightly`` fails a-1's upgrade and is closed; the second ``nightly`` (same
+    name, same target, same attempt number) upgrades a-1 afresh instead of finding the
+    first run's failed operation under the same key."""
+    clusters = [Cluster("a-1", group="all", faults=[FAIL_CP])]
+    document = strategy([{"name": "all", "groups": [{"name": "all"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        first = await fleet.start_run(document, name="nightly")
+        assert (await first.result()).state is State.FAILED
+        await first._handle.terminate(reason="closed to reuse its name")
+
+        second = await fleet.start_run(document, name="nightly")
+        done = await second.result()
+        assert done.state is State.COMPLETED, done.error
+        assert len(fleet.audit("controlPlaneUpgradeStarted")) == 2
