@@ -97,6 +97,8 @@ PATCH_SURVIVE_ACTIVITY_ERRORS = "run-survives-activity-errors"
 PATCH_RELEASE_ON_ANY_END = "run-release-on-any-end"
 #: Patch: a failure no budget absorbs halts the whole run at once (not just its group).
 PATCH_BUDGET_HALTS_RUN = "run-budget-halts-run"
+#: Patch: a run on a network without members fails at once (it used to "run" 0/0).
+PATCH_REFUSE_EMPTY_NETWORK = "run-refuse-empty-network"
 #: Patch: a failed acquire is followed by a release (the network may have granted it).
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
@@ -416,6 +418,9 @@ class UpdateRunWorkflow:
             self._fail_run("upgradeType NodeImageOnly is not supported by meshfleet's backends yet")
             return
         if not await self._acquire():
+            return
+        if not self._state.network_members and workflow.patched(PATCH_REFUSE_EMPTY_NETWORK):
+            self._fail_run(f"network {spec.network!r} has no members: there is nothing to update")
             return
         try:
             members: list[Member] = await workflow.execute_activity(
