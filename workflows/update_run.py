@@ -46,7 +46,6 @@ from engine.domain.run import (
     RunState,
     RunStatus,
     SkipRequest,
-    SkipTargetType,
     StageStatus,
     State,
     StopRequest,
@@ -66,16 +65,14 @@ from engine.domain.strategy import (
 from engine.domain.versions import Version
 from engine.domain.windows import DayOfWeek, MaintenanceWindow
 from strategies import (
-    fleet_window_next_opening,
-    fleet_window_open,
     is_open,
-    next_opening,
     next_scheduled_start,
     parse_catalog,
     plan,
 )
-from strategies.progress import MemberVersions, skew_blocker
-from strategies.run_machine import budget_exceeded, halt_unfinished
+from strategies import run_machine as machine
+from strategies.progress import MemberVersions
+from strategies.run_machine import budget_exceeded
 from workflows.failures import failure_reason
 
 NETWORK_KEY = search_attributes.NETWORK
@@ -99,6 +96,20 @@ PATCH_RELEASE_ON_ANY_END = "run-release-on-any-end"
 PATCH_BUDGET_HALTS_RUN = "run-budget-halts-run"
 #: Patch: a run on a network without members fails at once (it used to "run" 0/0).
 PATCH_REFUSE_EMPTY_NETWORK = "run-refuse-empty-network"
+#: Patch: skipping a stage or group skips its waiting gates (a later approve is refused).
+PATCH_SKIP_RELEASES_GATES = "run-skip-releases-gates"
+#: Patch: a partial retry excuses the failures it leaves, so its members can run.
+PATCH_RETRY_EXCUSES_OTHERS = "run-retry-excuses-others"
+#: Patch: resume and retry clear a member's deferral (a give-up can be retried).
+PATCH_REOPEN_CLEARS_DEFERRAL = "run-reopen-clears-deferral"
+#: Patch: the scheduler orders members with the planner's function.
+PATCH_SHARED_MEMBER_ORDER = "run-shared-member-order"
+#: Patch: dependents of a skipped stage wait for its members still in flight.
+PATCH_DEPENDENTS_WAIT_IN_FLIGHT = "run-dependents-wait-in-flight"
+#: Patch: a resume while Stopping carries on instead of ending Failed.
+PATCH_RESUME_WHILE_STOPPING = "run-resume-while-stopping"
+#: Patch: resume and retry read the network again (removed members are skipped).
+PATCH_REREAD_ON_REOPEN = "run-reread-on-reopen"
 #: Patch: a failed acquire is followed by a release (the network may have granted it).
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
@@ -204,16 +215,16 @@ class UpdateRunWorkflow:
         )
         #: Member name -> (stage, group) for members whose child workflow runs now.
         self._in_flight: dict[str, tuple[str, str]] = {}
-        #: Member name -> the completion count when its deferred attempt was launched: it
-        #: is tried again once anything completed since (what it waited for may be gone).
-        self._deferred: dict[str, int] = {}
         #: Member name -> the completion count at its latest launch.
         self._launched_at: dict[str, int] = {}
         #: Member name -> the members already in flight when it was launched.
         self._in_flight_before: dict[str, list[str]] = {}
-        self._completions = 0
         self._changes = 0
         self._failed_reason: str | None = None
+        #: How many resumes and retries this execution has seen.
+        self._reopens = 0
+        #: Whether the scheduler uses the planner's order (decided once, replay-safe).
+        self._shared_order: bool | None = None
         #: How the built-in health gates are tuned (the strategy's, else the defaults).
         self._health = spec.strategy.spec.health if spec.strategy else HealthSpec()
         #: The search attributes last upserted (upsert only on change).
@@ -232,106 +243,64 @@ class UpdateRunWorkflow:
 
     @workflow.update(name=contract.APPROVE)
     def approve(self, request: ApproveRequest) -> RunStatus:
-        gate = self._find_gate(request.gate)
-        assert gate is not None
-        gate.state = GateState.COMPLETED
-        gate.completed_at = workflow.now()
-        gate.completed_by = request.identity
-        gate.comment = request.comment
+        """Open a waiting gate (by id, or by its display name when unique)."""
+        gate = machine.approve(self._state.status, request, workflow.now())
         self._record(ControlAction.APPROVE, request, f"gate {gate.id}")
         return self._state.status
 
     @approve.validator
     def _validate_approve(self, request: ApproveRequest) -> None:
-        gate = self._find_gate(request.gate)
-        if gate is None:
-            known = ", ".join(g.id for g in self._state.status.gates()) or "none"
-            raise ValueError(f"gate: no gate {request.gate!r} in this run (gates: {known})")
-        if gate.state is not GateState.PENDING:
-            raise ValueError(
-                f"gate: {gate.id} is {gate.state.value}, not Pending; "
-                "only a waiting gate can be approved"
-            )
+        machine.validate_approve(self._state.status, request.gate)
 
     @workflow.update(name=contract.STOP)
     def stop(self, request: StopRequest) -> RunStatus:
+        """Start nothing new; members in flight finish; the run ends Stopped."""
         self._state.stop_requested = True
-        if self._state.status.state in (State.RUNNING, State.PENDING):
-            self._state.status.state = State.STOPPING
+        machine.stop(self._state.status)
         self._record(ControlAction.STOP, request)
         return self._state.status
 
     @stop.validator
     def _validate_stop(self, request: StopRequest) -> None:
-        state = self._state.status.state
-        if state not in (State.RUNNING, State.PENDING, State.NOT_STARTED):
-            raise ValueError(f"stop: the run is {state.value}; only a running run can be stopped")
-        if not (request.reason or "").strip():
-            raise ValueError("reason: say why the run is stopped (it is recorded)")
+        machine.validate_stop(self._state.status, request.reason)
 
     @workflow.update(name=contract.RESUME)
     def resume(self, request: ResumeRequest) -> RunStatus:
+        """Continue a Stopped or Failed run; every failed member is tried again."""
         self._reopen(failed_members=None)
         self._record(ControlAction.RESUME, request)
         return self._state.status
 
     @resume.validator
     def _validate_resume(self, request: ResumeRequest) -> None:
-        state = self._state.status.state
-        if state not in (State.STOPPED, State.FAILED, State.STOPPING):
-            raise ValueError(
-                f"resume: the run is {state.value}; only a Stopped or Failed run can be resumed"
-            )
+        machine.validate_resume(self._state.status)
 
     @workflow.update(name=contract.SKIP)
     def skip(self, request: SkipRequest) -> RunStatus:
-        for target in request.targets:
-            self._skip(target.type, target.name)
+        """Skip members, groups, stages or after-stage waits."""
+        release_gates = workflow.patched(PATCH_SKIP_RELEASES_GATES)
+        machine.skip(
+            self._state.status, request.targets, workflow.now(), release_gates=release_gates
+        )
         names = ", ".join(f"{t.type.value} {t.name}" for t in request.targets)
         self._record(ControlAction.SKIP, request, names)
         return self._state.status
 
     @skip.validator
     def _validate_skip(self, request: SkipRequest) -> None:
-        status = self._state.status
-        problems = []
-        for index, target in enumerate(request.targets):
-            path = f"targets[{index}]"
-            skippable = (State.NOT_STARTED, State.PENDING, State.FAILED, State.RUNNING)
-            if target.type is SkipTargetType.MEMBER:
-                member = status.member(target.name)
-                if member is None:
-                    problems.append(f"{path}: no member {target.name!r} in this run")
-                elif member.state not in (State.NOT_STARTED, State.PENDING, State.FAILED):
-                    problems.append(
-                        f"{path}: member {target.name} is {member.state.value}; "
-                        "only NotStarted, Pending or Failed members can be skipped"
-                    )
-            elif target.type is SkipTargetType.GROUP:
-                group = next(
-                    (g for s in status.stages for g in s.groups if g.name == target.name), None
-                )
-                if group is None:
-                    problems.append(f"{path}: no group {target.name!r} in this run")
-                elif group.state not in skippable:
-                    problems.append(f"{path}: group {target.name} is {group.state.value}")
-            else:
-                stage = next((s for s in status.stages if s.name == target.name), None)
-                if stage is None:
-                    problems.append(f"{path}: no stage {target.name!r} in this run")
-                elif target.type is SkipTargetType.STAGE and stage.state not in skippable:
-                    problems.append(f"{path}: stage {target.name} is {stage.state.value}")
-                elif target.type is SkipTargetType.AFTER_STAGE_WAIT and (
-                    stage.after_stage_wait is None or stage.after_stage_wait.state.finished
-                ):
-                    problems.append(f"{path}: stage {target.name} has no after-stage wait to skip")
-        if problems:
-            raise ValueError("; ".join(problems))
+        machine.validate_skip(self._state.status, request.targets)
 
     @workflow.update(name=contract.RETRY)
     def retry(self, request: RetryRequest) -> RunStatus:
-        failed = {m.name for _, _, m in self._state.status.members() if m.state is State.FAILED}
-        self._reopen(failed_members=set(request.members) or failed)
+        """Start failed members again (these, or every failed one), with the same settings."""
+        status = self._state.status
+        chosen = machine.validate_retry(status, request.members)
+        if request.members and workflow.patched(PATCH_RETRY_EXCUSES_OTHERS):
+            # The person retries these; the others that failed stay failed but no longer
+            # hold the budget shut against the members retried.
+            failed = {m.name for _, _, m in status.members() if m.state is State.FAILED}
+            self._state.excused = sorted((set(self._state.excused) | failed) - chosen)
+        self._reopen(failed_members=chosen)
         self._record(
             ControlAction.RETRY, request, ", ".join(request.members) or "every failed member"
         )
@@ -339,17 +308,7 @@ class UpdateRunWorkflow:
 
     @retry.validator
     def _validate_retry(self, request: RetryRequest) -> None:
-        status = self._state.status
-        if not status.state.finished:
-            raise ValueError(f"retry: the run is {status.state.value}; retry once it has finished")
-        failed = {m.name for _, _, m in status.members() if m.state is State.FAILED}
-        if not failed and status.state is not State.FAILED:
-            raise ValueError("retry: nothing in this run has failed")
-        unknown = [name for name in request.members if name not in failed]
-        if unknown:
-            raise ValueError(
-                f"members: {', '.join(unknown)} did not fail (failed: {', '.join(sorted(failed))})"
-            )
+        machine.validate_retry(self._state.status, request.members)
 
     # --- the run --------------------------------------------------------------------------
 
@@ -523,28 +482,29 @@ class UpdateRunWorkflow:
         status.completed_time = None
         self._failed_reason = None
         self._publish()
-        stages = [s for s in status.stages if not s.state.finished]
-        await asyncio.gather(*(self._run_stage(s) for s in stages))
+        while True:
+            reopens = self._reopens
+            stages = [s for s in status.stages if not s.state.finished]
+            await asyncio.gather(*(self._run_stage(s) for s in stages))
+            if (
+                self._reopens != reopens
+                and not self._halted()
+                and status.state is State.RUNNING
+                and workflow.patched(PATCH_RESUME_WHILE_STOPPING)
+            ):
+                continue  # resumed while Stopping: what had already halted goes on
+            break
         self._settle()
 
     def _settle(self) -> None:
         """The run's state once no stage can move any more."""
         status = self._state.status
-        status.failure_count = sum(g.failure_count for s in status.stages for g in s.groups)
-        failed = [s for s in status.stages if s.state is State.FAILED]
-        if failed or self._failed_reason:
-            status.state = State.FAILED
-            status.error = self._failed_reason or failed[0].message
-            halt_unfinished(status, f"not started: {status.error}", workflow.now())
-        elif self._state.stop_requested:
-            status.state = State.STOPPED
-            halt_unfinished(status, "not started: the run was stopped", workflow.now())
-        elif all(s.state.done for s in status.stages):
-            status.state = State.COMPLETED
-            status.error = None
-        else:
-            status.state = State.FAILED
-            status.error = "some stages could not start"
+        machine.settle(
+            status,
+            failed_reason=self._failed_reason,
+            stop_requested=self._state.stop_requested,
+            now=workflow.now(),
+        )
         status.completed_time = workflow.now()
         status.current_stage = None
         self._publish()
@@ -566,8 +526,17 @@ class UpdateRunWorkflow:
         status = self._state.status
         by_name = {s.name: s for s in status.stages}
         deps = [by_name[name] for name in stage.depends_on]
+        # A skipped stage is done at once, but its members in flight still run.
+        wait_in_flight = bool(deps) and workflow.patched(PATCH_DEPENDENTS_WAIT_IN_FLIGHT)
         await workflow.wait_condition(
-            lambda: self._halted() or stage.state.finished or all(d.state.finished for d in deps)
+            lambda: (
+                self._halted()
+                or stage.state.finished
+                or (
+                    all(d.state.finished for d in deps)
+                    and not (wait_in_flight and self._in_flight_in(deps))
+                )
+            )
         )
         if stage.state.finished or self._halted() or not all(d.state.done for d in deps):
             return
@@ -584,7 +553,10 @@ class UpdateRunWorkflow:
         await asyncio.gather(*(self._run_group(stage, g) for g in stage.groups))
         stage.failure_count = sum(g.failure_count for g in stage.groups)
         failed_groups = [g.name for g in stage.groups if g.state is State.FAILED]
-        if failed_groups or stage.failure_count > stage.max_allowed_failures:
+        counted = machine.counted_failures(
+            [m for g in stage.groups for m in g.members], self._state.excused
+        )
+        if failed_groups or counted > stage.max_allowed_failures:
             self._fail_stage(
                 stage,
                 f"{stage.failure_count} member(s) failed (budget {stage.max_allowed_failures})"
@@ -602,6 +574,8 @@ class UpdateRunWorkflow:
         if not await self._soak(stage, self._health.soak_check_interval):
             return
         if not await self._pass_gates(stage.after_gates, stage):
+            return
+        if _skipped(stage):  # skipped during its after-checks: it stays so
             return
         stage.state = State.COMPLETED
         stage.completed_time = workflow.now()
@@ -752,6 +726,8 @@ class UpdateRunWorkflow:
                 gate.completed_by = "schedule"
             if gate.state is GateState.PENDING:  # halted while waiting
                 return False
+            if gate.state is GateState.SKIPPED and owner.state is State.SKIPPED:
+                return False  # the owner was skipped while its gate waited
             gate.message = None
             owner.state = State.RUNNING
             self._bump()
@@ -769,9 +745,17 @@ class UpdateRunWorkflow:
         members: list[asyncio.Task[None]] = []
         while True:
             in_group = [m for m in group.members if m.name in self._in_flight]
-            budget_blown = group.failure_count > group.max_allowed_failures
+            budget_blown = (
+                machine.counted_failures(group.members, self._state.excused)
+                > group.max_allowed_failures
+            )
             waiting = [m for m in group.members if m.state in (State.NOT_STARTED, State.PENDING)]
-            if self._halted() or budget_blown or stage.state is State.SKIPPED or not waiting:
+            if (
+                self._halted()
+                or budget_blown
+                or not machine.may_launch(stage, group)
+                or not waiting
+            ):
                 if not in_group:
                     break
                 await self._next_change()
@@ -782,14 +766,18 @@ class UpdateRunWorkflow:
                 members.append(asyncio.create_task(self._update_member(stage, group, candidate)))
                 continue
             if not in_group and not self._in_flight and wake_at is None:
-                self._give_up(group, waiting)
+                machine.give_up(group, waiting, workflow.now())
+                self._bump()
                 continue
             await self._next_change(wake_at)
         await asyncio.gather(*members)
         group.failure_count = sum(1 for m in group.members if m.state is State.FAILED)
         if group.state is State.SKIPPED:
             return
-        if group.failure_count > group.max_allowed_failures:
+        if (
+            machine.counted_failures(group.members, self._state.excused)
+            > group.max_allowed_failures
+        ):
             group.state = State.FAILED
             group.message = (
                 f"{group.failure_count} member(s) failed (budget {group.max_allowed_failures})"
@@ -806,63 +794,26 @@ class UpdateRunWorkflow:
     def _pick(
         self, stage: StageStatus, group: GroupStatus, waiting: list[MemberStatus]
     ) -> tuple[MemberStatus | None, dt.datetime | None]:
-        """The next member to start now, or when to look again."""
-        in_group = sum(1 for m in group.members if m.name in self._in_flight)
-        in_stage = sum(1 for s, _ in self._in_flight.values() if s == stage.name)
-        if in_group >= group.max_concurrency or in_stage >= stage.max_concurrency:
-            return None, None
-        now = workflow.now()
-        fleet_window = self._input.spec.fleet_window
-        if fleet_window is not None and not fleet_window_open(fleet_window, now):
-            opens = fleet_window_next_opening(fleet_window, now)
-            for member in waiting:
-                member.state = State.PENDING
-                member.pending_until = opens
-                member.message = (
-                    f"fleet maintenance window closed; next opening {opens.isoformat()}"
-                    if opens
-                    else "the fleet maintenance window never opens again"
-                )
-            return None, opens
-        windows = {m.name: m.maintenance_window for m in self._state.members}
-        wake_at: dt.datetime | None = None
-        ordered = sorted(
-            waiting, key=lambda m: 0 if is_open_or_none(windows.get(m.name), now) else 1
+        """The next member to start now, or when to look again (the pure scheduler's)."""
+        if self._shared_order is None:
+            self._shared_order = workflow.patched(PATCH_SHARED_MEMBER_ORDER)
+        return machine.pick(
+            stage,
+            group,
+            waiting,
+            in_flight=self._in_flight,
+            windows={m.name: m.maintenance_window for m in self._state.members},
+            fleet_window=self._input.spec.fleet_window,
+            now=workflow.now(),
+            deferred=self._state.deferred,
+            completions=self._state.completions,
+            versions=self._versions,
+            shared_order=self._shared_order,
         )
-        versions: list[MemberVersions] | None = None  # read once, when first needed
-        for member in ordered:
-            if self._deferred.get(member.name) == self._completions:
-                continue
-            window = windows.get(member.name)
-            if window is not None and not is_open(window, now):
-                opens = next_opening(window, now)
-                member.state = State.PENDING
-                member.pending_until = opens
-                member.message = (
-                    f"maintenance window closed; next opening {opens.isoformat()}"
-                    if opens
-                    else "maintenance window never opens again"
-                )
-                if opens is not None and (wake_at is None or opens < wake_at):
-                    wake_at = opens
-                continue
-            versions = versions if versions is not None else self._versions()
-            blocker = skew_blocker(member.name, versions)
-            if blocker is not None:
-                member.state = State.PENDING
-                member.message = blocker
-                continue
-            return member, None
-        return None, wake_at
 
-    def _give_up(self, group: GroupStatus, waiting: list[MemberStatus]) -> None:
-        """Nothing is in flight anywhere and no window will open: what waits can never start."""
-        for member in waiting:
-            member.state = State.FAILED
-            member.message = f"cannot start: {member.message or 'blocked'} (nothing left in flight)"
-            member.completed_time = workflow.now()
-            group.failure_count += 1
-        self._bump()
+    def _in_flight_in(self, stages: list[StageStatus]) -> bool:
+        names = {s.name for s in stages}
+        return any(stage in names for stage, _ in self._in_flight.values())
 
     def _versions(self) -> list[MemberVersions]:
         found = []
@@ -891,7 +842,7 @@ class UpdateRunWorkflow:
         # proceeds, the second sees the first (not both seeing each other and deferring).
         self._in_flight_before[member.name] = sorted(self._in_flight)
         self._in_flight[member.name] = (stage.name, group.name)
-        self._launched_at[member.name] = self._completions
+        self._launched_at[member.name] = self._state.completions
         self._bump()
 
     async def _update_member(
@@ -932,99 +883,38 @@ class UpdateRunWorkflow:
         del self._in_flight[member.name]
         member.step = result.step
         member.message = result.message
-        if result.outcome is MemberOutcome.DEFERRED:
-            member.state = State.PENDING
-            self._deferred[member.name] = self._launched_at[member.name]
-        else:
-            member.state = {
-                MemberOutcome.COMPLETED: State.COMPLETED,
-                MemberOutcome.SKIPPED: State.SKIPPED,
-                MemberOutcome.FAILED: State.FAILED,
-            }[result.outcome]
-            member.completed_time = workflow.now()
+        if machine.member_finished(group, member, result.outcome, workflow.now()):
+            self._state.completions += 1
             if member.state is State.FAILED:
-                group.failure_count += 1
                 self._cascade(stage, group)
-            self._completions += 1
+        else:
+            self._state.deferred[member.name] = self._launched_at[member.name]
         self._bump()
 
     def _cascade(self, stage: StageStatus, group: GroupStatus) -> None:
         """A failure no budget absorbs dooms the run: nothing new starts anywhere in it."""
         if self._failed_reason is not None:
             return
-        reason = budget_exceeded(stage, group)
+        reason = budget_exceeded(stage, group, self._state.excused)
         if reason is not None and workflow.patched(PATCH_BUDGET_HALTS_RUN):
             self._failed_reason = f"stage {stage.name} failed: {reason}"
 
     # --- controls' effects ----------------------------------------------------------------
 
-    def _skip(self, kind: SkipTargetType, name: str) -> None:
-        status = self._state.status
-        now = workflow.now()
-
-        def skip_member(member: MemberStatus) -> None:
-            if member.state in (State.NOT_STARTED, State.PENDING, State.FAILED):
-                member.state = State.SKIPPED
-                member.message = "skipped by request"
-                member.completed_time = now
-
-        for stage in status.stages:
-            if kind is SkipTargetType.STAGE and stage.name == name:
-                stage.state = State.SKIPPED
-                if stage.after_stage_wait:
-                    stage.after_stage_wait.state = State.SKIPPED
-                for group in stage.groups:
-                    group.state = State.SKIPPED
-                    for member in group.members:
-                        skip_member(member)
-            if (
-                kind is SkipTargetType.AFTER_STAGE_WAIT
-                and stage.name == name
-                and stage.after_stage_wait
-            ):
-                stage.after_stage_wait.state = State.SKIPPED
-            for group in stage.groups:
-                if kind is SkipTargetType.GROUP and group.name == name:
-                    group.state = State.SKIPPED
-                    for member in group.members:
-                        skip_member(member)
-                for member in group.members:
-                    if kind is SkipTargetType.MEMBER and member.name == name:
-                        if member.state is State.FAILED:
-                            group.failure_count -= 1
-                        skip_member(member)
-        self._bump()
-
     def _reopen(self, failed_members: set[str] | None) -> None:
         """Resume (``None``: every failed member) or retry (these): make them startable again."""
-        status = self._state.status
         self._state.stop_requested = False
         self._failed_reason = None
-        reopened = (State.FAILED, State.STOPPED, State.STOPPING)
-        for stage in status.stages:
-            stage_touched = False
-            for group in stage.groups:
-                group_touched = False
-                for member in group.members:
-                    if member.state is State.FAILED and (
-                        failed_members is None or member.name in failed_members
-                    ):
-                        member.state = State.NOT_STARTED
-                        member.message = None
-                        group_touched = True
-                group.failure_count = sum(1 for m in group.members if m.state is State.FAILED)
-                if group.state in reopened or (group_touched and group.state is State.COMPLETED):
-                    group.state = State.NOT_STARTED
-                    group.message = None
-                stage_touched = stage_touched or group_touched
-            if stage.state in reopened or (stage_touched and stage.state is State.COMPLETED):
-                stage.state = State.NOT_STARTED
-                stage.message = None
-                wait = stage.after_stage_wait
-                if wait is not None and wait.state in (State.FAILED, State.COMPLETED):
-                    wait.state = State.NOT_STARTED
-        status.state = State.RUNNING
-        status.error = None
+        reopened = machine.reopen(self._state.status, failed_members)
+        self._reopens += 1
+        if failed_members is None:
+            self._state.excused = []
+        else:
+            self._state.excused = [n for n in self._state.excused if n not in failed_members]
+        if reopened and workflow.patched(PATCH_REOPEN_CLEARS_DEFERRAL):
+            # A member given up on (continuity) starts afresh, not deferred again at once.
+            for name in reopened:
+                self._state.deferred.pop(name, None)
         self._bump()
 
     def _record(
@@ -1040,14 +930,6 @@ class UpdateRunWorkflow:
             )
         )
         self._bump()
-
-    def _find_gate(self, name: str) -> GateStatus | None:
-        gates = self._state.status.gates()
-        exact = next((g for g in gates if g.id == name), None)
-        if exact is not None:
-            return exact
-        named = [g for g in gates if g.display_name == name]
-        return named[0] if len(named) == 1 else None
 
     # --- change tracking and the Web UI ----------------------------------------------------
 
@@ -1093,6 +975,11 @@ class UpdateRunWorkflow:
         if signature != self._published:
             workflow.upsert_search_attributes(pairs)
             self._published = signature
+
+
+def _skipped(owner: StageStatus | GroupStatus) -> bool:
+    """Read the owner's state afresh (a control may have skipped it during an await)."""
+    return owner.state is State.SKIPPED
 
 
 def is_open_or_none(window: MaintenanceWindow | None, now: dt.datetime) -> bool:

@@ -218,6 +218,8 @@ class RunStatus(DomainModel):
     current_stage: str | None = None
     stages: list[StageStatus] = Field(default_factory=list)
     controls: list[ControlRecord] = Field(default_factory=list)
+    #: Clusters that joined the network after the plan was made: reported, never added.
+    joined_since_plan: list[str] = Field(default_factory=list)
 
     def members(self) -> list[tuple[StageStatus, GroupStatus, MemberStatus]]:
         """Every member with its stage and group."""
@@ -459,6 +461,14 @@ class RunState(DomainModel):
     stop_requested: bool = False
     #: The first Temporal run id of this run (what ``MemberUpdateInput.run_instance`` says).
     run_instance: str = ""
+    #: How many member updates have ended (deferrals excepted) in this run.
+    completions: int = 0
+    #: Member -> ``completions`` when its deferred attempt was launched: it is tried again
+    #: once anything completed since (what it waited for may be gone).
+    deferred: dict[str, int] = Field(default_factory=dict)
+    #: Failed members a partial ``retry`` left failed: they no longer count against the
+    #: budgets, so the members retried can run (a later retry of them counts them again).
+    excused: list[str] = Field(default_factory=list)
 
 
 UpdateRunInput.model_rebuild()

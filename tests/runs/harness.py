@@ -152,6 +152,16 @@ async def network_holder(fleet: Fleet) -> str | None:
     return described.holder
 
 
+async def network_freed(fleet: Fleet, timeout: float = 30) -> bool:
+    """Wait until no run holds the fleet's network (False: still held at the timeout)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await network_holder(fleet) is not None:
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 @contextlib.asynccontextmanager
 async def running_fleet(
     client: Client,

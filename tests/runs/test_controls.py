@@ -220,3 +220,36 @@ async def test_starting_a_run_under_a_name_already_taken_is_refused_as_invalid_i
         ):
             await fleet.start_run(document, name="nightly")
         assert (await first.result()).state is State.COMPLETED
+
+
+async def test_skipping_a_stage_waiting_at_its_approval_gate_ends_it_skipped_and_refuses_approval(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    three = strategy(
+        [
+            {"name": "first", "groups": [{"name": "first", "members": ["node-1"]}]},
+            {
+                "name": "gated",
+                "beforeGates": [{"type": "Approval"}],
+                "groups": [{"name": "gated", "members": ["node-2"]}],
+            },
+            {"name": "last", "groups": [{"name": "last", "members": ["node-3"]}]},
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, FOUR[:3]) as fleet:
+        run = await fleet.start_run(three)
+        await wait_until(run, lambda s: any(g.state is GateState.PENDING for g in s.gates()))
+        await run.skip([(SkipTargetType.STAGE, "gated")], reason="not this time")
+        with pytest.raises(ControlRejectedError, match="gated/before/0 is Skipped"):
+            await run.approve("gated/before/0")
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        states = {s.name: s.state for s in done.stages}
+        assert states == {
+            "first": State.COMPLETED,
+            "gated": State.SKIPPED,
+            "last": State.COMPLETED,
+        }
+        assert done.gates()[0].state is GateState.SKIPPED
+        started = {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")}
+        assert started == {"node-1", "node-3"}

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from engine.domain import run as contract
 from engine.domain.member import Member
 from engine.domain.run import State
-from tests.runs.harness import Cluster, network_holder, running_fleet, strategy, wait_until
+from tests.runs.harness import Cluster, network_freed, running_fleet, strategy, wait_until
 
 TWO = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
 ONE_STAGE = strategy([{"name": "all", "groups": [{"name": "all", "maxConcurrency": "2"}]}])
@@ -53,7 +53,7 @@ async def test_a_run_whose_gate_activity_keeps_failing_stays_open_and_retry_cont
         assert "the API server said no" in failed.error
         assert failed.stages[0].state is State.FAILED
         assert "the API server said no" in (failed.stages[0].message or "")
-        assert await network_holder(fleet) is None, "a failed run kept its network"
+        assert await network_freed(fleet), "a failed run kept its network"
         assert not fleet.audit("controlPlaneUpgradeStarted")
 
         mesh.fixed = True
@@ -61,7 +61,7 @@ async def test_a_run_whose_gate_activity_keeps_failing_stays_open_and_retry_cont
         done = await run.result()
         assert done.state is State.COMPLETED, done.error
         assert len(fleet.audit("controlPlaneUpgradeStarted")) == 2
-        assert await network_holder(fleet) is None
+        assert await network_freed(fleet)
 
 
 async def test_a_run_whose_preparation_fails_stays_open_and_leaves_the_network_free(
@@ -74,7 +74,7 @@ async def test_a_run_whose_preparation_fails_stays_open_and_leaves_the_network_f
         failed = await wait_until(run, lambda s: s.state is State.FAILED, timeout=30)
         assert failed.error is not None
         assert "connection refused" in failed.error
-        assert await network_holder(fleet) is None, "a failed preparation kept the network"
+        assert await network_freed(fleet), "a failed preparation kept the network"
         description = await run._handle.describe()
         assert description.status is not None
         assert description.status.name == "RUNNING", "the run closed instead of lingering"
@@ -113,7 +113,7 @@ async def test_a_group_over_its_budget_stops_launches_in_its_sibling_groups(
             member = failed.member(name)
             assert member is not None
             assert member.state is State.NOT_STARTED, (name, member.state)
-        assert await network_holder(fleet) is None
+        assert await network_freed(fleet)
 
 
 async def test_a_failed_stage_ends_the_run_without_waiting_for_a_parallel_stages_window(
@@ -146,7 +146,7 @@ async def test_a_failed_stage_ends_the_run_without_waiting_for_a_parallel_stages
         assert americas.state not in (State.RUNNING, State.PENDING), americas.state
         assert all(g.state.finished for g in americas.groups), americas.groups
         assert {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")} == {"eu-1"}
-        assert await network_holder(fleet) is None
+        assert await network_freed(fleet)
 
 
 async def test_two_runs_of_the_same_name_in_sequence_do_not_share_operation_records(
