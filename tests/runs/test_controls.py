@@ -253,3 +253,53 @@ async def test_skipping_a_stage_waiting_at_its_approval_gate_ends_it_skipped_and
         assert done.gates()[0].state is GateState.SKIPPED
         started = {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")}
         assert started == {"node-1", "node-3"}
+
+
+async def test_a_resume_while_stopping_carries_on_instead_of_ending_failed(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Group b halts (nothing in flight) while a-1 still runs; a resume then must restart b
+    too, and the run completes."""
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    hang = Fault(kind=FaultKind.HANG, on=FaultTrigger.CONTROL_PLANE_UPGRADE)
+    clusters = [Cluster(n, group=n[0]) for n in ("a-1", "a-2", "b-1", "b-2")]
+    two_groups = strategy([{"name": "all", "groups": [{"name": "a"}, {"name": "b"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        a_hang = fleet.backend.add_fault("a-1", hang)
+        b_hang = fleet.backend.add_fault("b-1", hang)
+        run = await fleet.start_run(two_groups)
+        await wait_until(
+            run, lambda s: len(fleet.audit("controlPlaneUpgradeStarted")) == 2, timeout=30
+        )
+        await run.stop("freeze")
+        fleet.backend.clear_faults(fault_id=b_hang.id)
+        stopping = await wait_until(
+            run, lambda s: (m := s.member("b-1")) is not None and m.state is State.COMPLETED
+        )
+        assert stopping.state is State.STOPPING
+        await run.resume(reason="freeze cancelled")
+        fleet.backend.clear_faults(fault_id=a_hang.id)
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        assert all(m.state is State.COMPLETED for _, _, m in done.members())
+
+
+async def test_retrying_one_member_of_a_group_still_over_budget_runs_that_member(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    failing = {"on": "controlPlaneUpgrade", "kind": "fail", "message": "quota exceeded"}
+    clusters = [Cluster(n, group="a", faults=[failing]) for n in ("a-1", "a-2")]
+    both = strategy([{"name": "all", "groups": [{"name": "a", "maxConcurrency": "2"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(both)
+        failed = await run.result()
+        assert failed.state is State.FAILED
+        assert [m.state for _, _, m in failed.members()] == [State.FAILED, State.FAILED]
+
+        await run.retry(["a-1"], reason="quota raised for a-1")
+        done = await run.result()
+        retried = done.member("a-1")
+        assert retried is not None
+        assert retried.state is State.COMPLETED, (retried.state, done.error)
+        assert retried.attempts == 2
