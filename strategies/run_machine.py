@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
 
+from engine.domain.member import Member
+from engine.domain.plan import VersionPair
 from engine.domain.run import (
     ApproveRequest,
     GateState,
@@ -32,6 +34,7 @@ from engine.domain.run import (
     State,
 )
 from engine.domain.schedule import FleetWindow
+from engine.domain.versions import Version
 from engine.domain.windows import MaintenanceWindow
 from strategies.fleet_windows import fleet_window_next_opening, fleet_window_open
 from strategies.progress import MemberVersions, skew_blocker
@@ -50,6 +53,7 @@ __all__ = [
     "member_finished",
     "order_key",
     "pick",
+    "reconcile_membership",
     "reopen",
     "settle",
     "skip",
@@ -529,3 +533,46 @@ def settle(
     else:
         status.state = State.FAILED
         status.error = "some stages could not start"
+
+
+# --- membership changed while the run was not holding the network ------------------------
+
+
+def reconcile_membership(
+    status: RunStatus, network_members: Sequence[str], described: Sequence[Member]
+) -> tuple[list[str], list[str]]:
+    """Bring a reopened run in line with the network as it is now (the plan is kept).
+
+    Members that left the network and have not finished become Skipped with the
+    reason; clusters that joined since the plan are only reported
+    (``joined_since_plan``), never added; members still waiting start from the
+    versions read now (``described``), with the hops they already passed dropped.
+    Returns (removed, joined).
+    """
+    present = set(network_members)
+    planned = {m.name for _, _, m in status.members()}
+    now_versions = {m.name: m for m in described}
+    removed: list[str] = []
+    for _, group, member in status.members():
+        if member.name not in present:
+            if member.state in (*WAITING, State.FAILED):
+                member.state = State.SKIPPED
+                member.pending_until = None
+                member.message = "left the network since the plan was made; not updated"
+                removed.append(member.name)
+                group.failure_count = sum(1 for m in group.members if m.state is State.FAILED)
+            continue
+        current = now_versions.get(member.name)
+        if current is None or member.state not in WAITING:
+            continue
+        member.from_ = VersionPair(
+            kubernetes_version=current.kubernetes_version,
+            cilium_version=current.cilium_version,
+        )
+        at = Version.parse(current.kubernetes_version).minor_version
+        member.hops = [
+            hop for hop in member.hops if Version.parse(hop.kubernetes_version).minor_version > at
+        ]
+    joined = sorted(present - planned)
+    status.joined_since_plan = joined
+    return removed, joined

@@ -340,7 +340,15 @@ class UpdateRunWorkflow:
                 await self._prepare()
             if not status.state.finished:
                 if not self._state.holding_network:
-                    await self._acquire()
+                    # Reopened after a stop or failure released the network: it may
+                    # have changed meanwhile (queued joins and removals ran).
+                    reopened = self._state.plan is not None
+                    if (
+                        await self._acquire()
+                        and reopened
+                        and workflow.patched(PATCH_REREAD_ON_REOPEN)
+                    ):
+                        await self._reread()
                 if not status.state.finished:
                     await self._execute()
             await self._release()
@@ -434,6 +442,38 @@ class UpdateRunWorkflow:
         self._state.members = members
         self._state.baseline = baseline.ready
         self._publish()
+
+    async def _reread(self) -> None:
+        """Resume and retry see the network as it is now; the plan itself is kept.
+
+        Members that left are Skipped with the reason, newcomers are reported, waiting
+        members start from the versions read now, and the baseline is recorded again.
+        """
+        status = self._state.status
+        try:
+            members: list[Member] = await workflow.execute_activity(
+                contract.DESCRIBE_MEMBERS,
+                contract.DescribeMembersRequest(members=self._state.network_members),
+                result_type=list[Member],
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="read the members again",
+            )
+            baseline = await workflow.execute_activity(
+                contract.SERVICE_ENDPOINTS,
+                contract.ServiceEndpointsRequest(members=self._state.network_members),
+                result_type=contract.ServiceEndpointsResult,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="record the global services' baseline again",
+            )
+        except ActivityError as error:
+            self._fail_run(f"cannot read the network again: {failure_reason(error)}")
+            return
+        machine.reconcile_membership(status, self._state.network_members, members)
+        self._state.members = members
+        self._state.baseline = baseline.ready
+        self._bump()
 
     async def _acquire(self) -> bool:
         try:

@@ -16,6 +16,7 @@ from tests.runs.harness import Cluster, network_freed, running_fleet, strategy, 
 
 TWO = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
 ONE_STAGE = strategy([{"name": "all", "groups": [{"name": "all", "maxConcurrency": "2"}]}])
+ONE_BY_ONE = strategy([{"name": "all", "groups": [{"name": "all"}]}])
 
 
 class BrokenMeshReads:
@@ -166,3 +167,40 @@ async def test_two_runs_of_the_same_name_in_sequence_do_not_share_operation_reco
         done = await second.result()
         assert done.state is State.COMPLETED, done.error
         assert len(fleet.audit("controlPlaneUpgradeStarted")) == 2
+
+
+async def test_a_resume_after_a_member_left_the_network_skips_it_with_a_reason(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Four members one at a time; stop after the first; remove d-3 (it runs once the
+    network is free); resume: d-3 is Skipped with a reason and never touched."""
+    from engine.domain.network import UPDATE_REMOVE, OperationResult, RemoveRequest
+    from engine.domain.network import network_workflow_id as network_id
+
+    clusters = [Cluster(f"d-{i}", group="all") for i in range(1, 5)]
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(ONE_BY_ONE)
+        await wait_until(run, lambda s: any(m.state is State.RUNNING for _, _, m in s.members()))
+        await run.stop("membership change", identity="oncall@example")
+        stopped = await run.result()
+        assert stopped.state is State.STOPPED
+        assert await network_freed(fleet)
+        network = client.get_workflow_handle(network_id(fleet.network))
+        await network.execute_update(
+            UPDATE_REMOVE, RemoveRequest(members=["d-3"]), result_type=OperationResult
+        )
+
+        await run.resume(reason="membership settled")
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        removed = done.member("d-3")
+        assert removed is not None
+        assert removed.state is State.SKIPPED
+        assert "left the network" in (removed.message or "")
+        touched = {e.cluster for e in fleet.audit() if e.event.value.startswith("controlPlane")}
+        assert "d-3" not in touched
+        assert {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")} == {
+            "d-1",
+            "d-2",
+            "d-4",
+        }

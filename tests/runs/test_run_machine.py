@@ -549,3 +549,37 @@ def test_random_controls_and_outcomes_keep_every_invariant(
             m = driver.status.member(name)
             assert m is not None
             assert m.state is State.RUNNING, f"{name} in flight but {m.state} after {kind}"
+
+
+def test_reconciling_after_a_membership_change_skips_the_departed_and_drops_passed_hops() -> None:
+    from engine.domain.member import Member
+
+    status = run_status()
+    a1, a2, a3 = status.stages[0].groups[0].members
+    a1.state = State.COMPLETED
+    a3.state = State.FAILED
+    hop_33 = VersionPair(kubernetes_version="1.33.5", cilium_version="1.18.6")
+    hop_34 = VersionPair(kubernetes_version="1.34.2", cilium_version="1.18.6")
+    a2.hops = [hop_33, hop_34]
+    others = [m.name for _, _, m in status.members() if m.name not in ("a-2", "a-3")]
+    described = [
+        Member(
+            name="a-2",
+            kubernetes_version="1.33.5",
+            cilium_version="1.18.6",
+            cluster_id=2,
+            pod_cidrs=["10.2.0.0/16"],
+        )
+    ]
+    present = [*others, "a-2", "a-3", "z-9"]
+    removed, joined = machine.reconcile_membership(status, present, described)
+    assert (removed, joined) == ([], ["z-9"])
+    assert a2.hops == [hop_34], "a hop already passed is not replayed"
+    assert a2.from_.kubernetes_version == "1.33.5"
+    assert status.joined_since_plan == ["z-9"]
+
+    removed, _ = machine.reconcile_membership(status, others, [])
+    assert removed == ["a-2", "a-3"]
+    assert a3.state is State.SKIPPED
+    assert "left the network" in (a3.message or "")
+    assert a1.state is State.COMPLETED
