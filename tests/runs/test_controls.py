@@ -303,3 +303,37 @@ async def test_retrying_one_member_of_a_group_still_over_budget_runs_that_member
         assert retried is not None
         assert retried.state is State.COMPLETED, (retried.state, done.error)
         assert retried.attempts == 2
+
+
+async def test_dependents_of_a_skipped_stage_wait_for_its_members_still_in_flight(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    clusters = [Cluster("f-1", group="first"), Cluster("s-1", group="second")]
+    chain = strategy(
+        [
+            {"name": "first", "groups": [{"name": "first"}]},
+            {"name": "second", "groups": [{"name": "second"}]},
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        hang = fleet.backend.add_fault(
+            "f-1", Fault(kind=FaultKind.HANG, on=FaultTrigger.CONTROL_PLANE_UPGRADE)
+        )
+        run = await fleet.start_run(chain)
+        await wait_until(run, lambda s: bool(fleet.audit("controlPlaneUpgradeStarted")))
+        skipped = await run.skip([(SkipTargetType.STAGE, "first")], reason="enough of it")
+        # The outcome that matters is below: s-1 starts only after f-1 has finished.
+        assert skipped.stages[0].state is State.SKIPPED
+        assert skipped.stages[1].state is State.NOT_STARTED, "started beside a member in flight"
+        fleet.backend.clear_faults(fault_id=hang.id)
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        first, second = done.member("f-1"), done.member("s-1")
+        assert first is not None
+        assert second is not None
+        assert first.state is State.COMPLETED
+        assert first.completed_time is not None
+        assert second.start_time is not None
+        assert first.completed_time <= second.start_time
