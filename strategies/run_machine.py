@@ -390,6 +390,8 @@ def reopen(status: RunStatus, members: Collection[str] | None) -> list[str]:
             stage.message = None
             wait = stage.after_stage_wait
             if wait is not None and wait.state in (State.FAILED, State.COMPLETED, State.STOPPED):
+                if wait.state is not State.STOPPED:
+                    wait.served_seconds = 0  # a stopped soak keeps what it served
                 wait.state = State.NOT_STARTED
     status.state = State.RUNNING
     status.error = None

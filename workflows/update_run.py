@@ -110,6 +110,10 @@ PATCH_DEPENDENTS_WAIT_IN_FLIGHT = "run-dependents-wait-in-flight"
 PATCH_RESUME_WHILE_STOPPING = "run-resume-while-stopping"
 #: Patch: resume and retry read the network again (removed members are skipped).
 PATCH_REREAD_ON_REOPEN = "run-reread-on-reopen"
+#: Patch: no soak after a stage in which nothing was upgraded (recorded as Skipped).
+PATCH_SOAK_ONLY_AFTER_UPGRADES = "run-soak-only-after-upgrades"
+#: Patch: a soak resumed after a stop serves only what was left of it.
+PATCH_SOAK_KEEPS_SERVED = "run-soak-keeps-served"
 #: Patch: a failed acquire is followed by a release (the network may have granted it).
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
@@ -688,8 +692,16 @@ class UpdateRunWorkflow:
         wait = stage.after_stage_wait
         if wait is None or wait.state.finished:
             return True
+        upgraded = any(m.state is State.COMPLETED for g in stage.groups for m in g.members)
+        if not upgraded and workflow.patched(PATCH_SOAK_ONLY_AFTER_UPGRADES):
+            wait.state = State.SKIPPED
+            wait.message = "nothing was upgraded in this stage: no soak needed"
+            self._bump()
+            return True
+        keeps_served = workflow.patched(PATCH_SOAK_KEEPS_SERVED)
+        served = timedelta(seconds=wait.served_seconds if keeps_served else 0)
         wait.state = State.RUNNING
-        wait.until = workflow.now() + timedelta(seconds=wait.seconds)
+        wait.until = workflow.now() + timedelta(seconds=wait.seconds) - served
         self._bump()
         while wait.state is State.RUNNING:
             left = wait.until - workflow.now()
@@ -702,6 +714,9 @@ class UpdateRunWorkflow:
                     timeout_summary=f"soak after stage {stage.name}",
                 )
             if self._halted():
+                if keeps_served:
+                    left = max(wait.until - workflow.now(), timedelta(0))
+                    wait.served_seconds = wait.seconds - left.total_seconds()
                 return False
             if wait.state is not State.RUNNING:
                 break

@@ -151,6 +151,10 @@ class AfterStageWaitStatus(DomainModel):
     seconds: int = 0
     until: dt.datetime | None = None
     checks: int = 0
+    #: Time already soaked before a stop: a resumed soak serves only the rest.
+    served_seconds: float = 0
+    #: Why it was skipped without a person asking (nothing was upgraded in the stage).
+    message: str | None = None
 
 
 class GroupStatus(DomainModel):

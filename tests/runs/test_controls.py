@@ -11,7 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import TimeSkipper
 
-from engine.domain.run import GateState, SkipTargetType, State
+from engine.domain.run import GateState, RunStatus, SkipTargetType, State
 from engine.domain.runspec import RunSpec
 from engine.runtime.runs import ControlRejectedError, UpdateRunHandle, start_update_run
 from strategies import parse_strategy
@@ -337,3 +337,65 @@ async def test_dependents_of_a_skipped_stage_wait_for_its_members_still_in_fligh
         assert first.completed_time is not None
         assert second.start_time is not None
         assert first.completed_time <= second.start_time
+
+
+async def test_no_soak_follows_a_stage_in_which_nothing_was_upgraded(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Every member of the stage is already at the target: its hour-long soak is Skipped
+    (with the reason) instead of watched."""
+    at_target = [Cluster("t-1", group="all", kubernetes="1.33.1")]
+    soaking = strategy(
+        [{"name": "all", "afterStageWait": "1h", "groups": [{"name": "all"}]}],
+        soakCheckInterval="1s",
+    )
+    async with running_fleet(client, task_queue, state_dir, at_target) as fleet:
+        run = await fleet.start_run(soaking)
+        done = await wait_until(run, lambda s: s.state.finished, timeout=30)
+        assert done.state is State.COMPLETED, done.error
+        wait = done.stages[0].after_stage_wait
+        assert wait is not None
+        assert wait.state is State.SKIPPED
+        assert wait.checks == 0
+        assert "nothing was upgraded" in (wait.message or "")
+
+
+async def test_a_soak_resumed_after_a_stop_serves_only_what_was_left(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    soaking = strategy(
+        [{"name": "all", "afterStageWait": "60s", "groups": [{"name": "all"}]}],
+        soakCheckInterval="1s",
+    )
+    async with running_fleet(client, task_queue, state_dir, FOUR[:1]) as fleet:
+        run = await fleet.start_run(soaking)
+
+        def soaked(status: RunStatus) -> bool:
+            wait = status.stages[0].after_stage_wait if status.stages else None
+            return wait is not None and wait.checks >= 5
+
+        await wait_until(run, soaked, timeout=60)
+        await run.stop("pause the soak")
+        stopped = await run.result()
+        assert stopped.state is State.STOPPED
+        before = stopped.stages[0].after_stage_wait
+        assert before is not None
+        assert before.served_seconds >= 5
+
+        resumed = await run.resume()
+        resumed_at = resumed.controls[-1].at
+        again = await wait_until(
+            run,
+            lambda s: (
+                (w := s.stages[0].after_stage_wait) is not None
+                and w.state is State.RUNNING
+                and w.until is not None
+                and w.until > resumed_at
+            ),
+        )
+        wait = again.stages[0].after_stage_wait
+        assert wait is not None
+        assert wait.until is not None
+        assert wait.until - resumed_at <= dt.timedelta(seconds=60 - before.served_seconds + 2)
+        await run.skip([(SkipTargetType.AFTER_STAGE_WAIT, "all")], reason="seen enough")
+        assert (await run.result()).state is State.COMPLETED
