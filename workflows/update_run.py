@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -114,6 +116,8 @@ PATCH_REREAD_ON_REOPEN = "run-reread-on-reopen"
 PATCH_SOAK_ONLY_AFTER_UPGRADES = "run-soak-only-after-upgrades"
 #: Patch: a soak resumed after a stop serves only what was left of it.
 PATCH_SOAK_KEEPS_SERVED = "run-soak-keeps-served"
+#: Patch: the run continues as new during long waits, not only while lingering.
+PATCH_CONTINUE_AS_NEW_WHILE_WAITING = "run-continue-as-new-while-waiting"
 #: Patch: a failed acquire is followed by a release (the network may have granted it).
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
@@ -227,6 +231,10 @@ class UpdateRunWorkflow:
         self._failed_reason: str | None = None
         #: How many resumes and retries this execution has seen.
         self._reopens = 0
+        #: Activities of the run itself in flight (continue-as-new waits for none).
+        self._busy = 0
+        #: Whether this run continues as new during long waits (decided once, replay-safe).
+        self._can_while_waiting = False
         #: Whether the scheduler uses the planner's order (decided once, replay-safe).
         self._shared_order: bool | None = None
         #: How the built-in health gates are tuned (the strategy's, else the defaults).
@@ -526,10 +534,13 @@ class UpdateRunWorkflow:
         status.completed_time = None
         self._failed_reason = None
         self._publish()
+        self._can_while_waiting = workflow.patched(PATCH_CONTINUE_AS_NEW_WHILE_WAITING)
         while True:
             reopens = self._reopens
             stages = [s for s in status.stages if not s.state.finished]
-            await asyncio.gather(*(self._run_stage(s) for s in stages))
+            await self._work_or_continue_as_new(
+                asyncio.gather(*(self._run_stage(s) for s in stages))
+            )
             if (
                 self._reopens != reopens
                 and not self._halted()
@@ -539,6 +550,45 @@ class UpdateRunWorkflow:
                 continue  # resumed while Stopping: what had already halted goes on
             break
         self._settle()
+
+    async def _work_or_continue_as_new(self, work: asyncio.Future[list[None]]) -> None:
+        """Wait for the stages; continue as new meanwhile when the history is long and the
+        run only waits (a soak, a window, a gate) with nothing in flight."""
+        while self._can_while_waiting and not work.done():
+            await workflow.wait_condition(lambda: work.done() or self._may_continue_as_new())
+            if not work.done():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._may_continue_as_new():
+                    self._continue_as_new()
+        await work
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """An activity of the run is in flight: no continue-as-new until it has answered."""
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+
+    def _may_continue_as_new(self) -> bool:
+        """Long enough a history, and a safe moment: nothing in flight, only waits."""
+        info = workflow.info()
+        long_enough = (
+            info.get_current_history_length() >= self._input.timings.max_history_events
+            or info.is_continue_as_new_suggested()
+        )
+        return long_enough and not self._halted() and not self._in_flight and self._busy == 0
+
+    def _continue_as_new(self) -> NoReturn:
+        """Carry the whole state into a fresh history; waits resume where they were."""
+        now = workflow.now()
+        for stage in self._state.status.stages:
+            wait = stage.after_stage_wait
+            if wait is not None and wait.state is State.RUNNING and wait.until is not None:
+                left = max(wait.until - now, timedelta(0))
+                wait.served_seconds = wait.seconds - left.total_seconds()
+        workflow.continue_as_new(self._input.model_copy(update={"continued": self._state}))
 
     def _settle(self) -> None:
         """The run's state once no stage can move any more."""
@@ -592,8 +642,11 @@ class UpdateRunWorkflow:
         if not await self._pass_gates(stage.before_gates, stage):
             return
         timeout = self._health.mesh_ready_timeout
-        if not await self._mesh_gate(stage, "before", timeout):
-            return
+        if stage.name not in self._state.checked_before:
+            if not await self._mesh_gate(stage, "before", timeout):
+                return
+            if self._can_while_waiting:
+                self._state.checked_before.append(stage.name)
         await asyncio.gather(*(self._run_group(stage, g) for g in stage.groups))
         stage.failure_count = sum(g.failure_count for g in stage.groups)
         failed_groups = [g.name for g in stage.groups if g.state is State.FAILED]
@@ -611,10 +664,13 @@ class UpdateRunWorkflow:
             return
         if self._halted() or any(not g.state.finished for g in stage.groups):
             return
-        if not await self._mesh_gate(stage, "after", timeout):
-            return
-        if not await self._endpoints_gate(stage, timeout):
-            return
+        if stage.name not in self._state.checked_after:
+            if not await self._mesh_gate(stage, "after", timeout):
+                return
+            if not await self._endpoints_gate(stage, timeout):
+                return
+            if self._can_while_waiting:
+                self._state.checked_after.append(stage.name)
         if not await self._soak(stage, self._health.soak_check_interval):
             return
         if not await self._pass_gates(stage.after_gates, stage):
@@ -643,15 +699,18 @@ class UpdateRunWorkflow:
     async def _mesh_gate(self, stage: StageStatus, when: str, timeout: timedelta) -> bool:
         """Built-in gate: the whole mesh healthy (cannot be switched off, only tuned)."""
         try:
-            result = await workflow.execute_activity(
-                contract.CHECK_MESH_HEALTH,
-                contract.MeshHealthRequest(members=self._state.network_members, timeout=timeout),
-                result_type=contract.MeshHealthResult,
-                start_to_close_timeout=timeout + MARGIN,
-                heartbeat_timeout=self._input.timings.heartbeat_timeout,
-                retry_policy=RUN_ACTIVITY_RETRY,
-                summary=f"mesh health {when} stage {stage.name}",
-            )
+            with self._working():
+                result = await workflow.execute_activity(
+                    contract.CHECK_MESH_HEALTH,
+                    contract.MeshHealthRequest(
+                        members=self._state.network_members, timeout=timeout
+                    ),
+                    result_type=contract.MeshHealthResult,
+                    start_to_close_timeout=timeout + MARGIN,
+                    heartbeat_timeout=self._input.timings.heartbeat_timeout,
+                    retry_policy=RUN_ACTIVITY_RETRY,
+                    summary=f"mesh health {when} stage {stage.name}",
+                )
         except ActivityError as error:
             return self._check_broke(stage, f"mesh health {when} the stage", error)
         if result.healthy:
@@ -665,19 +724,20 @@ class UpdateRunWorkflow:
     async def _endpoints_gate(self, stage: StageStatus, timeout: timedelta) -> bool:
         """Built-in gate: every global service back to its baseline of ready endpoints."""
         try:
-            result = await workflow.execute_activity(
-                contract.SERVICE_ENDPOINTS,
-                contract.ServiceEndpointsRequest(
-                    members=self._state.network_members,
-                    baseline=self._state.baseline,
-                    timeout=timeout,
-                ),
-                result_type=contract.ServiceEndpointsResult,
-                start_to_close_timeout=timeout + MARGIN,
-                heartbeat_timeout=self._input.timings.heartbeat_timeout,
-                retry_policy=RUN_ACTIVITY_RETRY,
-                summary=f"endpoints back to baseline after stage {stage.name}",
-            )
+            with self._working():
+                result = await workflow.execute_activity(
+                    contract.SERVICE_ENDPOINTS,
+                    contract.ServiceEndpointsRequest(
+                        members=self._state.network_members,
+                        baseline=self._state.baseline,
+                        timeout=timeout,
+                    ),
+                    result_type=contract.ServiceEndpointsResult,
+                    start_to_close_timeout=timeout + MARGIN,
+                    heartbeat_timeout=self._input.timings.heartbeat_timeout,
+                    retry_policy=RUN_ACTIVITY_RETRY,
+                    summary=f"endpoints back to baseline after stage {stage.name}",
+                )
         except ActivityError as error:
             return self._check_broke(stage, "the endpoints baseline after the stage", error)
         if not result.below_baseline:
@@ -722,14 +782,15 @@ class UpdateRunWorkflow:
                 break
             wait.checks += 1
             try:
-                check = await workflow.execute_activity(
-                    contract.CHECK_MESH_HEALTH,
-                    contract.MeshHealthRequest(members=self._state.network_members),
-                    result_type=contract.MeshHealthResult,
-                    start_to_close_timeout=QUICK,
-                    retry_policy=RUN_ACTIVITY_RETRY,
-                    summary=f"soak check {wait.checks} of stage {stage.name}",
-                )
+                with self._working():
+                    check = await workflow.execute_activity(
+                        contract.CHECK_MESH_HEALTH,
+                        contract.MeshHealthRequest(members=self._state.network_members),
+                        result_type=contract.MeshHealthResult,
+                        start_to_close_timeout=QUICK,
+                        retry_policy=RUN_ACTIVITY_RETRY,
+                        summary=f"soak check {wait.checks} of stage {stage.name}",
+                    )
             except ActivityError as error:
                 wait.state = State.FAILED
                 return self._check_broke(stage, f"soak check {wait.checks}", error)

@@ -300,6 +300,9 @@ class RunTimings(DomainModel):
     poll_interval: dt.timedelta = dt.timedelta(seconds=2)
     #: A worker silent this long is presumed dead and its activity is retried elsewhere.
     heartbeat_timeout: dt.timedelta = dt.timedelta(seconds=30)
+    #: A run waiting (soak, window, gate) with nothing in flight continues as new once its
+    #: history has this many events (or when the server suggests it): well under 4,096.
+    max_history_events: int = Field(default=2000, ge=100)
 
 
 class UpdateRunInput(DomainModel):
@@ -470,6 +473,10 @@ class RunState(DomainModel):
     #: Member -> ``completions`` when its deferred attempt was launched: it is tried again
     #: once anything completed since (what it waited for may be gone).
     deferred: dict[str, int] = Field(default_factory=dict)
+    #: Stages whose built-in health gate before (after) their groups has passed: a run
+    #: continued as new mid-stage does not check them again.
+    checked_before: list[str] = Field(default_factory=list)
+    checked_after: list[str] = Field(default_factory=list)
     #: Failed members a partial ``retry`` left failed: they no longer count against the
     #: budgets, so the members retried can run (a later retry of them counts them again).
     excused: list[str] = Field(default_factory=list)
