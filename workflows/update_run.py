@@ -118,6 +118,8 @@ PATCH_SOAK_ONLY_AFTER_UPGRADES = "run-soak-only-after-upgrades"
 PATCH_SOAK_KEEPS_SERVED = "run-soak-keeps-served"
 #: Patch: the run continues as new during long waits, not only while lingering.
 PATCH_CONTINUE_AS_NEW_WHILE_WAITING = "run-continue-as-new-while-waiting"
+#: Patch: one timer per window opening, not one per change of the run while waiting.
+PATCH_ONE_TIMER_PER_OPENING = "run-one-timer-per-opening"
 #: Patch: a failed acquire is followed by a release (the network may have granted it).
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
@@ -235,6 +237,9 @@ class UpdateRunWorkflow:
         self._busy = 0
         #: Whether this run continues as new during long waits (decided once, replay-safe).
         self._can_while_waiting = False
+        #: Window openings with a timer armed (one each), and whether this run arms them so.
+        self._alarms: dict[dt.datetime, asyncio.Task[None]] = {}
+        self._alarms_on: bool | None = None
         #: Whether the scheduler uses the planner's order (decided once, replay-safe).
         self._shared_order: bool | None = None
         #: How the built-in health gates are tuned (the strategy's, else the defaults).
@@ -1054,7 +1059,16 @@ class UpdateRunWorkflow:
         self._publish()
 
     async def _next_change(self, until: dt.datetime | None = None) -> None:
+        """Wait for any change of the run, or until ``until`` (a window's opening)."""
         seen = self._changes
+        if until is not None:
+            if self._alarms_on is None:
+                self._alarms_on = workflow.patched(PATCH_ONE_TIMER_PER_OPENING)
+            if self._alarms_on:
+                # One timer per opening, however often the run changes meanwhile.
+                self._alarm(until)
+                await workflow.wait_condition(lambda: self._changes != seen)
+                return
         timeout = max(until - workflow.now(), timedelta(seconds=1)) if until else None
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
@@ -1062,6 +1076,20 @@ class UpdateRunWorkflow:
                 timeout=timeout,
                 timeout_summary="next window opening",
             )
+
+    def _alarm(self, at: dt.datetime) -> None:
+        """Make sure one timer rings (counts as a change) at ``at``."""
+        if at in self._alarms:
+            return
+
+        async def ring() -> None:
+            await workflow.sleep(
+                max(at - workflow.now(), timedelta(seconds=1)), summary="next window opening"
+            )
+            del self._alarms[at]
+            self._bump()
+
+        self._alarms[at] = asyncio.create_task(ring())
 
     async def _keep_details(self) -> None:
         """Render the Web UI's current details once per batch of status edits.

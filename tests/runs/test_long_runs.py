@@ -63,3 +63,36 @@ async def test_a_four_hour_soak_continues_as_new_and_keeps_the_time_it_served(
         assert starts
         assert stage.completed_time - starts[0] < dt.timedelta(hours=4, minutes=30)
         assert stage.completed_time - starts[0] >= dt.timedelta(hours=4)
+
+
+async def test_a_member_waiting_for_its_window_arms_one_timer_however_much_else_changes(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Group ``w`` waits days for a window while group ``busy`` upgrades four members one by
+    one (dozens of status changes): the run's history holds one timer for that opening."""
+    from temporalio.api.enums.v1 import EventType
+
+    from tests.runs.harness import wait_until
+
+    day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%A")
+    window = {
+        "schedule": {"weekly": {"intervalWeeks": 1, "dayOfWeek": day}},
+        "durationHours": 4,
+        "startTime": "00:00",
+    }
+    clusters = [
+        Cluster("w-1", group="w", window=window),
+        *(Cluster(f"busy-{i}", group="busy") for i in range(1, 5)),
+    ]
+    two_groups = strategy([{"name": "all", "groups": [{"name": "w"}, {"name": "busy"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(two_groups)
+        await wait_until(
+            run,
+            lambda s: sum(1 for _, _, m in s.members() if m.state is State.COMPLETED) == 4,
+            timeout=60,
+        )
+        history = await run._handle.fetch_history()
+        timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+        assert len(timers) == 1, f"{len(timers)} timers armed for one window opening"
+        await run.stop("recorded enough")
