@@ -1028,6 +1028,10 @@ class UpdateRunWorkflow:
         self._failed_reason = None
         reopened = machine.reopen(self._state.status, failed_members)
         self._reopens += 1
+        # A stage that starts again checks the mesh again, before and after its groups.
+        again = {s.name for s in self._state.status.stages if s.state is State.NOT_STARTED}
+        self._state.checked_before = [n for n in self._state.checked_before if n not in again]
+        self._state.checked_after = [n for n in self._state.checked_after if n not in again]
         if failed_members is None:
             self._state.excused = []
         else:

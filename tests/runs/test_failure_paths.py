@@ -12,7 +12,14 @@ from temporalio.exceptions import ApplicationError
 from engine.domain import run as contract
 from engine.domain.member import Member
 from engine.domain.run import State
-from tests.runs.harness import Cluster, network_freed, running_fleet, strategy, wait_until
+from tests.runs.harness import (
+    Cluster,
+    network_freed,
+    network_holder,
+    running_fleet,
+    strategy,
+    wait_until,
+)
 
 TWO = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
 ONE_STAGE = strategy([{"name": "all", "groups": [{"name": "all", "maxConcurrency": "2"}]}])
@@ -204,3 +211,53 @@ async def test_a_resume_after_a_member_left_the_network_skips_it_with_a_reason(
             "d-2",
             "d-4",
         }
+
+
+async def test_a_cancelled_run_gives_its_network_back(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    async with running_fleet(client, task_queue, state_dir, TWO) as fleet:
+        hang = fleet.backend.add_fault(
+            "a-1", Fault(kind=FaultKind.HANG, on=FaultTrigger.CONTROL_PLANE_UPGRADE)
+        )
+        run = await fleet.start_run(ONE_BY_ONE)
+        await wait_until(run, lambda s: bool(fleet.audit("controlPlaneUpgradeStarted")))
+        assert await network_holder(fleet) is not None
+        await run._handle.cancel()
+        fleet.backend.clear_faults(fault_id=hang.id)
+        assert await network_freed(fleet), "a cancelled run kept its network"
+
+
+class MeshReadBreaksOnce:
+    """``check_mesh_health``: healthy, except that call number ``broken_call`` fails."""
+
+    def __init__(self, broken_call: int) -> None:
+        self.broken_call = broken_call
+        self.calls = 0
+
+    @activity.defn(name=contract.CHECK_MESH_HEALTH)
+    async def check_mesh_health(
+        self, request: contract.MeshHealthRequest
+    ) -> contract.MeshHealthResult:
+        self.calls += 1
+        if self.calls == self.broken_call:
+            raise ApplicationError("the API server said no", non_retryable=True)
+        return contract.MeshHealthResult(healthy=True)
+
+
+async def test_a_stage_retried_after_its_after_gate_broke_checks_the_mesh_before_it_again(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    mesh = MeshReadBreaksOnce(broken_call=2)  # 1: before the stage, 2: after it
+    async with running_fleet(
+        client, task_queue, state_dir, TWO, replaced=[mesh.check_mesh_health]
+    ) as fleet:
+        run = await fleet.start_run(ONE_STAGE)
+        failed = await wait_until(run, lambda s: s.state is State.FAILED, timeout=30)
+        assert "mesh health after the stage could not be checked" in (failed.error or "")
+        await run.retry(reason="the API server is back")
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        assert mesh.calls == 4, "the retried stage skipped its health gate before the groups"
