@@ -13,12 +13,16 @@ import datetime as dt
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.testing import TimeSkipper
 
 from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.run import GateState, MemberStep, SkipTargetType, State
-from tests.histories.record import record
+from engine.domain.runspec import RunSpec
+from engine.runtime.runs import start_update_run
+from strategies import parse_strategy
+from tests.histories.record import HISTORIES, record
 from tests.histories.recorders import _commit
-from tests.runs.harness import Cluster, running_fleet, strategy, wait_until
+from tests.runs.harness import TIMINGS, Cluster, running_fleet, strategy, wait_until
 
 ONE_STAGE = [{"name": "all", "groups": [{"name": "all"}]}]
 
@@ -186,3 +190,36 @@ async def test_record_a_failed_lingering_run(
                 "a-1 failed (budget 0): the run Failed and lingers for retry and resume.",
             ),
         )
+
+
+async def test_record_a_run_continued_as_new_during_its_soak(
+    client: Client, time_skipping: TimeSkipper, task_queue: str, state_dir: Path
+) -> None:
+    """Recorded on the code that continues as new while waiting (guards later changes)."""
+    soaking = strategy(
+        [{"name": "all", "afterStageWait": "4h", "groups": [{"name": "all"}]}],
+        soakCheckInterval="5m",
+    )
+    async with running_fleet(client, task_queue, state_dir, [Cluster("a-1", group="all")]) as fleet:
+        spec = RunSpec(
+            network=fleet.network, kubernetes_version="1.33", strategy=parse_strategy(soaking)
+        )
+        timings = TIMINGS.model_copy(update={"max_history_events": 300})
+        run = await start_update_run(time_skipping.client, task_queue, spec, timings=timings)
+        assert (await run.result()).state is State.COMPLETED
+        latest = await run._handle.fetch_history()
+        started = latest.events[0].workflow_execution_started_event_attributes
+        first_run = started.continued_execution_run_id
+        assert first_run, "the run never continued as new"
+        note = _note(
+            "test_record_a_run_continued_as_new_during_its_soak",
+            "A 4 h soak checked every 5 min with maxHistoryEvents 300: `continued-as-new` is "
+            "the execution before the final one (it ended by continuing as new), "
+            "`continued-as-new-completed` the final one.",
+        )
+        previous = client.get_workflow_handle(run.workflow_id, run_id=first_run)
+        history = await previous.fetch_history()
+        target = HISTORIES / "UpdateRun" / "continued-as-new.json"
+        target.write_text(history.to_json())
+        target.with_suffix(".md").write_text(note.strip() + "\n")
+        await record(client, run.workflow_id, "UpdateRun", "continued-as-new-completed", note)
