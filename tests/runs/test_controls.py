@@ -399,3 +399,31 @@ async def test_a_soak_resumed_after_a_stop_serves_only_what_was_left(
         assert wait.until - resumed_at <= dt.timedelta(seconds=60 - before.served_seconds + 2)
         await run.skip([(SkipTargetType.AFTER_STAGE_WAIT, "all")], reason="seen enough")
         assert (await run.result()).state is State.COMPLETED
+
+
+async def test_a_retry_after_a_continuity_give_up_tries_the_member_again(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """``solo`` alone serves a global service: preflight defers it, nothing else can free
+    it, the run gives up on it. A retry must try it again (a new attempt), not give up at
+    once on the old deferral."""
+    services = [
+        {"namespace": "shop", "name": "ledger", "clusters": {"solo": 2}, "minReadyEndpoints": 1}
+    ]
+    clusters = [Cluster("solo", group="all")]
+    document = strategy([{"name": "all", "groups": [{"name": "all"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters, services) as fleet:
+        run = await fleet.start_run(document)
+        failed = await run.result()
+        assert failed.state is State.FAILED
+        gave_up = failed.member("solo")
+        assert gave_up is not None
+        assert "cannot start" in (gave_up.message or "")
+        assert gave_up.attempts == 1
+
+        await run.retry(reason="try again")
+        again = await run.result()
+        retried = again.member("solo")
+        assert retried is not None
+        assert retried.attempts == 2, "the retry gave up without trying the member"
+        assert not fleet.audit("serviceDrained"), "continuity was broken"
