@@ -261,3 +261,36 @@ async def test_a_stage_retried_after_its_after_gate_broke_checks_the_mesh_before
         done = await run.result()
         assert done.state is State.COMPLETED, done.error
         assert mesh.calls == 4, "the retried stage skipped its health gate before the groups"
+
+
+class AcquireGrantedThenLost:
+    """``acquire_network`` whose answer never reaches the run: the network grants the hold,
+    then the activity fails (as a timeout after the grant would)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @activity.defn(name=contract.ACQUIRE_NETWORK)
+    async def acquire_network(self, lease: contract.NetworkLease) -> contract.LeasedNetwork:
+        from engine.domain.network import UPDATE_ACQUIRE, AcquireRequest, NetworkDescription
+        from engine.domain.network import network_workflow_id as network_id
+
+        handle = self.client.get_workflow_handle(network_id(lease.network))
+        await handle.execute_update(
+            UPDATE_ACQUIRE, AcquireRequest(run_id=lease.run_id), result_type=NetworkDescription
+        )
+        raise ApplicationError("the answer was lost on the way back", non_retryable=True)
+
+
+async def test_an_acquire_that_fails_after_the_network_granted_it_gives_the_network_back(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    lost = AcquireGrantedThenLost(client)
+    async with running_fleet(
+        client, task_queue, state_dir, TWO, replaced=[lost.acquire_network]
+    ) as fleet:
+        run = await fleet.start_run(ONE_STAGE)
+        failed = await wait_until(run, lambda s: s.state is State.FAILED, timeout=30)
+        assert "lost on the way back" in (failed.error or "")
+        assert await network_freed(fleet), "a hold granted after the run gave up was kept"
+        assert not fleet.audit("controlPlaneUpgradeStarted")
