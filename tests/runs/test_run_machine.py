@@ -29,6 +29,7 @@ from engine.domain.run import (
     StageStatus,
     State,
 )
+from engine.domain.versions import Version
 from engine.domain.windows import MaintenanceWindow
 from strategies import run_machine as machine
 from strategies.progress import MemberVersions
@@ -583,3 +584,39 @@ def test_reconciling_after_a_membership_change_skips_the_departed_and_drops_pass
     assert a3.state is State.SKIPPED
     assert "left the network" in (a3.message or "")
     assert a1.state is State.COMPLETED
+
+
+def test_the_plans_order_is_the_order_the_scheduler_tries_members_in() -> None:
+    """One ordering function: the planner's group order and the scheduler's launch order
+    agree at the same moment, windows and names alike."""
+    from strategies import bundled_catalog, plan
+    from tests.strategies.conftest import member as planned_member
+    from tests.strategies.conftest import strategy as planned_strategy
+
+    saturday = {
+        "schedule": {"weekly": {"dayOfWeek": "Saturday"}},
+        "durationHours": 4,
+        "startTime": "02:00",
+    }
+    soon = {**saturday, "startTime": "05:00"}
+    closed = {**saturday, "schedule": {"weekly": {"dayOfWeek": "Wednesday"}}}
+    now = dt.datetime(2026, 11, 28, 3, 0, tzinfo=dt.UTC)  # a Saturday, 03:00
+    members = [
+        planned_member("a-closed", group="g", window=closed),
+        planned_member("b-none", group="g"),
+        planned_member("c-soon", group="g", window=soon),
+        planned_member("d-open", group="g", window=saturday),
+        planned_member("a-none", group="g"),
+    ]
+    result = plan(
+        members,
+        planned_strategy({"name": "s", "groups": [{"name": "g"}]}),
+        Version.parse("1.33"),
+        bundled_catalog(),
+        now,
+    )
+    planned = [m.name for m in result.members()]
+    statuses = [member(m.name) for m in reversed(members)]
+    windows = {m.name: m.maintenance_window for m in members}
+    assert [m.name for m in machine.launch_order(statuses, windows, now)] == planned
+    assert planned == ["d-open", "c-soon", "a-none", "b-none", "a-closed"]
