@@ -46,7 +46,8 @@ log = structlog.get_logger(__name__)
 
 def step_key(member: contract.MemberUpdateInput, step: str) -> str:
     """The idempotency key of one step of one attempt of one member in one run."""
-    return f"{member.run_id}/{member.member}/a{member.attempt}/{step}"
+    run = f"{member.run_id}@{member.run_instance}" if member.run_instance else member.run_id
+    return f"{run}/{member.member}/a{member.attempt}/{step}"
 
 
 def _serves(service: GlobalService, cluster: str) -> bool:

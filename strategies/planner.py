@@ -36,7 +36,7 @@ from strategies.concurrency import (
 from strategies.topology import resolve_dependencies, topological_order
 from strategies.upgrades import VersionPath, VersionPathError, skew_problems, version_path
 from strategies.validation import GroupKey, place_members, validate_strategy
-from strategies.windows import window_priority
+from strategies.windows import member_order_key
 
 
 def plan_hash(plan: Plan) -> str:
@@ -88,7 +88,7 @@ def _stage_plan(
     group_plans: list[GroupPlan] = []
     for key, chosen in own:
         spec = stage.groups[key.group_index]
-        ordered = sorted(chosen, key=lambda m: (window_priority(m.maintenance_window, now), m.name))
+        ordered = sorted(chosen, key=lambda m: member_order_key(m.maintenance_window, m.name, now))
         group_plans.append(
             GroupPlan(
                 name=spec.name,

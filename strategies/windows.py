@@ -212,3 +212,11 @@ def window_priority(window: MaintenanceWindow | None, t: dt.datetime) -> WindowP
     if opening - t <= OPENS_SOON_WITHIN:
         return WindowPriority.OPENS_SOON
     return WindowPriority.CLOSED
+
+
+def member_order_key(
+    window: MaintenanceWindow | None, name: str, now: dt.datetime
+) -> tuple[WindowPriority, str]:
+    """The one order of a group's members, shared by the planner and the run's scheduler:
+    window open now, then opening within 4 h, then no window, then closed; then by name."""
+    return window_priority(window, now), name

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import (
@@ -25,7 +27,7 @@ from temporalio.common import (
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError
 from temporalio.workflow import ParentClosePolicy
 
 from engine.domain import run as contract
@@ -51,7 +53,6 @@ from engine.domain.run import (
     RunState,
     RunStatus,
     SkipRequest,
-    SkipTargetType,
     StageStatus,
     State,
     StopRequest,
@@ -71,16 +72,15 @@ from engine.domain.strategy import (
 from engine.domain.versions import Version
 from engine.domain.windows import DayOfWeek, MaintenanceWindow
 from strategies import (
-    fleet_window_next_opening,
-    fleet_window_open,
     is_open,
-    next_opening,
     next_scheduled_start,
     parse_catalog,
     plan,
 )
+from strategies import run_machine as machine
 from strategies.details import details_markdown
-from strategies.progress import MemberVersions, skew_blocker
+from strategies.progress import MemberVersions
+from strategies.run_machine import budget_exceeded
 from workflows.failures import failure_reason
 
 NETWORK_KEY = search_attributes.NETWORK
@@ -93,8 +93,44 @@ MEMBER_SEARCH_ATTRIBUTE_PATCH = "member-search-attribute"
 
 #: Run-level activities are short reads; retry transient failures a few times.
 RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+#: Releasing after a failed acquire is best effort: the network may not exist at all.
+BEST_EFFORT_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=5))
 QUICK = timedelta(minutes=2)
 MARGIN = timedelta(minutes=1)
+
+#: Patch: an activity error in preparation, a gate or a soak fails the stage or the run
+#: (which stays open) instead of failing the workflow.
+PATCH_SURVIVE_ACTIVITY_ERRORS = "run-survives-activity-errors"
+#: Patch: a run cancelled (or failed by an error nothing absorbed) releases its network.
+PATCH_RELEASE_ON_ANY_END = "run-release-on-any-end"
+#: Patch: a failure no budget absorbs halts the whole run at once (not just its group).
+PATCH_BUDGET_HALTS_RUN = "run-budget-halts-run"
+#: Patch: a run on a network without members fails at once (it used to "run" 0/0).
+PATCH_REFUSE_EMPTY_NETWORK = "run-refuse-empty-network"
+#: Patch: skipping a stage or group skips its waiting gates (a later approve is refused).
+PATCH_SKIP_RELEASES_GATES = "run-skip-releases-gates"
+#: Patch: a partial retry excuses the failures it leaves, so its members can run.
+PATCH_RETRY_EXCUSES_OTHERS = "run-retry-excuses-others"
+#: Patch: resume and retry clear a member's deferral (a give-up can be retried).
+PATCH_REOPEN_CLEARS_DEFERRAL = "run-reopen-clears-deferral"
+#: Patch: the scheduler orders members with the planner's function.
+PATCH_SHARED_MEMBER_ORDER = "run-shared-member-order"
+#: Patch: dependents of a skipped stage wait for its members still in flight.
+PATCH_DEPENDENTS_WAIT_IN_FLIGHT = "run-dependents-wait-in-flight"
+#: Patch: a resume while Stopping carries on instead of ending Failed.
+PATCH_RESUME_WHILE_STOPPING = "run-resume-while-stopping"
+#: Patch: resume and retry read the network again (removed members are skipped).
+PATCH_REREAD_ON_REOPEN = "run-reread-on-reopen"
+#: Patch: no soak after a stage in which nothing was upgraded (recorded as Skipped).
+PATCH_SOAK_ONLY_AFTER_UPGRADES = "run-soak-only-after-upgrades"
+#: Patch: a soak resumed after a stop serves only what was left of it.
+PATCH_SOAK_KEEPS_SERVED = "run-soak-keeps-served"
+#: Patch: the run continues as new during long waits, not only while lingering.
+PATCH_CONTINUE_AS_NEW_WHILE_WAITING = "run-continue-as-new-while-waiting"
+#: Patch: one timer per window opening, not one per change of the run while waiting.
+PATCH_ONE_TIMER_PER_OPENING = "run-one-timer-per-opening"
+#: Patch: a failed acquire is followed by a release (the network may have granted it).
+PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 
 
 def _gates(gates: list[Gate], prefix: str) -> list[GateStatus]:
@@ -198,16 +234,23 @@ class UpdateRunWorkflow:
         )
         #: Member name -> (stage, group) for members whose child workflow runs now.
         self._in_flight: dict[str, tuple[str, str]] = {}
-        #: Member name -> the completion count when its deferred attempt was launched: it
-        #: is tried again once anything completed since (what it waited for may be gone).
-        self._deferred: dict[str, int] = {}
         #: Member name -> the completion count at its latest launch.
         self._launched_at: dict[str, int] = {}
         #: Member name -> the members already in flight when it was launched.
         self._in_flight_before: dict[str, list[str]] = {}
-        self._completions = 0
         self._changes = 0
         self._failed_reason: str | None = None
+        #: How many resumes and retries this execution has seen.
+        self._reopens = 0
+        #: Activities of the run itself in flight (continue-as-new waits for none).
+        self._busy = 0
+        #: Whether this run continues as new during long waits (decided once, replay-safe).
+        self._can_while_waiting = False
+        #: Window openings with a timer armed (one each), and whether this run arms them so.
+        self._alarms: dict[dt.datetime, asyncio.Task[None]] = {}
+        self._alarms_on: bool | None = None
+        #: Whether the scheduler uses the planner's order (decided once, replay-safe).
+        self._shared_order: bool | None = None
         #: How the built-in health gates are tuned (the strategy's, else the defaults).
         self._health = spec.strategy.spec.health if spec.strategy else HealthSpec()
         #: The search attributes last upserted (upsert only on change).
@@ -226,106 +269,64 @@ class UpdateRunWorkflow:
 
     @workflow.update(name=contract.APPROVE)
     def approve(self, request: ApproveRequest) -> RunStatus:
-        gate = self._find_gate(request.gate)
-        assert gate is not None
-        gate.state = GateState.COMPLETED
-        gate.completed_at = workflow.now()
-        gate.completed_by = request.identity
-        gate.comment = request.comment
+        """Open a waiting gate (by id, or by its display name when unique)."""
+        gate = machine.approve(self._state.status, request, workflow.now())
         self._record(ControlAction.APPROVE, request, f"gate {gate.id}")
         return self._state.status
 
     @approve.validator
     def _validate_approve(self, request: ApproveRequest) -> None:
-        gate = self._find_gate(request.gate)
-        if gate is None:
-            known = ", ".join(g.id for g in self._state.status.gates()) or "none"
-            raise ValueError(f"gate: no gate {request.gate!r} in this run (gates: {known})")
-        if gate.state is not GateState.PENDING:
-            raise ValueError(
-                f"gate: {gate.id} is {gate.state.value}, not Pending; "
-                "only a waiting gate can be approved"
-            )
+        machine.validate_approve(self._state.status, request.gate)
 
     @workflow.update(name=contract.STOP)
     def stop(self, request: StopRequest) -> RunStatus:
+        """Start nothing new; members in flight finish; the run ends Stopped."""
         self._state.stop_requested = True
-        if self._state.status.state in (State.RUNNING, State.PENDING):
-            self._state.status.state = State.STOPPING
+        machine.stop(self._state.status)
         self._record(ControlAction.STOP, request)
         return self._state.status
 
     @stop.validator
     def _validate_stop(self, request: StopRequest) -> None:
-        state = self._state.status.state
-        if state not in (State.RUNNING, State.PENDING, State.NOT_STARTED):
-            raise ValueError(f"stop: the run is {state.value}; only a running run can be stopped")
-        if not (request.reason or "").strip():
-            raise ValueError("reason: say why the run is stopped (it is recorded)")
+        machine.validate_stop(self._state.status, request.reason)
 
     @workflow.update(name=contract.RESUME)
     def resume(self, request: ResumeRequest) -> RunStatus:
+        """Continue a Stopped or Failed run; every failed member is tried again."""
         self._reopen(failed_members=None)
         self._record(ControlAction.RESUME, request)
         return self._state.status
 
     @resume.validator
     def _validate_resume(self, request: ResumeRequest) -> None:
-        state = self._state.status.state
-        if state not in (State.STOPPED, State.FAILED, State.STOPPING):
-            raise ValueError(
-                f"resume: the run is {state.value}; only a Stopped or Failed run can be resumed"
-            )
+        machine.validate_resume(self._state.status)
 
     @workflow.update(name=contract.SKIP)
     def skip(self, request: SkipRequest) -> RunStatus:
-        for target in request.targets:
-            self._skip(target.type, target.name)
+        """Skip members, groups, stages or after-stage waits."""
+        release_gates = workflow.patched(PATCH_SKIP_RELEASES_GATES)
+        machine.skip(
+            self._state.status, request.targets, workflow.now(), release_gates=release_gates
+        )
         names = ", ".join(f"{t.type.value} {t.name}" for t in request.targets)
         self._record(ControlAction.SKIP, request, names)
         return self._state.status
 
     @skip.validator
     def _validate_skip(self, request: SkipRequest) -> None:
-        status = self._state.status
-        problems = []
-        for index, target in enumerate(request.targets):
-            path = f"targets[{index}]"
-            skippable = (State.NOT_STARTED, State.PENDING, State.FAILED, State.RUNNING)
-            if target.type is SkipTargetType.MEMBER:
-                member = status.member(target.name)
-                if member is None:
-                    problems.append(f"{path}: no member {target.name!r} in this run")
-                elif member.state not in (State.NOT_STARTED, State.PENDING, State.FAILED):
-                    problems.append(
-                        f"{path}: member {target.name} is {member.state.value}; "
-                        "only NotStarted, Pending or Failed members can be skipped"
-                    )
-            elif target.type is SkipTargetType.GROUP:
-                group = next(
-                    (g for s in status.stages for g in s.groups if g.name == target.name), None
-                )
-                if group is None:
-                    problems.append(f"{path}: no group {target.name!r} in this run")
-                elif group.state not in skippable:
-                    problems.append(f"{path}: group {target.name} is {group.state.value}")
-            else:
-                stage = next((s for s in status.stages if s.name == target.name), None)
-                if stage is None:
-                    problems.append(f"{path}: no stage {target.name!r} in this run")
-                elif target.type is SkipTargetType.STAGE and stage.state not in skippable:
-                    problems.append(f"{path}: stage {target.name} is {stage.state.value}")
-                elif target.type is SkipTargetType.AFTER_STAGE_WAIT and (
-                    stage.after_stage_wait is None or stage.after_stage_wait.state.finished
-                ):
-                    problems.append(f"{path}: stage {target.name} has no after-stage wait to skip")
-        if problems:
-            raise ValueError("; ".join(problems))
+        machine.validate_skip(self._state.status, request.targets)
 
     @workflow.update(name=contract.RETRY)
     def retry(self, request: RetryRequest) -> RunStatus:
-        failed = {m.name for _, _, m in self._state.status.members() if m.state is State.FAILED}
-        self._reopen(failed_members=set(request.members) or failed)
+        """Start failed members again (these, or every failed one), with the same settings."""
+        status = self._state.status
+        chosen = machine.validate_retry(status, request.members)
+        if request.members and workflow.patched(PATCH_RETRY_EXCUSES_OTHERS):
+            # The person retries these; the others that failed stay failed but no longer
+            # hold the budget shut against the members retried.
+            failed = {m.name for _, _, m in status.members() if m.state is State.FAILED}
+            self._state.excused = sorted((set(self._state.excused) | failed) - chosen)
+        self._reopen(failed_members=chosen)
         self._record(
             ControlAction.RETRY, request, ", ".join(request.members) or "every failed member"
         )
@@ -333,34 +334,47 @@ class UpdateRunWorkflow:
 
     @retry.validator
     def _validate_retry(self, request: RetryRequest) -> None:
-        status = self._state.status
-        if not status.state.finished:
-            raise ValueError(f"retry: the run is {status.state.value}; retry once it has finished")
-        failed = {m.name for _, _, m in status.members() if m.state is State.FAILED}
-        if not failed:
-            raise ValueError("retry: no member of this run has failed")
-        unknown = [name for name in request.members if name not in failed]
-        if unknown:
-            raise ValueError(
-                f"members: {', '.join(unknown)} did not fail (failed: {', '.join(sorted(failed))})"
-            )
+        machine.validate_retry(self._state.status, request.members)
 
     # --- the run --------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: UpdateRunInput) -> RunStatus:
         self._details = asyncio.create_task(self._keep_details())
+        if not self._state.run_instance:
+            self._state.run_instance = workflow.info().first_execution_run_id
         status = self._state.status
         if status.state is State.NOT_STARTED:
             status.start_time = workflow.now()
             self._record(ControlAction.START, None, "run created")
+        try:
+            await self._lifecycle(request)
+        except (asyncio.CancelledError, FailureError):
+            # Cancelled, or failed by an error nothing absorbed: never keep the network.
+            if self._state.holding_network and workflow.patched(PATCH_RELEASE_ON_ANY_END):
+                await self._release()
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return status
+
+    async def _lifecycle(self, request: UpdateRunInput) -> None:
+        """Work, release, linger for resume and retry; again after each of them."""
+        status = self._state.status
         while True:
             if not status.state.finished and self._state.plan is None:
                 # First start, or a resume after the plan was rejected: plan (again).
                 await self._prepare()
             if not status.state.finished:
                 if not self._state.holding_network:
-                    await self._acquire()
+                    # Reopened after a stop or failure released the network: it may
+                    # have changed meanwhile (queued joins and removals ran).
+                    reopened = self._state.plan is not None
+                    if (
+                        await self._acquire()
+                        and reopened
+                        and workflow.patched(PATCH_REREAD_ON_REOPEN)
+                    ):
+                        await self._reread()
                 if not status.state.finished:
                     await self._execute()
             await self._release()
@@ -374,12 +388,18 @@ class UpdateRunWorkflow:
                     timeout_summary="open for resume and retry",
                 )
             except TimeoutError:
-                break
+                return
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(request.model_copy(update={"continued": self._state}))
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return status
+
+    def _survives(self, error: ActivityError) -> bool:
+        """Whether an activity error becomes a failed stage or run (else it is re-raised).
+
+        Histories recorded before this rule replay with the old behaviour: the error
+        failed the workflow there.
+        """
+        return workflow.patched(PATCH_SURVIVE_ACTIVITY_ERRORS)
 
     async def _prepare(self) -> None:
         """Take the network, read the members, plan."""
@@ -392,14 +412,23 @@ class UpdateRunWorkflow:
             return
         if not await self._acquire():
             return
-        members: list[Member] = await workflow.execute_activity(
-            contract.DESCRIBE_MEMBERS,
-            contract.DescribeMembersRequest(members=self._state.network_members),
-            result_type=list[Member],
-            start_to_close_timeout=QUICK,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary="read the members",
-        )
+        if not self._state.network_members and workflow.patched(PATCH_REFUSE_EMPTY_NETWORK):
+            self._fail_run(f"network {spec.network!r} has no members: there is nothing to update")
+            return
+        try:
+            members: list[Member] = await workflow.execute_activity(
+                contract.DESCRIBE_MEMBERS,
+                contract.DescribeMembersRequest(members=self._state.network_members),
+                result_type=list[Member],
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="read the members",
+            )
+        except ActivityError as error:
+            if not self._survives(error):
+                raise
+            self._fail_run(f"cannot read the members: {failure_reason(error)}")
+            return
         catalog = parse_catalog(self._input.catalog)
         target = Version.parse(spec.kubernetes_version or "")
         strategy = spec.strategy or one_by_one_strategy(members)
@@ -416,6 +445,20 @@ class UpdateRunWorkflow:
             self._fail_run("the plan was rejected: " + "; ".join(str(e) for e in error.errors))
             return
         cilium = catalog.cilium_for(target.minor_version)
+        try:
+            baseline = await workflow.execute_activity(
+                contract.SERVICE_ENDPOINTS,
+                contract.ServiceEndpointsRequest(members=self._state.network_members),
+                result_type=contract.ServiceEndpointsResult,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="record the global services' baseline",
+            )
+        except ActivityError as error:
+            if not self._survives(error):
+                raise
+            self._fail_run(f"cannot record the global services' baseline: {failure_reason(error)}")
+            return
         status.target = VersionPair(
             kubernetes_version=str(target), cilium_version=str(cilium) if cilium else "?"
         )
@@ -423,16 +466,40 @@ class UpdateRunWorkflow:
         status.stages = status_from_plan(status, run_plan)
         self._state.plan = run_plan
         self._state.members = members
-        baseline = await workflow.execute_activity(
-            contract.SERVICE_ENDPOINTS,
-            contract.ServiceEndpointsRequest(members=self._state.network_members),
-            result_type=contract.ServiceEndpointsResult,
-            start_to_close_timeout=QUICK,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary="record the global services' baseline",
-        )
         self._state.baseline = baseline.ready
         self._publish()
+
+    async def _reread(self) -> None:
+        """Resume and retry see the network as it is now; the plan itself is kept.
+
+        Members that left are Skipped with the reason, newcomers are reported, waiting
+        members start from the versions read now, and the baseline is recorded again.
+        """
+        status = self._state.status
+        try:
+            members: list[Member] = await workflow.execute_activity(
+                contract.DESCRIBE_MEMBERS,
+                contract.DescribeMembersRequest(members=self._state.network_members),
+                result_type=list[Member],
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="read the members again",
+            )
+            baseline = await workflow.execute_activity(
+                contract.SERVICE_ENDPOINTS,
+                contract.ServiceEndpointsRequest(members=self._state.network_members),
+                result_type=contract.ServiceEndpointsResult,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="record the global services' baseline again",
+            )
+        except ActivityError as error:
+            self._fail_run(f"cannot read the network again: {failure_reason(error)}")
+            return
+        machine.reconcile_membership(status, self._state.network_members, members)
+        self._state.members = members
+        self._state.baseline = baseline.ready
+        self._bump()
 
     async def _acquire(self) -> bool:
         try:
@@ -446,6 +513,18 @@ class UpdateRunWorkflow:
             )
         except ActivityError as error:
             self._fail_run(failure_reason(error))
+            if workflow.patched(PATCH_RELEASE_AFTER_FAILED_ACQUIRE):
+                # The network may have granted it after this side gave up: give it back.
+                with contextlib.suppress(ActivityError):
+                    await workflow.execute_activity(
+                        contract.RELEASE_NETWORK,
+                        contract.NetworkLease(
+                            network=self._input.spec.network, run_id=self._input.run_id
+                        ),
+                        start_to_close_timeout=QUICK,
+                        retry_policy=BEST_EFFORT_RETRY,
+                        summary=f"release network {self._input.spec.network} (acquire failed)",
+                    )
             return False
         self._state.holding_network = True
         self._state.network_members = leased.members
@@ -469,29 +548,71 @@ class UpdateRunWorkflow:
         status.completed_time = None
         self._failed_reason = None
         self._publish()
-        stages = [s for s in status.stages if not s.state.finished]
-        await asyncio.gather(*(self._run_stage(s) for s in stages))
+        self._can_while_waiting = workflow.patched(PATCH_CONTINUE_AS_NEW_WHILE_WAITING)
+        while True:
+            reopens = self._reopens
+            stages = [s for s in status.stages if not s.state.finished]
+            await self._work_or_continue_as_new(
+                asyncio.gather(*(self._run_stage(s) for s in stages))
+            )
+            if (
+                self._reopens != reopens
+                and not self._halted()
+                and status.state is State.RUNNING
+                and workflow.patched(PATCH_RESUME_WHILE_STOPPING)
+            ):
+                continue  # resumed while Stopping: what had already halted goes on
+            break
         self._settle()
+
+    async def _work_or_continue_as_new(self, work: asyncio.Future[list[None]]) -> None:
+        """Wait for the stages; continue as new meanwhile when the history is long and the
+        run only waits (a soak, a window, a gate) with nothing in flight."""
+        while self._can_while_waiting and not work.done():
+            await workflow.wait_condition(lambda: work.done() or self._may_continue_as_new())
+            if not work.done():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._may_continue_as_new():
+                    self._continue_as_new()
+        await work
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """An activity of the run is in flight: no continue-as-new until it has answered."""
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+
+    def _may_continue_as_new(self) -> bool:
+        """Long enough a history, and a safe moment: nothing in flight, only waits."""
+        info = workflow.info()
+        long_enough = (
+            info.get_current_history_length() >= self._input.timings.max_history_events
+            or info.is_continue_as_new_suggested()
+        )
+        return long_enough and not self._halted() and not self._in_flight and self._busy == 0
+
+    def _continue_as_new(self) -> NoReturn:
+        """Carry the whole state into a fresh history; waits resume where they were."""
+        now = workflow.now()
+        for stage in self._state.status.stages:
+            wait = stage.after_stage_wait
+            if wait is not None and wait.state is State.RUNNING and wait.until is not None:
+                left = max(wait.until - now, timedelta(0))
+                wait.served_seconds = wait.seconds - left.total_seconds()
+        workflow.continue_as_new(self._input.model_copy(update={"continued": self._state}))
 
     def _settle(self) -> None:
         """The run's state once no stage can move any more."""
         status = self._state.status
-        status.failure_count = sum(g.failure_count for s in status.stages for g in s.groups)
-        failed = [s for s in status.stages if s.state is State.FAILED]
-        if failed or self._failed_reason:
-            status.state = State.FAILED
-            status.error = self._failed_reason or failed[0].message
-        elif self._state.stop_requested:
-            status.state = State.STOPPED
-            for stage in status.stages:
-                if stage.state in (State.RUNNING, State.PENDING, State.STOPPING):
-                    stage.state = State.STOPPED
-        elif all(s.state.done for s in status.stages):
-            status.state = State.COMPLETED
-            status.error = None
-        else:
-            status.state = State.FAILED
-            status.error = "some stages could not start"
+        machine.settle(
+            status,
+            failed_reason=self._failed_reason,
+            stop_requested=self._state.stop_requested,
+            now=workflow.now(),
+        )
         status.completed_time = workflow.now()
         status.current_stage = None
         self._publish()
@@ -513,8 +634,17 @@ class UpdateRunWorkflow:
         status = self._state.status
         by_name = {s.name: s for s in status.stages}
         deps = [by_name[name] for name in stage.depends_on]
+        # A skipped stage is done at once, but its members in flight still run.
+        wait_in_flight = bool(deps) and workflow.patched(PATCH_DEPENDENTS_WAIT_IN_FLIGHT)
         await workflow.wait_condition(
-            lambda: self._halted() or stage.state.finished or all(d.state.finished for d in deps)
+            lambda: (
+                self._halted()
+                or stage.state.finished
+                or (
+                    all(d.state.finished for d in deps)
+                    and not (wait_in_flight and self._in_flight_in(deps))
+                )
+            )
         )
         if stage.state.finished or self._halted() or not all(d.state.done for d in deps):
             return
@@ -526,12 +656,18 @@ class UpdateRunWorkflow:
         if not await self._pass_gates(stage.before_gates, stage):
             return
         timeout = self._health.mesh_ready_timeout
-        if not await self._mesh_gate(stage, "before", timeout):
-            return
+        if stage.name not in self._state.checked_before:
+            if not await self._mesh_gate(stage, "before", timeout):
+                return
+            if self._can_while_waiting:
+                self._state.checked_before.append(stage.name)
         await asyncio.gather(*(self._run_group(stage, g) for g in stage.groups))
         stage.failure_count = sum(g.failure_count for g in stage.groups)
         failed_groups = [g.name for g in stage.groups if g.state is State.FAILED]
-        if failed_groups or stage.failure_count > stage.max_allowed_failures:
+        counted = machine.counted_failures(
+            [m for g in stage.groups for m in g.members], self._state.excused
+        )
+        if failed_groups or counted > stage.max_allowed_failures:
             self._fail_stage(
                 stage,
                 f"{stage.failure_count} member(s) failed (budget {stage.max_allowed_failures})"
@@ -542,13 +678,18 @@ class UpdateRunWorkflow:
             return
         if self._halted() or any(not g.state.finished for g in stage.groups):
             return
-        if not await self._mesh_gate(stage, "after", timeout):
-            return
-        if not await self._endpoints_gate(stage, timeout):
-            return
+        if stage.name not in self._state.checked_after:
+            if not await self._mesh_gate(stage, "after", timeout):
+                return
+            if not await self._endpoints_gate(stage, timeout):
+                return
+            if self._can_while_waiting:
+                self._state.checked_after.append(stage.name)
         if not await self._soak(stage, self._health.soak_check_interval):
             return
         if not await self._pass_gates(stage.after_gates, stage):
+            return
+        if _skipped(stage):  # skipped during its after-checks: it stays so
             return
         stage.state = State.COMPLETED
         stage.completed_time = workflow.now()
@@ -562,17 +703,30 @@ class UpdateRunWorkflow:
             self._failed_reason = f"stage {stage.name} failed: {message}"
         self._bump()
 
+    def _check_broke(self, stage: StageStatus, check: str, error: ActivityError) -> bool:
+        """A gate's or soak's read failed for good: the stage fails (the run stays open)."""
+        if not self._survives(error):
+            raise error
+        self._fail_stage(stage, f"{check} could not be checked: {failure_reason(error)}")
+        return False
+
     async def _mesh_gate(self, stage: StageStatus, when: str, timeout: timedelta) -> bool:
         """Built-in gate: the whole mesh healthy (cannot be switched off, only tuned)."""
-        result = await workflow.execute_activity(
-            contract.CHECK_MESH_HEALTH,
-            contract.MeshHealthRequest(members=self._state.network_members, timeout=timeout),
-            result_type=contract.MeshHealthResult,
-            start_to_close_timeout=timeout + MARGIN,
-            heartbeat_timeout=self._input.timings.heartbeat_timeout,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary=f"mesh health {when} stage {stage.name}",
-        )
+        try:
+            with self._working():
+                result = await workflow.execute_activity(
+                    contract.CHECK_MESH_HEALTH,
+                    contract.MeshHealthRequest(
+                        members=self._state.network_members, timeout=timeout
+                    ),
+                    result_type=contract.MeshHealthResult,
+                    start_to_close_timeout=timeout + MARGIN,
+                    heartbeat_timeout=self._input.timings.heartbeat_timeout,
+                    retry_policy=RUN_ACTIVITY_RETRY,
+                    summary=f"mesh health {when} stage {stage.name}",
+                )
+        except ActivityError as error:
+            return self._check_broke(stage, f"mesh health {when} the stage", error)
         if result.healthy:
             return True
         links = "; ".join(
@@ -583,19 +737,23 @@ class UpdateRunWorkflow:
 
     async def _endpoints_gate(self, stage: StageStatus, timeout: timedelta) -> bool:
         """Built-in gate: every global service back to its baseline of ready endpoints."""
-        result = await workflow.execute_activity(
-            contract.SERVICE_ENDPOINTS,
-            contract.ServiceEndpointsRequest(
-                members=self._state.network_members,
-                baseline=self._state.baseline,
-                timeout=timeout,
-            ),
-            result_type=contract.ServiceEndpointsResult,
-            start_to_close_timeout=timeout + MARGIN,
-            heartbeat_timeout=self._input.timings.heartbeat_timeout,
-            retry_policy=RUN_ACTIVITY_RETRY,
-            summary=f"endpoints back to baseline after stage {stage.name}",
-        )
+        try:
+            with self._working():
+                result = await workflow.execute_activity(
+                    contract.SERVICE_ENDPOINTS,
+                    contract.ServiceEndpointsRequest(
+                        members=self._state.network_members,
+                        baseline=self._state.baseline,
+                        timeout=timeout,
+                    ),
+                    result_type=contract.ServiceEndpointsResult,
+                    start_to_close_timeout=timeout + MARGIN,
+                    heartbeat_timeout=self._input.timings.heartbeat_timeout,
+                    retry_policy=RUN_ACTIVITY_RETRY,
+                    summary=f"endpoints back to baseline after stage {stage.name}",
+                )
+        except ActivityError as error:
+            return self._check_broke(stage, "the endpoints baseline after the stage", error)
         if not result.below_baseline:
             return True
         self._fail_stage(
@@ -608,8 +766,16 @@ class UpdateRunWorkflow:
         wait = stage.after_stage_wait
         if wait is None or wait.state.finished:
             return True
+        upgraded = any(m.state is State.COMPLETED for g in stage.groups for m in g.members)
+        if not upgraded and workflow.patched(PATCH_SOAK_ONLY_AFTER_UPGRADES):
+            wait.state = State.SKIPPED
+            wait.message = "nothing was upgraded in this stage: no soak needed"
+            self._bump()
+            return True
+        keeps_served = workflow.patched(PATCH_SOAK_KEEPS_SERVED)
+        served = timedelta(seconds=wait.served_seconds if keeps_served else 0)
         wait.state = State.RUNNING
-        wait.until = workflow.now() + timedelta(seconds=wait.seconds)
+        wait.until = workflow.now() + timedelta(seconds=wait.seconds) - served
         self._bump()
         while wait.state is State.RUNNING:
             left = wait.until - workflow.now()
@@ -622,18 +788,26 @@ class UpdateRunWorkflow:
                     timeout_summary=f"soak after stage {stage.name}",
                 )
             if self._halted():
+                if keeps_served:
+                    left = max(wait.until - workflow.now(), timedelta(0))
+                    wait.served_seconds = wait.seconds - left.total_seconds()
                 return False
             if wait.state is not State.RUNNING:
                 break
             wait.checks += 1
-            check = await workflow.execute_activity(
-                contract.CHECK_MESH_HEALTH,
-                contract.MeshHealthRequest(members=self._state.network_members),
-                result_type=contract.MeshHealthResult,
-                start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
-                summary=f"soak check {wait.checks} of stage {stage.name}",
-            )
+            try:
+                with self._working():
+                    check = await workflow.execute_activity(
+                        contract.CHECK_MESH_HEALTH,
+                        contract.MeshHealthRequest(members=self._state.network_members),
+                        result_type=contract.MeshHealthResult,
+                        start_to_close_timeout=QUICK,
+                        retry_policy=RUN_ACTIVITY_RETRY,
+                        summary=f"soak check {wait.checks} of stage {stage.name}",
+                    )
+            except ActivityError as error:
+                wait.state = State.FAILED
+                return self._check_broke(stage, f"soak check {wait.checks}", error)
             if not check.healthy:
                 wait.state = State.FAILED
                 links = "; ".join(
@@ -682,6 +856,8 @@ class UpdateRunWorkflow:
                 gate.completed_by = "schedule"
             if gate.state is GateState.PENDING:  # halted while waiting
                 return False
+            if gate.state is GateState.SKIPPED and owner.state is State.SKIPPED:
+                return False  # the owner was skipped while its gate waited
             gate.message = None
             owner.state = State.RUNNING
             self._bump()
@@ -699,9 +875,17 @@ class UpdateRunWorkflow:
         members: list[asyncio.Task[None]] = []
         while True:
             in_group = [m for m in group.members if m.name in self._in_flight]
-            budget_blown = group.failure_count > group.max_allowed_failures
+            budget_blown = (
+                machine.counted_failures(group.members, self._state.excused)
+                > group.max_allowed_failures
+            )
             waiting = [m for m in group.members if m.state in (State.NOT_STARTED, State.PENDING)]
-            if self._halted() or budget_blown or stage.state is State.SKIPPED or not waiting:
+            if (
+                self._halted()
+                or budget_blown
+                or not machine.may_launch(stage, group)
+                or not waiting
+            ):
                 if not in_group:
                     break
                 await self._next_change()
@@ -712,14 +896,18 @@ class UpdateRunWorkflow:
                 members.append(asyncio.create_task(self._update_member(stage, group, candidate)))
                 continue
             if not in_group and not self._in_flight and wake_at is None:
-                self._give_up(group, waiting)
+                machine.give_up(group, waiting, workflow.now())
+                self._bump()
                 continue
             await self._next_change(wake_at)
         await asyncio.gather(*members)
         group.failure_count = sum(1 for m in group.members if m.state is State.FAILED)
         if group.state is State.SKIPPED:
             return
-        if group.failure_count > group.max_allowed_failures:
+        if (
+            machine.counted_failures(group.members, self._state.excused)
+            > group.max_allowed_failures
+        ):
             group.state = State.FAILED
             group.message = (
                 f"{group.failure_count} member(s) failed (budget {group.max_allowed_failures})"
@@ -736,63 +924,26 @@ class UpdateRunWorkflow:
     def _pick(
         self, stage: StageStatus, group: GroupStatus, waiting: list[MemberStatus]
     ) -> tuple[MemberStatus | None, dt.datetime | None]:
-        """The next member to start now, or when to look again."""
-        in_group = sum(1 for m in group.members if m.name in self._in_flight)
-        in_stage = sum(1 for s, _ in self._in_flight.values() if s == stage.name)
-        if in_group >= group.max_concurrency or in_stage >= stage.max_concurrency:
-            return None, None
-        now = workflow.now()
-        fleet_window = self._input.spec.fleet_window
-        if fleet_window is not None and not fleet_window_open(fleet_window, now):
-            opens = fleet_window_next_opening(fleet_window, now)
-            for member in waiting:
-                member.state = State.PENDING
-                member.pending_until = opens
-                member.message = (
-                    f"fleet maintenance window closed; next opening {opens.isoformat()}"
-                    if opens
-                    else "the fleet maintenance window never opens again"
-                )
-            return None, opens
-        windows = {m.name: m.maintenance_window for m in self._state.members}
-        wake_at: dt.datetime | None = None
-        ordered = sorted(
-            waiting, key=lambda m: 0 if is_open_or_none(windows.get(m.name), now) else 1
+        """The next member to start now, or when to look again (the pure scheduler's)."""
+        if self._shared_order is None:
+            self._shared_order = workflow.patched(PATCH_SHARED_MEMBER_ORDER)
+        return machine.pick(
+            stage,
+            group,
+            waiting,
+            in_flight=self._in_flight,
+            windows={m.name: m.maintenance_window for m in self._state.members},
+            fleet_window=self._input.spec.fleet_window,
+            now=workflow.now(),
+            deferred=self._state.deferred,
+            completions=self._state.completions,
+            versions=self._versions,
+            shared_order=self._shared_order,
         )
-        versions: list[MemberVersions] | None = None  # read once, when first needed
-        for member in ordered:
-            if self._deferred.get(member.name) == self._completions:
-                continue
-            window = windows.get(member.name)
-            if window is not None and not is_open(window, now):
-                opens = next_opening(window, now)
-                member.state = State.PENDING
-                member.pending_until = opens
-                member.message = (
-                    f"maintenance window closed; next opening {opens.isoformat()}"
-                    if opens
-                    else "maintenance window never opens again"
-                )
-                if opens is not None and (wake_at is None or opens < wake_at):
-                    wake_at = opens
-                continue
-            versions = versions if versions is not None else self._versions()
-            blocker = skew_blocker(member.name, versions)
-            if blocker is not None:
-                member.state = State.PENDING
-                member.message = blocker
-                continue
-            return member, None
-        return None, wake_at
 
-    def _give_up(self, group: GroupStatus, waiting: list[MemberStatus]) -> None:
-        """Nothing is in flight anywhere and no window will open: what waits can never start."""
-        for member in waiting:
-            member.state = State.FAILED
-            member.message = f"cannot start: {member.message or 'blocked'} (nothing left in flight)"
-            member.completed_time = workflow.now()
-            group.failure_count += 1
-        self._bump()
+    def _in_flight_in(self, stages: list[StageStatus]) -> bool:
+        names = {s.name for s in stages}
+        return any(stage in names for stage, _ in self._in_flight.values())
 
     def _versions(self) -> list[MemberVersions]:
         found = []
@@ -821,7 +972,7 @@ class UpdateRunWorkflow:
         # proceeds, the second sees the first (not both seeing each other and deferring).
         self._in_flight_before[member.name] = sorted(self._in_flight)
         self._in_flight[member.name] = (stage.name, group.name)
-        self._launched_at[member.name] = self._completions
+        self._launched_at[member.name] = self._state.completions
         self._bump()
 
     async def _update_member(
@@ -835,6 +986,7 @@ class UpdateRunWorkflow:
             network=status.network,
             member=member.name,
             attempt=member.attempts,
+            run_instance=self._state.run_instance,
             upgrade_type=status.upgrade_type,
             hops=member.hops,
             target=status.target,
@@ -873,90 +1025,42 @@ class UpdateRunWorkflow:
         del self._in_flight[member.name]
         member.step = result.step
         member.message = result.message
-        if result.outcome is MemberOutcome.DEFERRED:
-            member.state = State.PENDING
-            self._deferred[member.name] = self._launched_at[member.name]
-        else:
-            member.state = {
-                MemberOutcome.COMPLETED: State.COMPLETED,
-                MemberOutcome.SKIPPED: State.SKIPPED,
-                MemberOutcome.FAILED: State.FAILED,
-            }[result.outcome]
-            member.completed_time = workflow.now()
+        if machine.member_finished(group, member, result.outcome, workflow.now()):
+            self._state.completions += 1
             if member.state is State.FAILED:
-                group.failure_count += 1
-            self._completions += 1
+                self._cascade(stage, group)
+        else:
+            self._state.deferred[member.name] = self._launched_at[member.name]
         self._bump()
+
+    def _cascade(self, stage: StageStatus, group: GroupStatus) -> None:
+        """A failure no budget absorbs dooms the run: nothing new starts anywhere in it."""
+        if self._failed_reason is not None:
+            return
+        reason = budget_exceeded(stage, group, self._state.excused)
+        if reason is not None and workflow.patched(PATCH_BUDGET_HALTS_RUN):
+            self._failed_reason = f"stage {stage.name} failed: {reason}"
 
     # --- controls' effects ----------------------------------------------------------------
 
-    def _skip(self, kind: SkipTargetType, name: str) -> None:
-        status = self._state.status
-        now = workflow.now()
-
-        def skip_member(member: MemberStatus) -> None:
-            if member.state in (State.NOT_STARTED, State.PENDING, State.FAILED):
-                member.state = State.SKIPPED
-                member.message = "skipped by request"
-                member.completed_time = now
-
-        for stage in status.stages:
-            if kind is SkipTargetType.STAGE and stage.name == name:
-                stage.state = State.SKIPPED
-                if stage.after_stage_wait:
-                    stage.after_stage_wait.state = State.SKIPPED
-                for group in stage.groups:
-                    group.state = State.SKIPPED
-                    for member in group.members:
-                        skip_member(member)
-            if (
-                kind is SkipTargetType.AFTER_STAGE_WAIT
-                and stage.name == name
-                and stage.after_stage_wait
-            ):
-                stage.after_stage_wait.state = State.SKIPPED
-            for group in stage.groups:
-                if kind is SkipTargetType.GROUP and group.name == name:
-                    group.state = State.SKIPPED
-                    for member in group.members:
-                        skip_member(member)
-                for member in group.members:
-                    if kind is SkipTargetType.MEMBER and member.name == name:
-                        if member.state is State.FAILED:
-                            group.failure_count -= 1
-                        skip_member(member)
-        self._bump()
-
     def _reopen(self, failed_members: set[str] | None) -> None:
         """Resume (``None``: every failed member) or retry (these): make them startable again."""
-        status = self._state.status
         self._state.stop_requested = False
         self._failed_reason = None
-        reopened = (State.FAILED, State.STOPPED, State.STOPPING)
-        for stage in status.stages:
-            stage_touched = False
-            for group in stage.groups:
-                group_touched = False
-                for member in group.members:
-                    if member.state is State.FAILED and (
-                        failed_members is None or member.name in failed_members
-                    ):
-                        member.state = State.NOT_STARTED
-                        member.message = None
-                        group_touched = True
-                group.failure_count = sum(1 for m in group.members if m.state is State.FAILED)
-                if group.state in reopened or (group_touched and group.state is State.COMPLETED):
-                    group.state = State.NOT_STARTED
-                    group.message = None
-                stage_touched = stage_touched or group_touched
-            if stage.state in reopened or (stage_touched and stage.state is State.COMPLETED):
-                stage.state = State.NOT_STARTED
-                stage.message = None
-                wait = stage.after_stage_wait
-                if wait is not None and wait.state in (State.FAILED, State.COMPLETED):
-                    wait.state = State.NOT_STARTED
-        status.state = State.RUNNING
-        status.error = None
+        reopened = machine.reopen(self._state.status, failed_members)
+        self._reopens += 1
+        # A stage that starts again checks the mesh again, before and after its groups.
+        again = {s.name for s in self._state.status.stages if s.state is State.NOT_STARTED}
+        self._state.checked_before = [n for n in self._state.checked_before if n not in again]
+        self._state.checked_after = [n for n in self._state.checked_after if n not in again]
+        if failed_members is None:
+            self._state.excused = []
+        else:
+            self._state.excused = [n for n in self._state.excused if n not in failed_members]
+        if reopened and workflow.patched(PATCH_REOPEN_CLEARS_DEFERRAL):
+            # A member given up on (continuity) starts afresh, not deferred again at once.
+            for name in reopened:
+                self._state.deferred.pop(name, None)
         self._bump()
 
     def _record(
@@ -973,14 +1077,6 @@ class UpdateRunWorkflow:
         )
         self._bump()
 
-    def _find_gate(self, name: str) -> GateStatus | None:
-        gates = self._state.status.gates()
-        exact = next((g for g in gates if g.id == name), None)
-        if exact is not None:
-            return exact
-        named = [g for g in gates if g.display_name == name]
-        return named[0] if len(named) == 1 else None
-
     # --- change tracking and the Web UI ----------------------------------------------------
 
     def _bump(self) -> None:
@@ -988,7 +1084,16 @@ class UpdateRunWorkflow:
         self._publish()
 
     async def _next_change(self, until: dt.datetime | None = None) -> None:
+        """Wait for any change of the run, or until ``until`` (a window's opening)."""
         seen = self._changes
+        if until is not None:
+            if self._alarms_on is None:
+                self._alarms_on = workflow.patched(PATCH_ONE_TIMER_PER_OPENING)
+            if self._alarms_on:
+                # One timer per opening, however often the run changes meanwhile.
+                self._alarm(until)
+                await workflow.wait_condition(lambda: self._changes != seen)
+                return
         timeout = max(until - workflow.now(), timedelta(seconds=1)) if until else None
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
@@ -996,6 +1101,20 @@ class UpdateRunWorkflow:
                 timeout=timeout,
                 timeout_summary="next window opening",
             )
+
+    def _alarm(self, at: dt.datetime) -> None:
+        """Make sure one timer rings (counts as a change) at ``at``."""
+        if at in self._alarms:
+            return
+
+        async def ring() -> None:
+            await workflow.sleep(
+                max(at - workflow.now(), timedelta(seconds=1)), summary="next window opening"
+            )
+            del self._alarms[at]
+            self._bump()
+
+        self._alarms[at] = asyncio.create_task(ring())
 
     async def _keep_details(self) -> None:
         """Render the Web UI's current details once per batch of status edits.
@@ -1025,6 +1144,11 @@ class UpdateRunWorkflow:
         if signature != self._published:
             workflow.upsert_search_attributes(pairs)
             self._published = signature
+
+
+def _skipped(owner: StageStatus | GroupStatus) -> bool:
+    """Read the owner's state afresh (a control may have skipped it during an await)."""
+    return owner.state is State.SKIPPED
 
 
 def is_open_or_none(window: MaintenanceWindow | None, now: dt.datetime) -> bool:

@@ -161,6 +161,10 @@ class AfterStageWaitStatus(DomainModel):
     seconds: int = 0
     until: dt.datetime | None = None
     checks: int = 0
+    #: Time already soaked before a stop: a resumed soak serves only the rest.
+    served_seconds: float = 0
+    #: Why it was skipped without a person asking (nothing was upgraded in the stage).
+    message: str | None = None
 
 
 class GroupStatus(DomainModel):
@@ -228,6 +232,8 @@ class RunStatus(DomainModel):
     current_stage: str | None = None
     stages: list[StageStatus] = Field(default_factory=list)
     controls: list[ControlRecord] = Field(default_factory=list)
+    #: Clusters that joined the network after the plan was made: reported, never added.
+    joined_since_plan: list[str] = Field(default_factory=list)
 
     def members(self) -> list[tuple[StageStatus, GroupStatus, MemberStatus]]:
         """Every member with its stage and group."""
@@ -307,6 +313,9 @@ class RunTimings(DomainModel):
     #: How long a member keeps retrying to put its drained annotations back before it
     #: reports itself left drained (its state and message name the services).
     restore_timeout: dt.timedelta = dt.timedelta(minutes=30)
+    #: A run waiting (soak, window, gate) with nothing in flight continues as new once its
+    #: history has this many events (or when the server suggests it): well under 4,096.
+    max_history_events: int = Field(default=2000, ge=100)
 
 
 class UpdateRunInput(DomainModel):
@@ -332,6 +341,9 @@ class MemberUpdateInput(DomainModel):
     member: str
     #: How many times the run has started this member (part of every idempotency key).
     attempt: int
+    #: The run instance (its first Temporal run id, stable across continue-as-new): two
+    #: runs under the same name never share idempotency keys. Empty in older histories.
+    run_instance: str = ""
     upgrade_type: UpgradeType
     hops: list[VersionPair]
     target: VersionPair
@@ -484,6 +496,20 @@ class RunState(DomainModel):
     baseline: dict[str, int] = Field(default_factory=dict)
     holding_network: bool = False
     stop_requested: bool = False
+    #: The first Temporal run id of this run (what ``MemberUpdateInput.run_instance`` says).
+    run_instance: str = ""
+    #: How many member updates have ended (deferrals excepted) in this run.
+    completions: int = 0
+    #: Member -> ``completions`` when its deferred attempt was launched: it is tried again
+    #: once anything completed since (what it waited for may be gone).
+    deferred: dict[str, int] = Field(default_factory=dict)
+    #: Stages whose built-in health gate before (after) their groups has passed: a run
+    #: continued as new mid-stage does not check them again.
+    checked_before: list[str] = Field(default_factory=list)
+    checked_after: list[str] = Field(default_factory=list)
+    #: Failed members a partial ``retry`` left failed: they no longer count against the
+    #: budgets, so the members retried can run (a later retry of them counts them again).
+    excused: list[str] = Field(default_factory=list)
 
 
 UpdateRunInput.model_rebuild()

@@ -66,6 +66,8 @@ MEMBER_KEY = search_attributes.MEMBER
 #: How long starting a run waits for the network to name its members (no worker: none named).
 MEMBERS_QUERY_TIMEOUT = dt.timedelta(seconds=5)
 
+#: How long ``run start`` waits for the network to say its members (no worker: skip).
+MEMBERS_QUERY_TIMEOUT = dt.timedelta(seconds=10)
 #: How often watch() and result() look at the run.
 WATCH_INTERVAL = dt.timedelta(seconds=0.5)
 
@@ -342,10 +344,30 @@ async def find_run(client: Client, ref: str, network: str | None = None) -> Upda
 
 
 async def _require_network(client: Client, network: str) -> None:
+    """The network exists and has members to update (else: a field error, nothing starts)."""
+    handle = client.get_workflow_handle(network_workflow_id(network))
     try:
-        await client.get_workflow_handle(network_workflow_id(network)).describe()
+        await handle.describe()
     except RPCError as error:
         raise _rpc_problem(error, f"network {network!r}") from None
+    try:
+        described: NetworkDescription = await handle.query(
+            QUERY_DESCRIBE, result_type=NetworkDescription, rpc_timeout=MEMBERS_QUERY_TIMEOUT
+        )
+    except RPCError as error:
+        if error.status is not RPCStatusCode.DEADLINE_EXCEEDED:
+            raise _rpc_problem(error, f"network {network!r}") from None
+        return  # no worker answers now: the run itself refuses an empty network
+    if not described.members:
+        raise InvalidInputError(
+            [
+                FieldError(
+                    path="network",
+                    message=f"network {network!r} has no members: there is nothing to update "
+                    f"(join members first: meshfleet network join {network} CLUSTER...)",
+                )
+            ]
+        )
 
 
 async def _network_members(client: Client, network: str) -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import temporalio.activity
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -18,8 +19,10 @@ from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.fleet import parse_fleet
 from engine.domain.network import (
     NETWORK_WORKFLOW,
+    QUERY_DESCRIBE,
     UPDATE_JOIN,
     JoinRequest,
+    NetworkDescription,
     NetworkInput,
     NetworkSettings,
     network_workflow_id,
@@ -27,7 +30,7 @@ from engine.domain.network import (
 from engine.domain.run import RunStatus, RunTimings
 from engine.domain.runspec import RunSpec
 from engine.runtime.runs import UpdateRunHandle, start_update_run
-from engine.runtime.worker import build_worker
+from engine.runtime.worker import all_activities, build_worker
 from strategies import parse_strategy
 
 #: Fast enough for tests: a 600 s control-plane upgrade takes 0.3 s.
@@ -134,6 +137,31 @@ async def create_network(client: Client, task_queue: str, name: str, members: li
     await handle.execute_update(UPDATE_JOIN, JoinRequest(members=members))
 
 
+def activity_name(function: Callable[..., Any]) -> str:
+    """The name an activity function is registered under."""
+    definition = temporalio.activity._Definition.from_callable(function)
+    assert definition is not None
+    assert definition.name is not None
+    return definition.name
+
+
+async def network_holder(fleet: Fleet) -> str | None:
+    """Which run holds the fleet's network now (None: free)."""
+    handle = fleet.client.get_workflow_handle(network_workflow_id(fleet.network))
+    described = await handle.query(QUERY_DESCRIBE, result_type=NetworkDescription)
+    return described.holder
+
+
+async def network_freed(fleet: Fleet, timeout: float = 30) -> bool:
+    """Wait until no run holds the fleet's network (False: still held at the timeout)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await network_holder(fleet) is not None:
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 @contextlib.asynccontextmanager
 async def running_fleet(
     client: Client,
@@ -141,13 +169,22 @@ async def running_fleet(
     state_dir: Path,
     clusters: Sequence[Cluster],
     services: Sequence[dict[str, Any]] = (),
+    replaced: Sequence[Callable[..., Any]] = (),
 ) -> AsyncIterator[Fleet]:
-    """Load the fleet, run a worker on it, and create a network of every cluster."""
+    """Load the fleet, run a worker on it, and create a network of every cluster.
+
+    ``replaced``: fake activities registered in place of the real ones of the same name.
+    """
     backend = SimulatedFleetBackend(state_dir)
     backend.load(parse_fleet(fleet_document(clusters, services)))
     network = f"net-{uuid.uuid4().hex[:8]}"
     members = [c.name for c in clusters]
-    async with build_worker(client, task_queue, backend=backend):
+    fakes = {activity_name(fake) for fake in replaced}
+    activities = [
+        *(a for a in all_activities(backend, client) if activity_name(a) not in fakes),
+        *replaced,
+    ]
+    async with build_worker(client, task_queue, backend=backend, activities=activities):
         await create_network(client, task_queue, network, members)
         yield Fleet(client, task_queue, backend, network, members)
 

@@ -11,7 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import TimeSkipper
 
-from engine.domain.run import GateState, SkipTargetType, State
+from engine.domain.run import GateState, RunStatus, SkipTargetType, State
 from engine.domain.runspec import RunSpec
 from engine.runtime.runs import ControlRejectedError, UpdateRunHandle, start_update_run
 from strategies import parse_strategy
@@ -220,3 +220,210 @@ async def test_starting_a_run_under_a_name_already_taken_is_refused_as_invalid_i
         ):
             await fleet.start_run(document, name="nightly")
         assert (await first.result()).state is State.COMPLETED
+
+
+async def test_skipping_a_stage_waiting_at_its_approval_gate_ends_it_skipped_and_refuses_approval(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    three = strategy(
+        [
+            {"name": "first", "groups": [{"name": "first", "members": ["node-1"]}]},
+            {
+                "name": "gated",
+                "beforeGates": [{"type": "Approval"}],
+                "groups": [{"name": "gated", "members": ["node-2"]}],
+            },
+            {"name": "last", "groups": [{"name": "last", "members": ["node-3"]}]},
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, FOUR[:3]) as fleet:
+        run = await fleet.start_run(three)
+        await wait_until(run, lambda s: any(g.state is GateState.PENDING for g in s.gates()))
+        await run.skip([(SkipTargetType.STAGE, "gated")], reason="not this time")
+        with pytest.raises(ControlRejectedError, match="gated/before/0 is Skipped"):
+            await run.approve("gated/before/0")
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        states = {s.name: s.state for s in done.stages}
+        assert states == {
+            "first": State.COMPLETED,
+            "gated": State.SKIPPED,
+            "last": State.COMPLETED,
+        }
+        assert done.gates()[0].state is GateState.SKIPPED
+        started = {e.cluster for e in fleet.audit("controlPlaneUpgradeStarted")}
+        assert started == {"node-1", "node-3"}
+
+
+async def test_a_resume_while_stopping_carries_on_instead_of_ending_failed(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Group b halts (nothing in flight) while a-1 still runs; a resume then must restart b
+    too, and the run completes."""
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    hang = Fault(kind=FaultKind.HANG, on=FaultTrigger.CONTROL_PLANE_UPGRADE)
+    clusters = [Cluster(n, group=n[0]) for n in ("a-1", "a-2", "b-1", "b-2")]
+    two_groups = strategy([{"name": "all", "groups": [{"name": "a"}, {"name": "b"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        a_hang = fleet.backend.add_fault("a-1", hang)
+        b_hang = fleet.backend.add_fault("b-1", hang)
+        run = await fleet.start_run(two_groups)
+        await wait_until(
+            run, lambda s: len(fleet.audit("controlPlaneUpgradeStarted")) == 2, timeout=30
+        )
+        await run.stop("freeze")
+        fleet.backend.clear_faults(fault_id=b_hang.id)
+        stopping = await wait_until(
+            run, lambda s: (m := s.member("b-1")) is not None and m.state is State.COMPLETED
+        )
+        assert stopping.state is State.STOPPING
+        await run.resume(reason="freeze cancelled")
+        fleet.backend.clear_faults(fault_id=a_hang.id)
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        assert all(m.state is State.COMPLETED for _, _, m in done.members())
+
+
+async def test_retrying_one_member_of_a_group_still_over_budget_runs_that_member(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    failing = {"on": "controlPlaneUpgrade", "kind": "fail", "message": "quota exceeded"}
+    clusters = [Cluster(n, group="a", faults=[failing]) for n in ("a-1", "a-2")]
+    both = strategy([{"name": "all", "groups": [{"name": "a", "maxConcurrency": "2"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(both)
+        failed = await run.result()
+        assert failed.state is State.FAILED
+        assert [m.state for _, _, m in failed.members()] == [State.FAILED, State.FAILED]
+
+        await run.retry(["a-1"], reason="quota raised for a-1")
+        done = await run.result()
+        retried = done.member("a-1")
+        assert retried is not None
+        assert retried.state is State.COMPLETED, (retried.state, done.error)
+        assert retried.attempts == 2
+
+
+async def test_dependents_of_a_skipped_stage_wait_for_its_members_still_in_flight(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    from engine.domain.fleet import Fault, FaultKind, FaultTrigger
+
+    clusters = [Cluster("f-1", group="first"), Cluster("s-1", group="second")]
+    chain = strategy(
+        [
+            {"name": "first", "groups": [{"name": "first"}]},
+            {"name": "second", "groups": [{"name": "second"}]},
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        hang = fleet.backend.add_fault(
+            "f-1", Fault(kind=FaultKind.HANG, on=FaultTrigger.CONTROL_PLANE_UPGRADE)
+        )
+        run = await fleet.start_run(chain)
+        await wait_until(run, lambda s: bool(fleet.audit("controlPlaneUpgradeStarted")))
+        skipped = await run.skip([(SkipTargetType.STAGE, "first")], reason="enough of it")
+        # The outcome that matters is below: s-1 starts only after f-1 has finished.
+        assert skipped.stages[0].state is State.SKIPPED
+        assert skipped.stages[1].state is State.NOT_STARTED, "started beside a member in flight"
+        fleet.backend.clear_faults(fault_id=hang.id)
+        done = await run.result()
+        assert done.state is State.COMPLETED, done.error
+        first, second = done.member("f-1"), done.member("s-1")
+        assert first is not None
+        assert second is not None
+        assert first.state is State.COMPLETED
+        assert first.completed_time is not None
+        assert second.start_time is not None
+        assert first.completed_time <= second.start_time
+
+
+async def test_no_soak_follows_a_stage_in_which_nothing_was_upgraded(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Every member of the stage is already at the target: its hour-long soak is Skipped
+    (with the reason) instead of watched."""
+    at_target = [Cluster("t-1", group="all", kubernetes="1.33.1")]
+    soaking = strategy(
+        [{"name": "all", "afterStageWait": "1h", "groups": [{"name": "all"}]}],
+        soakCheckInterval="1s",
+    )
+    async with running_fleet(client, task_queue, state_dir, at_target) as fleet:
+        run = await fleet.start_run(soaking)
+        done = await wait_until(run, lambda s: s.state.finished, timeout=30)
+        assert done.state is State.COMPLETED, done.error
+        wait = done.stages[0].after_stage_wait
+        assert wait is not None
+        assert wait.state is State.SKIPPED
+        assert wait.checks == 0
+        assert "nothing was upgraded" in (wait.message or "")
+
+
+async def test_a_soak_resumed_after_a_stop_serves_only_what_was_left(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    soaking = strategy(
+        [{"name": "all", "afterStageWait": "60s", "groups": [{"name": "all"}]}],
+        soakCheckInterval="1s",
+    )
+    async with running_fleet(client, task_queue, state_dir, FOUR[:1]) as fleet:
+        run = await fleet.start_run(soaking)
+
+        def soaked(status: RunStatus) -> bool:
+            wait = status.stages[0].after_stage_wait if status.stages else None
+            return wait is not None and wait.checks >= 5
+
+        await wait_until(run, soaked, timeout=60)
+        await run.stop("pause the soak")
+        stopped = await run.result()
+        assert stopped.state is State.STOPPED
+        before = stopped.stages[0].after_stage_wait
+        assert before is not None
+        assert before.served_seconds >= 5
+
+        resumed = await run.resume()
+        resumed_at = resumed.controls[-1].at
+        again = await wait_until(
+            run,
+            lambda s: (
+                (w := s.stages[0].after_stage_wait) is not None
+                and w.state is State.RUNNING
+                and w.until is not None
+                and w.until > resumed_at
+            ),
+        )
+        wait = again.stages[0].after_stage_wait
+        assert wait is not None
+        assert wait.until is not None
+        assert wait.until - resumed_at <= dt.timedelta(seconds=60 - before.served_seconds + 2)
+        await run.skip([(SkipTargetType.AFTER_STAGE_WAIT, "all")], reason="seen enough")
+        assert (await run.result()).state is State.COMPLETED
+
+
+async def test_a_retry_after_a_continuity_give_up_tries_the_member_again(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """``solo`` alone serves a global service: preflight defers it, nothing else can free
+    it, the run gives up on it. A retry must try it again (a new attempt), not give up at
+    once on the old deferral."""
+    services = [
+        {"namespace": "shop", "name": "ledger", "clusters": {"solo": 2}, "minReadyEndpoints": 1}
+    ]
+    clusters = [Cluster("solo", group="all")]
+    document = strategy([{"name": "all", "groups": [{"name": "all"}]}])
+    async with running_fleet(client, task_queue, state_dir, clusters, services) as fleet:
+        run = await fleet.start_run(document)
+        failed = await run.result()
+        assert failed.state is State.FAILED
+        gave_up = failed.member("solo")
+        assert gave_up is not None
+        assert "cannot start" in (gave_up.message or "")
+        assert gave_up.attempts == 1
+
+        await run.retry(reason="try again")
+        again = await run.result()
+        retried = again.member("solo")
+        assert retried is not None
+        assert retried.attempts == 2, "the retry gave up without trying the member"
+        assert not fleet.audit("serviceDrained"), "continuity was broken"

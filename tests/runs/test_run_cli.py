@@ -89,3 +89,42 @@ async def test_run_commands_list_show_and_approve_a_gated_run(
         unknown = await meshfleet(address, task_queue, "run", "status", f"{fleet.network}/nope")
         assert unknown.returncode == 1
         assert "does not exist" in unknown.stderr
+
+
+async def test_a_run_on_a_network_without_members_is_refused_at_start_with_exit_2(
+    client: Client,
+    temporal_server: devserver.EmbeddedServer,
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    import datetime as dt
+    import uuid
+
+    from engine.domain.network import NETWORK_WORKFLOW, NetworkInput, NetworkSettings
+    from engine.domain.network import network_workflow_id as network_id
+    from engine.runtime.worker import build_worker
+
+    strategy_file = tmp_path / "strategy.json"
+    strategy_file.write_text(json.dumps(strategy([{"name": "all", "groups": [{"name": "all"}]}])))
+    network = f"empty-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, task_queue):
+        await client.start_workflow(
+            NETWORK_WORKFLOW,
+            arg=NetworkInput(
+                name=network,
+                settings=NetworkSettings(mesh_ready_timeout=dt.timedelta(seconds=30)),
+            ),
+            id=network_id(network),
+            task_queue=task_queue,
+        )
+        refused = await meshfleet(
+            temporal_server.address, task_queue, "run", "start", "--network", network,
+            "--strategy", str(strategy_file), "--target", "1.33", "--name", "nothing",
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert f"network {network!r} has no members" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        listed = [
+            e.id async for e in client.list_workflows(f'WorkflowId = "updaterun/{network}/nothing"')
+        ]
+        assert listed == [], "a run was started on an empty network"
