@@ -22,7 +22,7 @@ MEMBER_ACTIVITIES = 6
 #: A member that drained a global service also restores it (annotations, then the wait).
 RESTORE_ACTIVITIES = 2
 #: The run's own activities: before the first stage, around each stage, at the end.
-RUN_START_ACTIVITIES = 3
+RUN_START_ACTIVITIES = 4  # acquire, read the members, plan, the baseline
 STAGE_BEFORE_ACTIVITIES = 1
 STAGE_AFTER_ACTIVITIES = 2
 RUN_END_ACTIVITIES = 1

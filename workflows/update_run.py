@@ -131,6 +131,8 @@ PATCH_CONTINUE_AS_NEW_WHILE_WAITING = "run-continue-as-new-while-waiting"
 PATCH_ONE_TIMER_PER_OPENING = "run-one-timer-per-opening"
 #: Patch: a failed acquire is followed by a release (the network may have granted it).
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
+#: Patch: the plan is computed by an activity and recorded, never recomputed on replay.
+PATCH_PLAN_RECORDED = "run-plan-recorded"
 
 
 def _gates(gates: list[Gate], prefix: str) -> list[GateStatus]:
@@ -432,18 +434,24 @@ class UpdateRunWorkflow:
         catalog = parse_catalog(self._input.catalog)
         target = Version.parse(spec.kubernetes_version or "")
         strategy = spec.strategy or one_by_one_strategy(members)
-        try:
-            run_plan = plan(
-                members,
-                strategy,
-                target,
-                catalog,
-                workflow.now(),
-                allow_multi_minor=spec.allow_multi_minor,
-            )
-        except InvalidInputError as error:
-            self._fail_run("the plan was rejected: " + "; ".join(str(e) for e in error.errors))
-            return
+        if workflow.patched(PATCH_PLAN_RECORDED):
+            recorded = await self._plan_once(members, strategy, target)
+            if recorded is None:
+                return
+            run_plan = recorded
+        else:
+            try:
+                run_plan = plan(
+                    members,
+                    strategy,
+                    target,
+                    catalog,
+                    workflow.now(),
+                    allow_multi_minor=spec.allow_multi_minor,
+                )
+            except InvalidInputError as error:
+                self._fail_run("the plan was rejected: " + "; ".join(str(e) for e in error.errors))
+                return
         cilium = catalog.cilium_for(target.minor_version)
         try:
             baseline = await workflow.execute_activity(
@@ -468,6 +476,43 @@ class UpdateRunWorkflow:
         self._state.members = members
         self._state.baseline = baseline.ready
         self._publish()
+
+    async def _plan_once(
+        self, members: list[Member], strategy: UpdateStrategy, target: Version
+    ) -> Plan | None:
+        """The plan, computed by an activity so that its result is recorded in the history.
+
+        A replay on a worker with newer planner code reads the recorded plan instead of
+        planning again. None when the run failed (the plan was refused, or the activity
+        could not run): the reason is in the status.
+        """
+        spec = self._input.spec
+        request = contract.PlanRequest(
+            members=members,
+            strategy=strategy,
+            target=str(target),
+            catalog=self._input.catalog,
+            at=workflow.now(),
+            allow_multi_minor=spec.allow_multi_minor,
+        )
+        try:
+            result: contract.PlanResult = await workflow.execute_activity(
+                contract.COMPUTE_PLAN,
+                request,
+                result_type=contract.PlanResult,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary="compute the plan",
+            )
+        except ActivityError as error:
+            if not self._survives(error):
+                raise
+            self._fail_run(f"cannot compute the plan: {failure_reason(error)}")
+            return None
+        if result.plan is None:
+            self._fail_run("the plan was rejected: " + "; ".join(result.errors))
+            return None
+        return result.plan
 
     async def _reread(self) -> None:
         """Resume and retry see the network as it is now; the plan itself is kept.

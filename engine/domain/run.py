@@ -17,7 +17,7 @@ from engine.domain.member import Member
 from engine.domain.model import DomainModel
 from engine.domain.plan import Plan, VersionPair
 from engine.domain.runspec import RunSpec, UpgradeType
-from engine.domain.strategy import GateType
+from engine.domain.strategy import GateType, UpdateStrategy
 
 UPDATE_RUN_WORKFLOW = "UpdateRun"
 MEMBER_UPDATE_WORKFLOW = "MemberUpdate"
@@ -34,6 +34,9 @@ STATUS = "status"
 ACQUIRE_NETWORK = "acquire_network"
 RELEASE_NETWORK = "release_network"
 DESCRIBE_MEMBERS = "describe_members"
+#: The run's plan, computed once by an activity: its result is recorded in the history,
+#: so a replay never recomputes the plan with newer planner code.
+COMPUTE_PLAN = "compute_plan"
 CHECK_MESH_HEALTH = "check_mesh_health"
 SERVICE_ENDPOINTS = "service_endpoints"
 PREFLIGHT = "preflight_member"
@@ -513,3 +516,23 @@ class RunState(DomainModel):
 
 
 UpdateRunInput.model_rebuild()
+
+
+class PlanRequest(DomainModel):
+    """What the run plans from: the members as read, the strategy, target and catalog."""
+
+    members: list[Member]
+    strategy: UpdateStrategy
+    target: str
+    #: The release catalog as the run carries it (data, never re-read from files).
+    catalog: dict[str, object]
+    #: The moment the plan is made for (the run's workflow time): windows are read at it.
+    at: dt.datetime
+    allow_multi_minor: bool = False
+
+
+class PlanResult(DomainModel):
+    """The plan, or every reason the rules refused it."""
+
+    plan: Plan | None = None
+    errors: list[str] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.auto_upgrade import AutoUpgradeActivities
 from activities.health import health_check
 from activities.network import HolderActivities, NetworkActivities
+from activities.planning import compute_plan
 from activities.update import UpdateActivities
 from engine.domain.backend import FleetBackend
 from engine.runtime import settings
@@ -62,7 +63,14 @@ def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., 
     network = NetworkActivities(backend, poll_interval=settings.poll_interval())
     auto_upgrade = AutoUpgradeActivities(backend, client, start_update_run)
     holders = HolderActivities(client)
-    return [health_check, *update.all(), *network.all(), *holders.all(), *auto_upgrade.all()]
+    return [
+        health_check,
+        compute_plan,
+        *update.all(),
+        *network.all(),
+        *holders.all(),
+        *auto_upgrade.all(),
+    ]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

@@ -62,3 +62,23 @@ async def test_record_a_run_whose_members_carry_their_cluster(
             "recorders.py::test_record_a_run_whose_members_carry_their_cluster."
         )
         await record(client, run.workflow_id, "UpdateRun", "completed-member-attribute", note)
+
+
+async def test_record_a_run_whose_plan_is_recorded(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """A completed two-stage run on the code that computes its plan in an activity."""
+    clusters = [Cluster("a-1", group="a"), Cluster("b-1", group="b")]
+    plan = strategy(
+        [{"name": "a", "groups": [{"name": "a"}]}, {"name": "b", "groups": [{"name": "b"}]}]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(plan)
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+        note = (
+            f"Recorded at {_commit()} (plus the run-plan-recorded patch) by "
+            "recorders.py::test_record_a_run_whose_plan_is_recorded: the plan is the "
+            "compute_plan activity's recorded result."
+        )
+        await record(client, run.workflow_id, "UpdateRun", "completed-plan-recorded", note)
