@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes.client import ApiClient
 
 from activities.backends.kubernetes import API_CALLS, Scope, load_access, rbac_rules
@@ -30,6 +31,11 @@ from tests.deploy.kube import Obj, documents, render
 
 OVERLAY = KUBERNETES / "overlays" / "kubernetes-backend"
 README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def yaml_documents(text: str) -> list[Obj]:
+    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+
 
 SERVICE_ACCOUNT = ("meshfleet", "meshfleet-worker")
 Grant = tuple[str, str, str]  # (api group, resource or non-resource URL, verb)
@@ -269,3 +275,51 @@ def test_the_base_grants_nothing() -> None:
     """The simulated worker of the base has no Kubernetes permissions at all."""
     objects = render(KUBERNETES / "base")
     assert bound_roles(objects) == []
+
+
+def _write(path: Path, text: str) -> Path:
+    """An access file next to a copy of the overlay's kubeconfig (context ``management``)."""
+    (path.parent / "in-cluster.kubeconfig").write_text(
+        (OVERLAY / "in-cluster.kubeconfig").read_text()
+    )
+    path.write_text("kubeconfig: in-cluster.kubeconfig\n" + text)
+    return path
+
+
+def test_discovered_members_get_their_namespace_and_the_kubeconfigs_named_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = _write(
+        tmp_path / "access.yaml",
+        "discover:\n  - managementContext: management\n    namespace: prod\n"
+        "    labelSelector: meshfleet.io/fleet=prod\n",
+    )
+    assert main(["management", "--access", str(access), "--cluster", "prod/alpha-1"]) == 0
+    roles = bound_roles(list(yaml_documents(capsys.readouterr().out)))
+    assert [(r["metadata"]["namespace"], r["kind"]) for r in roles] == [("prod", "Role")]
+    secrets = [rule for rule in roles[0]["rules"] if rule["resources"] == ["secrets"]]
+    assert [rule["resourceNames"] for rule in secrets] == [["alpha-1-kubeconfig"]]
+
+
+def test_discovery_across_all_namespaces_is_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = _write(
+        tmp_path / "access.yaml",
+        "discover:\n  - managementContext: management\n"
+        "    labelSelector: meshfleet.io/fleet=prod\n",
+    )
+    assert main(["management", "--access", str(access)]) == 2
+    err = capsys.readouterr().err
+    assert "discover[0].namespace" in err
+    assert "Traceback" not in err
+
+
+def test_a_cluster_argument_without_its_namespace_is_refused_with_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    access = str(OVERLAY / "access.yaml")
+    assert main(["management", "--access", access, "--cluster", "alpha-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--cluster" in err
+    assert "NAMESPACE/NAME" in err

@@ -7,7 +7,8 @@ turns the declaration into the manifests under ``deploy/kubernetes``, so the RBA
 grants exactly what the code can do::
 
     python -m activities.backends.kubernetes.rbac member > deploy/kubernetes/member-rbac.yaml
-    python -m activities.backends.kubernetes.rbac management --access ACCESS_FILE
+    python -m activities.backends.kubernetes.rbac management --access ACCESS_FILE \
+        [--cluster NAMESPACE/NAME ...]   # members found by a discovery rule
     python -m activities.backends.kubernetes.rbac table   # the README's rule table
 
 (``make rbac`` runs the first two for the manifests in this repository.)
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from activities.backends.kubernetes._access import KubernetesAccess, load_access
 from activities.backends.kubernetes._api import API_CALLS, ApiCall, Scope
-from engine.domain.errors import InvalidInputError
+from engine.domain.errors import FieldError, InvalidInputError
 
 __all__ = [
     "MEMBER_COMMAND",
@@ -134,22 +136,43 @@ def member_manifests() -> str:
     return header + "---\n".join(docs)
 
 
-def management_manifests(access: KubernetesAccess) -> str:
+def management_manifests(
+    access: KubernetesAccess, discovered: Sequence[tuple[str, str]] = ()
+) -> str:
     """The Roles on the Cluster API management cluster, for the members of ``access``.
 
-    One Role and RoleBinding per namespace holding the members' Cluster objects;
-    the kubeconfig Secrets of exactly those members, by name. Nothing cluster-wide.
+    One Role and RoleBinding per namespace holding the members' Cluster objects
+    (listed members, and the namespaces of discovery rules); the kubeconfig
+    Secrets of exactly those members, by name, plus ``discovered``
+    ``(namespace, cluster)`` pairs: members a label selector finds cannot be
+    named from the access file. Nothing cluster-wide, so a discovery rule
+    without a namespace is refused (InvalidInputError naming the field).
     """
     calls = [c for c in API_CALLS if c.scope is Scope.MANAGEMENT]
     by_namespace: dict[str, list[str]] = {}
+    errors = [
+        FieldError(
+            path=f"discover[{index}].namespace",
+            message="discovery across all namespaces needs cluster-wide RBAC, which is "
+            "not generated: name the namespace of the Cluster objects",
+        )
+        for index, rule in enumerate(access.discover)
+        if rule.namespace is None
+    ]
+    if errors:
+        raise InvalidInputError(errors)
+    for rule in access.discover:
+        by_namespace.setdefault(str(rule.namespace), [])
     for member in access.members:
         if member.cluster_api is not None:
             by_namespace.setdefault(member.cluster_api.namespace, []).append(
                 member.cluster_api.cluster
             )
+    for namespace, cluster in discovered:
+        by_namespace.setdefault(namespace, []).append(cluster)
     docs: list[str] = []
     for namespace in sorted(by_namespace):
-        clusters = sorted(by_namespace[namespace])
+        clusters = sorted(set(by_namespace[namespace]))
         docs += _role_and_binding("Role", "meshfleet-worker", namespace, rules(calls, clusters))
     header = _header(
         "python -m activities.backends.kubernetes.rbac management --access ACCESS_FILE",
@@ -228,6 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("member", help="member-rbac.yaml, for every member cluster")
     management = sub.add_parser("management", help="the Roles on the management cluster")
     management.add_argument("--access", type=Path, required=True, help="the access file")
+    management.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="NAMESPACE/NAME",
+        help="a Cluster found by a discovery rule (its kubeconfig Secret is granted by name)",
+    )
     sub.add_parser("table", help="the rules as a Markdown table")
     args = parser.parse_args(argv)
     if args.what == "member":
@@ -235,12 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.what == "table":
         sys.stdout.write(rule_table())
     else:
+        bad = [c for c in args.cluster if not re.fullmatch(r"[^/\s]+/[^/\s]+", c)]
+        if bad:
+            sys.stderr.write(f"error: --cluster: {', '.join(bad)} is not NAMESPACE/NAME\n")
+            return 2
+        discovered = [(c.split("/")[0], c.split("/")[1]) for c in args.cluster]
         try:
-            access = load_access(args.access)
+            text = management_manifests(load_access(args.access), discovered)
         except InvalidInputError as error:
             sys.stderr.write(f"error: --access: {error}\n")
             return 2
-        sys.stdout.write(management_manifests(access))
+        sys.stdout.write(text)
     return 0
 
 
