@@ -17,7 +17,7 @@ from activities.backends.kubernetes._objects import owner_of, parse_service_tabl
 from activities.network import NetworkActivities
 from engine.domain.backend import ANNOTATION_SERVICE_SHARED, GlobalService
 from engine.domain.network import DrainServicesInput
-from tests.kubernetes.conftest import SAMPLES, Fleet
+from tests.kubernetes.conftest import SAMPLES, Fleet, service_table
 
 MEMBERS = ["ap-south-1", "us-east-1", "eu-north-1"]
 DRAINED, PEER = "ap-south-1", "us-east-1"
@@ -169,3 +169,30 @@ def test_the_realized_table_is_what_counts_when_it_differs_from_the_spec() -> No
     output = json.dumps([{"spec": spec, "status": {"realized": realized}}])
 
     assert parse_service_table(output) == {("shop", "cart"): {"10.3.0.11"}}
+
+
+def _shape(value: object) -> object:
+    """Keys (recursively, lists by their first item) without values: the JSON's shape."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+async def test_the_fake_agents_answer_in_the_shape_of_the_real_sample(fleet: Fleet) -> None:
+    """The emulated tables are only evidence if they look like what an agent prints."""
+    sample = json.loads((SAMPLES / "cilium-dbg-service-list.json").read_text())
+    cart = next(e for e in sample if e["spec"]["flags"]["name"] == "cart")
+    sample_backend = dict(cart["spec"]["backend-addresses"][0])
+    del sample_backend["nodeName"]  # omitempty: the fake agents name no node
+
+    table = json.loads(service_table(PEER, fleet.agents.emulators))
+    served = next(e for e in table if e["spec"]["flags"]["name"] == "cart")
+
+    assert served["status"]["realized"] == served["spec"]
+    assert _shape(served["spec"]["backend-addresses"][0]) == _shape(sample_backend)
+    without_backends = {k: v for k, v in served["spec"].items() if k != "backend-addresses"}
+    sample_spec = {k: v for k, v in cart["spec"].items() if k != "backend-addresses"}
+    assert _shape(without_backends) == _shape(sample_spec)
+    assert list(served["spec"]) == list(cart["spec"])  # the Go struct's key order
