@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient
 from activities.backends.kubernetes import API_CALLS, Scope, load_access, rbac_rules
 from activities.backends.kubernetes import _api as calls
 from activities.backends.kubernetes.rbac import (
-    MEMBER_COMMAND,
+    REGENERATE_COMMAND,
     main,
     management_manifests,
     member_manifests,
@@ -92,7 +92,7 @@ def no_wildcards(roles: list[Obj]) -> None:
 def test_member_rbac_is_the_generated_one_byte_for_byte() -> None:
     """A call declared (or renamed) without regenerating fails here, naming the command."""
     assert (KUBERNETES / "member-rbac.yaml").read_text() == member_manifests(), (
-        f"deploy/kubernetes/member-rbac.yaml is stale: run `{MEMBER_COMMAND}`"
+        f"deploy/kubernetes/member-rbac.yaml is stale: run `{REGENERATE_COMMAND}`"
     )
 
 
@@ -101,7 +101,7 @@ def test_management_rbac_is_the_generated_one_byte_for_byte() -> None:
     generated = management_manifests(load_access(OVERLAY / "access.yaml"))
     assert (OVERLAY / "management-rbac.yaml").read_text() == generated, (
         f"{OVERLAY.relative_to(KUBERNETES.parent.parent)}/management-rbac.yaml is stale: "
-        f"run `{MEMBER_COMMAND}`"
+        f"run `{REGENERATE_COMMAND}`"
     )
 
 
