@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PACKAGES := meshfleet engine workflows activities strategies
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint fmt typecheck layers pytest clean bench lock check-lock
+.PHONY: demo test lint fmt typecheck layers pytest clean bench lock check-lock rbac
 
 # The lock files pin every dependency, with hashes, to the versions the tests
 # passed with; pyproject.toml keeps the ranges for library users. `make lock`
@@ -71,3 +71,11 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .meshfleet .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+# The worker's RBAC, generated from the backend's declared API calls
+# (activities/backends/kubernetes/_api.py); tests/deploy/test_rbac.py fails when stale.
+RBAC_ACCESS := deploy/kubernetes/overlays/kubernetes-backend/access.yaml
+rbac: $(VENV)/.installed
+	$(BIN)/python -m activities.backends.kubernetes.rbac member > deploy/kubernetes/member-rbac.yaml
+	$(BIN)/python -m activities.backends.kubernetes.rbac management --access $(RBAC_ACCESS) \
+		> deploy/kubernetes/overlays/kubernetes-backend/management-rbac.yaml

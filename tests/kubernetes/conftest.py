@@ -643,8 +643,8 @@ def service_table(viewer: str, emulators: dict[str, ClusterEmulator]) -> str:
 
     The viewer's own ready endpoints, plus each peer's where both copies are
     global and the peer shares (``service.cilium.io/shared`` not ``"false"``).
-    Field names as in Cilium's API (``Service.spec``: ``frontend-address``,
-    ``backend-addresses[{ip, port, state, preferred, nodeName}]``, ``flags``).
+    In the shape of ``samples/cilium-dbg-service-list.json`` (Cilium's ``Service``
+    model: ``spec`` and the same ``status.realized``; see ``samples/README.md``).
     """
     entries: list[dict[str, Any]] = []
     own = emulators[viewer]
@@ -658,30 +658,36 @@ def service_table(viewer: str, emulators: dict[str, ClusterEmulator]) -> str:
                 copy = _global_copy(emu, namespace, name) if peer != viewer else None
                 if copy is not None and copy.get("service.cilium.io/shared", "true") != "false":
                     backends.extend(_ready_ipv4(emu, namespace, name))
-        entries.append(
-            {
-                "spec": {
-                    "id": len(entries) + 1,
-                    "frontend-address": {
-                        "ip": f"10.96.0.{len(entries) + 10}",
-                        "port": 80,
-                        "protocol": "TCP",
-                        "scope": "external",
-                    },
-                    "backend-addresses": [
-                        {"ip": ip, "port": 8080, "state": "active", "preferred": True}
-                        for ip in backends
-                    ],
-                    "flags": {
-                        "type": "ClusterIP",
-                        "trafficPolicy": "Cluster",
-                        "name": name,
-                        "namespace": namespace,
-                    },
-                },
-                "status": {"realized": {"id": len(entries) + 1}},
-            }
-        )
+        # As the agent builds it (GetModel): one spec, serialized as spec and status.realized.
+        spec = {
+            "backend-addresses": [
+                {
+                    "ip": ip,
+                    "port": 8080,
+                    "preferred": True,
+                    "protocol": "TCP",
+                    "state": "active",
+                    "weight": 100,
+                }
+                for ip in backends
+            ],
+            "flags": {
+                "extTrafficPolicy": "Cluster",
+                "intTrafficPolicy": "Cluster",
+                "name": name,
+                "namespace": namespace,
+                "trafficPolicy": "Cluster",
+                "type": "ClusterIP",
+            },
+            "frontend-address": {
+                "ip": f"10.96.0.{len(entries) + 10}",
+                "port": 80,
+                "protocol": "TCP",
+                "scope": "external",
+            },
+            "id": len(entries) + 1,
+        }
+        entries.append({"spec": spec, "status": {"realized": spec}})
     return json.dumps(entries)
 
 

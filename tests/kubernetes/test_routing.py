@@ -13,11 +13,11 @@ import json
 import yaml
 from temporalio.testing import ActivityEnvironment
 
-from activities.backends.kubernetes._objects import parse_service_table
+from activities.backends.kubernetes._objects import owner_of, parse_service_table
 from activities.network import NetworkActivities
 from engine.domain.backend import ANNOTATION_SERVICE_SHARED, GlobalService
 from engine.domain.network import DrainServicesInput
-from tests.kubernetes.conftest import Fleet
+from tests.kubernetes.conftest import SAMPLES, Fleet, service_table
 
 MEMBERS = ["ap-south-1", "us-east-1", "eu-north-1"]
 DRAINED, PEER = "ap-south-1", "us-east-1"
@@ -127,3 +127,72 @@ def test_only_active_backends_count_as_routed() -> None:
     )
 
     assert parse_service_table(output) == {("shop", "cart"): {"10.3.0.10", "10.3.0.14"}}
+
+
+def test_the_real_service_list_shape_yields_the_active_backends_per_service() -> None:
+    """The sample is Cilium's ``Service`` model as the agent prints it (see samples/README)."""
+    output = (SAMPLES / "cilium-dbg-service-list.json").read_text()
+
+    assert parse_service_table(output) == {
+        ("default", "kubernetes"): {"172.18.0.4"},
+        # ClusterIP and NodePort frontends merged; terminating and quarantined left out.
+        ("shop", "cart"): {"10.1.0.21", "10.2.0.33", "10.3.0.45"},
+    }
+
+
+def test_a_backend_address_with_a_cluster_id_is_still_attributed_by_pod_cidr() -> None:
+    """``10.3.0.45@3`` is an AddrCluster string: the IP before ``@`` is the pod's address."""
+    output = json.dumps(
+        [
+            {
+                "spec": {
+                    "backend-addresses": [{"ip": "10.3.0.45@3", "port": 8080, "state": "active"}],
+                    "flags": {"type": "ClusterIP", "name": "cart", "namespace": "shop"},
+                    "frontend-address": {"ip": "10.96.40.17", "port": 80},
+                }
+            }
+        ]
+    )
+
+    (ip,) = parse_service_table(output)[("shop", "cart")]
+    assert owner_of(ip, {"alpha-1": ["10.1.0.0/16"], "charlie-3": ["10.3.0.0/16"]}) == "charlie-3"
+
+
+def test_the_realized_table_is_what_counts_when_it_differs_from_the_spec() -> None:
+    """cilium-dbg prints ``status.realized`` (what the datapath holds); we read the same."""
+    spec = {
+        "backend-addresses": [{"ip": "10.3.0.10", "state": "active"}],
+        "flags": {"type": "ClusterIP", "name": "cart", "namespace": "shop"},
+        "frontend-address": {"ip": "10.96.40.17", "port": 80},
+    }
+    realized = {**spec, "backend-addresses": [{"ip": "10.3.0.11", "state": "active"}]}
+    output = json.dumps([{"spec": spec, "status": {"realized": realized}}])
+
+    assert parse_service_table(output) == {("shop", "cart"): {"10.3.0.11"}}
+
+
+def _shape(value: object) -> object:
+    """Keys (recursively, lists by their first item) without values: the JSON's shape."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+async def test_the_fake_agents_answer_in_the_shape_of_the_real_sample(fleet: Fleet) -> None:
+    """The emulated tables are only evidence if they look like what an agent prints."""
+    sample = json.loads((SAMPLES / "cilium-dbg-service-list.json").read_text())
+    cart = next(e for e in sample if e["spec"]["flags"]["name"] == "cart")
+    sample_backend = dict(cart["spec"]["backend-addresses"][0])
+    del sample_backend["nodeName"]  # omitempty: the fake agents name no node
+
+    table = json.loads(service_table(PEER, fleet.agents.emulators))
+    served = next(e for e in table if e["spec"]["flags"]["name"] == "cart")
+
+    assert served["status"]["realized"] == served["spec"]
+    assert _shape(served["spec"]["backend-addresses"][0]) == _shape(sample_backend)
+    without_backends = {k: v for k, v in served["spec"].items() if k != "backend-addresses"}
+    sample_spec = {k: v for k, v in cart["spec"].items() if k != "backend-addresses"}
+    assert _shape(without_backends) == _shape(sample_spec)
+    assert list(served["spec"]) == list(cart["spec"])  # the Go struct's key order

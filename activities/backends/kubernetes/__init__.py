@@ -7,7 +7,7 @@ Public surface:
 - :class:`KubernetesBackend` — the :class:`~engine.domain.backend.FleetBackend`.
 - :class:`KubernetesAccess` / :func:`load_access` — the access file.
 - :data:`API_CALLS` / :func:`rbac_rules` — every API call the backend makes
-  (the source of the worker's RBAC).
+  (the source of the worker's RBAC; :mod:`.rbac` generates the manifests, ``make rbac``).
 - :class:`PodExec` / :class:`ExecTarget` / :func:`stream_exec` — the exec seam.
 
 Does I/O (Kubernetes API calls, kubeconfig files).

@@ -53,6 +53,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from activities.backends.kubernetes._api import (
     GET_KUBECONFIG_SECRET,
+    KUBECONFIG_SECRET,
     LIST_CLUSTERS,
     ClusterApi,
     KubeObject,
@@ -410,7 +411,7 @@ class ClusterClients:
 
     async def _client_from_cluster_api(self, name: str, ref: ClusterApiRef) -> ApiClient:
         api = await self.management(ref.management_context)
-        secret_name = f"{ref.cluster}-kubeconfig"
+        secret_name = KUBECONFIG_SECRET.format(cluster=ref.cluster)
         secret = await api.get(GET_KUBECONFIG_SECRET, secret_name, namespace=ref.namespace)
         where = f"Secret {ref.namespace}/{secret_name} on {ref.management_context!r}"
         if secret is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import fnmatch
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -68,10 +69,27 @@ class ApiCall(NamedTuple):
     version: str
     resource: str
     verb: str
+    #: The one namespace the call is made in (member clusters), or None: any namespace,
+    #: or cluster-scoped. Management calls are made in the access file's Cluster API
+    #: namespaces, whatever this says.
+    namespace: str | None = None
+    #: The only objects the call names (``{cluster}`` stands for each Cluster API
+    #: member's cluster name), or empty: any object. Lists and creates name none.
+    names: tuple[str, ...] = ()
+    #: Why the worker needs it, one line (a comment in the generated RBAC).
+    why: str = ""
 
     @property
     def namespaced(self) -> bool:
         return self.resource not in _CLUSTER_SCOPED
+
+    def allows(self, namespace: str | None, name: str | None) -> bool:
+        """Whether a request on ``namespace``/``name`` stays inside what is declared."""
+        if self.namespace is not None and namespace != self.namespace:
+            return False
+        if not self.names or name is None:
+            return True
+        return any(fnmatch.fnmatchcase(name, n.format(cluster="*")) for n in self.names)
 
     def describe(self) -> str:
         """``get services`` / ``patch clusters.cluster.x-k8s.io``: for messages and logs."""
@@ -83,8 +101,18 @@ _CLUSTER_SCOPED = frozenset({"nodes", "namespaces", "/version"})
 _DECLARED: list[ApiCall] = []
 
 
-def _declare(scope: Scope, group: str, version: str, resource: str, verb: str) -> ApiCall:
-    call = ApiCall(scope, group, version, resource, verb)
+def _declare(
+    scope: Scope,
+    group: str,
+    version: str,
+    resource: str,
+    verb: str,
+    *,
+    namespace: str | None = None,
+    names: tuple[str, ...] = (),
+    why: str = "",
+) -> ApiCall:
+    call = ApiCall(scope, group, version, resource, verb, namespace, names, why)
     _DECLARED.append(call)
     return call
 
@@ -96,36 +124,152 @@ CAPI, CONTROLPLANE, ADDONS = (
     "addons.cluster.x-k8s.io",
 )
 
+# --- the objects the backend names ------------------------------------------------------
+KUBE_SYSTEM = "kube-system"
+CILIUM_CONFIG = "cilium-config"
+CILIUM_AGENT = "cilium"
+CILIUM_OPERATOR = "cilium-operator"
+CLUSTERMESH_APISERVER = "clustermesh-apiserver"
+CLUSTERMESH_SECRET = "cilium-clustermesh"
+KVSTOREMESH_SECRET = "cilium-kvstoremesh"
+#: The client certificate a member presents to its peers (Cilium projects it as common-*).
+REMOTE_CERT_SECRET = "clustermesh-apiserver-remote-cert"
+SERVER_CERT_SECRET = "clustermesh-apiserver-server-cert"
+#: The Secret in which Cluster API keeps each workload cluster's admin kubeconfig.
+KUBECONFIG_SECRET = "{cluster}-kubeconfig"
+
 # --- management cluster (Cluster API) ----------------------------------------------------
-LIST_CLUSTERS = _declare(M, CAPI, "v1beta1", "clusters", "list")
-GET_CLUSTER = _declare(M, CAPI, "v1beta1", "clusters", "get")
-PATCH_CLUSTER = _declare(M, CAPI, "v1beta1", "clusters", "patch")
-GET_KUBEADM_CONTROL_PLANE = _declare(M, CONTROLPLANE, "v1beta1", "kubeadmcontrolplanes", "get")
-LIST_HELM_CHART_PROXIES = _declare(M, ADDONS, "v1alpha1", "helmchartproxies", "list")
-GET_HELM_CHART_PROXY = _declare(M, ADDONS, "v1alpha1", "helmchartproxies", "get")
-PATCH_HELM_CHART_PROXY = _declare(M, ADDONS, "v1alpha1", "helmchartproxies", "patch")
-GET_KUBECONFIG_SECRET = _declare(M, "", "v1", "secrets", "get")
+LIST_CLUSTERS = _declare(M, CAPI, "v1beta1", "clusters", "list", why="find the members")
+GET_CLUSTER = _declare(M, CAPI, "v1beta1", "clusters", "get", why="versions and records")
+PATCH_CLUSTER = _declare(
+    M,
+    CAPI,
+    "v1beta1",
+    "clusters",
+    "patch",
+    why="control-plane version, operation records",
+)
+GET_KUBEADM_CONTROL_PLANE = _declare(
+    M, CONTROLPLANE, "v1beta1", "kubeadmcontrolplanes", "get", why="control-plane rollout"
+)
+LIST_HELM_CHART_PROXIES = _declare(
+    M, ADDONS, "v1alpha1", "helmchartproxies", "list", why="find the Cilium HelmChartProxy"
+)
+GET_HELM_CHART_PROXY = _declare(
+    M, ADDONS, "v1alpha1", "helmchartproxies", "get", why="chart version and values"
+)
+PATCH_HELM_CHART_PROXY = _declare(
+    M,
+    ADDONS,
+    "v1alpha1",
+    "helmchartproxies",
+    "patch",
+    why="chart version; the mesh values meshfleet owns",
+)
+GET_KUBECONFIG_SECRET = _declare(
+    M, "", "v1", "secrets", "get", names=(KUBECONFIG_SECRET,), why="reach each member"
+)
 
 # --- member clusters ---------------------------------------------------------------------
-GET_VERSION = _declare(W, "", "", "/version", "get")
-LIST_NODES = _declare(W, "", "v1", "nodes", "list")
-GET_DAEMONSET = _declare(W, "apps", "v1", "daemonsets", "get")
-GET_DEPLOYMENT = _declare(W, "apps", "v1", "deployments", "get")
-GET_CONFIGMAP = _declare(W, "", "v1", "configmaps", "get")
-PATCH_CONFIGMAP = _declare(W, "", "v1", "configmaps", "patch")
-GET_SECRET = _declare(W, "", "v1", "secrets", "get")
-PATCH_SECRET = _declare(W, "", "v1", "secrets", "patch")
-LIST_PODS = _declare(W, "", "v1", "pods", "list")
-EXEC_POD = _declare(W, "", "v1", "pods/exec", "create")
+GET_VERSION = _declare(W, "", "", "/version", "get", why="the running Kubernetes version")
+LIST_NODES = _declare(W, "", "v1", "nodes", "list", why="node versions, pod CIDRs, NodePort IPs")
+GET_DAEMONSET = _declare(
+    W,
+    "apps",
+    "v1",
+    "daemonsets",
+    "get",
+    namespace=KUBE_SYSTEM,
+    names=(CILIUM_AGENT,),
+    why="the Cilium agent rollout",
+)
+GET_DEPLOYMENT = _declare(
+    W,
+    "apps",
+    "v1",
+    "deployments",
+    "get",
+    namespace=KUBE_SYSTEM,
+    names=(CILIUM_OPERATOR, CLUSTERMESH_APISERVER),
+    why="operator and clustermesh-apiserver rollouts",
+)
+GET_CONFIGMAP = _declare(
+    W,
+    "",
+    "v1",
+    "configmaps",
+    "get",
+    namespace=KUBE_SYSTEM,
+    names=(CILIUM_CONFIG,),
+    why="cluster name and id",
+)
+PATCH_CONFIGMAP = _declare(
+    W,
+    "",
+    "v1",
+    "configmaps",
+    "patch",
+    namespace=KUBE_SYSTEM,
+    names=(CILIUM_CONFIG,),
+    why="the network claim label; operation records of members without Cluster API",
+)
+GET_SECRET = _declare(
+    W,
+    "",
+    "v1",
+    "secrets",
+    "get",
+    namespace=KUBE_SYSTEM,
+    names=(CLUSTERMESH_SECRET, KVSTOREMESH_SECRET, REMOTE_CERT_SECRET, SERVER_CERT_SECRET),
+    why="the connections, and the CA certificates compared before connecting",
+)
+PATCH_SECRET = _declare(
+    W,
+    "",
+    "v1",
+    "secrets",
+    "patch",
+    namespace=KUBE_SYSTEM,
+    names=(CLUSTERMESH_SECRET, KVSTOREMESH_SECRET),
+    why="the connections, in connectionSecrets mode only",
+)
+LIST_PODS = _declare(
+    W, "", "v1", "pods", "list", namespace=KUBE_SYSTEM, why="the agent pods (by label)"
+)
+EXEC_POD = _declare(
+    W,
+    "",
+    "v1",
+    "pods/exec",
+    "create",
+    namespace=KUBE_SYSTEM,
+    why="cilium-dbg status and service list in the agents",
+)
 # Exec is a websocket upgrade of a GET: API servers before 1.30 authorize it as `get`.
-_declare(W, "", "v1", "pods/exec", "get")
-LIST_NAMESPACES = _declare(W, "", "v1", "namespaces", "list")
-GET_NAMESPACE = _declare(W, "", "v1", "namespaces", "get")
-PATCH_NAMESPACE = _declare(W, "", "v1", "namespaces", "patch")
-LIST_SERVICES = _declare(W, "", "v1", "services", "list")
-GET_SERVICE = _declare(W, "", "v1", "services", "get")
-PATCH_SERVICE = _declare(W, "", "v1", "services", "patch")
-LIST_ENDPOINT_SLICES = _declare(W, "discovery.k8s.io", "v1", "endpointslices", "list")
+_declare(
+    W,
+    "",
+    "v1",
+    "pods/exec",
+    "get",
+    namespace=KUBE_SYSTEM,
+    why="the same exec, as API servers before 1.30 authorize it",
+)
+LIST_NAMESPACES = _declare(W, "", "v1", "namespaces", "list", why="global namespaces")
+GET_NAMESPACE = _declare(W, "", "v1", "namespaces", "get", why="drain annotations")
+PATCH_NAMESPACE = _declare(
+    W, "", "v1", "namespaces", "patch", why="drain annotations, set and restored"
+)
+LIST_SERVICES = _declare(W, "", "v1", "services", "list", why="global Services")
+GET_SERVICE = _declare(
+    W, "", "v1", "services", "get", why="global Services; the clustermesh-apiserver address"
+)
+PATCH_SERVICE = _declare(
+    W, "", "v1", "services", "patch", why="service.cilium.io/shared, set and restored on drain"
+)
+LIST_ENDPOINT_SLICES = _declare(
+    W, "discovery.k8s.io", "v1", "endpointslices", "list", why="ready endpoints per Service"
+)
 
 #: Every call the backend can make, in declaration order.
 API_CALLS: tuple[ApiCall, ...] = tuple(_DECLARED)
@@ -193,10 +337,23 @@ class ClusterApi:
         #: Seconds one request (or one exec) may take.
         self.request_timeout = request_timeout
 
-    def check(self, call: ApiCall, verb: str) -> None:
-        """Refuse undeclared calls: :data:`API_CALLS` must stay the whole truth."""
+    def check(
+        self,
+        call: ApiCall,
+        verb: str,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Refuse undeclared calls: :data:`API_CALLS` (verbs, namespaces, names) must stay
+        the whole truth, since the generated RBAC grants exactly that."""
         if call not in API_CALLS or call.scope is not self.scope or call.verb != verb:
             raise AssertionError(f"undeclared API call {call} used as {verb!r} on {self.scope}")
+        if not call.allows(namespace, name):
+            raise AssertionError(
+                f"{call.describe()} on {_target(namespace, name or '*')} is outside its "
+                f"declaration (namespace {call.namespace}, names {call.names})"
+            )
 
     async def version(self) -> KubeObject:
         """``GET /version``."""
@@ -209,7 +366,7 @@ class ClusterApi:
         self, call: ApiCall, name: str, *, namespace: str | None = None
     ) -> KubeObject | None:
         """One object, or None when it does not exist."""
-        self.check(call, "get")
+        self.check(call, "get", namespace=namespace, name=name)
         return await self._request(
             call,
             "GET",
@@ -226,7 +383,7 @@ class ClusterApi:
         label_selector: str | None = None,
     ) -> list[KubeObject]:
         """Every object (of one namespace, or of all), optionally by label selector."""
-        self.check(call, "list")
+        self.check(call, "list", namespace=namespace)
         query = [("labelSelector", label_selector)] if label_selector else []
         found = await self._request(
             call, "GET", _path(call, namespace, None), query=query, target=namespace or "*"
@@ -248,7 +405,7 @@ class ClusterApi:
         With ``resource_version`` the patch applies only to that version of the
         object; if it changed since, :class:`KubernetesConflictError` (HTTP 409).
         """
-        self.check(call, "patch")
+        self.check(call, "patch", namespace=namespace, name=name)
         payload = dict(body)
         if resource_version is not None:
             metadata = dict(payload.get("metadata") or {})

@@ -38,7 +38,19 @@ from activities.backends.kubernetes._access import (
     MemberTarget,
     MeshConfig,
 )
-from activities.backends.kubernetes._api import ClusterApi, KubeObject
+from activities.backends.kubernetes._api import (
+    CILIUM_AGENT,
+    CILIUM_CONFIG,
+    CILIUM_OPERATOR,
+    CLUSTERMESH_APISERVER,
+    CLUSTERMESH_SECRET,
+    KUBE_SYSTEM,
+    KVSTOREMESH_SECRET,
+    REMOTE_CERT_SECRET,
+    SERVER_CERT_SECRET,
+    ClusterApi,
+    KubeObject,
+)
 from activities.backends.kubernetes._drain import plan_annotations
 from activities.backends.kubernetes._exec import (
     AGENT_STATUS_COMMAND,
@@ -118,16 +130,6 @@ T = TypeVar("T")
 #: One agent's service table: active backend IPs per ``(namespace, name)``.
 ServiceTable = dict[tuple[str, str], set[str]]
 
-KUBE_SYSTEM = "kube-system"
-CILIUM_CONFIG = "cilium-config"
-CILIUM_AGENT = "cilium"
-CILIUM_OPERATOR = "cilium-operator"
-CLUSTERMESH_APISERVER = "clustermesh-apiserver"
-CLUSTERMESH_SECRET = "cilium-clustermesh"
-KVSTOREMESH_SECRET = "cilium-kvstoremesh"
-#: The client certificate a member presents to its peers (Cilium projects it as common-*).
-REMOTE_CERT_SECRET = "clustermesh-apiserver-remote-cert"
-SERVER_CERT_SECRET = "clustermesh-apiserver-server-cert"
 #: With KVStoreMesh, the agents' entry for every peer: the local kvstoremesh.
 LOCAL_KVSTOREMESH_CONFIG = (
     "endpoints:\n- https://clustermesh-apiserver.kube-system.svc:2379\n"

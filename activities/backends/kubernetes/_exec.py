@@ -79,7 +79,7 @@ async def stream_exec(api: ClusterApi, target: ExecTarget) -> str:
     :class:`ExecFailedError`; a command still running after the API request
     timeout is abandoned (the socket closed) and raises :class:`ExecTimedOutError`.
     """
-    api.check(EXEC_POD, "create")
+    api.check(EXEC_POD, "create", namespace=target.namespace)
     timeout = api.request_timeout
 
     def blocking() -> str:

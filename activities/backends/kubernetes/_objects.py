@@ -281,10 +281,18 @@ def apiserver_endpoint(
 def parse_service_table(output: str) -> dict[tuple[str, str], set[str]]:
     """``cilium-dbg service list -o json``: the *active* backend IPs of each Service.
 
-    Keyed by ``(namespace, name)`` from ``spec.flags``; the frontends of one
-    Service (ClusterIP, each port, NodePort) are merged. Backends in state
-    ``terminating``, ``quarantined`` or ``maintenance`` take no new traffic and
-    are left out (a missing state is ``active``, the API's default).
+    Field names checked against Cilium's ``api/v1/openapi.yaml`` (``Service``,
+    ``ServiceSpec``, ``BackendAddress``): a JSON array of ``{spec, status.realized}``.
+    The backends are read from ``status.realized`` (what the datapath holds, and
+    what ``cilium-dbg service list`` itself prints; ``spec`` if absent); the key
+    ``(namespace, name)`` from ``ServiceSpec.flags.namespace``/``flags.name``; the
+    frontends of one Service (ClusterIP, each port, NodePort) are merged.
+    ``BackendAddress.state`` is ``active``, ``terminating``, ``quarantined`` or
+    ``maintenance``; only ``active`` takes new traffic, and an empty or missing
+    state is ``active`` (``GetBackendState`` in ``pkg/loadbalancer``).
+    ``BackendAddress.ip`` is an ``AddrCluster`` string, ``10.0.0.1@3`` when it
+    carries a cluster ID (``pkg/clustermesh/types/addr.go``): the IP is the part
+    before ``@``.
     """
     data = json.loads(output)
     if not isinstance(data, list):
@@ -292,13 +300,14 @@ def parse_service_table(output: str) -> dict[tuple[str, str], set[str]]:
     table: dict[tuple[str, str], set[str]] = {}
     for entry in data:
         spec = (entry or {}).get("spec") or {}
-        flags = spec.get("flags") or {}
+        realized = ((entry or {}).get("status") or {}).get("realized") or spec
+        flags = spec.get("flags") or realized.get("flags") or {}
         if not flags.get("name") or not flags.get("namespace"):
             continue
         backends = table.setdefault((str(flags["namespace"]), str(flags["name"])), set())
-        for backend in spec.get("backend-addresses") or []:
+        for backend in realized.get("backend-addresses") or []:
             if (backend.get("state") or "active") == "active" and backend.get("ip"):
-                backends.add(str(backend["ip"]))
+                backends.add(str(backend["ip"]).split("@", 1)[0])
     return table
 
 
