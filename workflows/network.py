@@ -98,6 +98,7 @@ from engine.domain.network import (
     services_report,
 )
 from engine.domain.run import run_workflow_id
+from workflows.failures import say_code_once
 
 T = TypeVar("T")
 
@@ -136,7 +137,7 @@ def _reject(problems: Sequence[str]) -> None:
 def _failure(error: BaseException) -> str:
     """The person-readable reason inside an activity failure."""
     cause = error.cause if isinstance(error, ActivityError) and error.cause else error
-    return cause.message if isinstance(cause, ApplicationError) else str(cause)
+    return say_code_once(cause.message if isinstance(cause, ApplicationError) else str(cause))
 
 
 @workflow.defn(name=NETWORK_WORKFLOW)
@@ -642,7 +643,7 @@ class NetworkWorkflow:
         for name, result in results.items():
             self._log(
                 "rejected",
-                f"{result.rule.value if result.rule else ''}: {result.message}",
+                say_code_once(f"{result.rule.value if result.rule else ''}: {result.message}"),
                 op,
                 name,
             )

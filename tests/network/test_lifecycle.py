@@ -100,7 +100,13 @@ async def test_a_cluster_already_in_another_network_is_rejected(
         assert outcomes[name].rule is MembershipRule.SINGLE_NETWORK
         assert owner in (outcomes[name].message or "")
     assert (await backend.describe_member("x")).network == other
-    assert [m.name for m in (await meshfleet.describe_network(network_name)).members] == ["b"]
+    description = await meshfleet.describe_network(network_name)
+    assert [m.name for m in description.members] == ["b"]
+    # The network's log says each rule's code once, not "singleNetwork: singleNetwork: ...".
+    rejected = [e.message for e in description.log if e.event == "rejected"]
+    assert rejected
+    assert all(m.startswith("singleNetwork: ") for m in rejected), rejected
+    assert not any("singleNetwork: singleNetwork" in m for m in rejected), rejected
 
 
 async def test_a_cluster_without_a_usable_id_gets_the_lowest_free_one(
