@@ -19,6 +19,7 @@ import structlog
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import (
+    ApplicationError,
     CancelledError,
     TerminatedError,
 )
@@ -358,16 +359,25 @@ class HolderActivities:
                 await asyncio.sleep(every.total_seconds())
 
         beating = asyncio.create_task(heartbeat())
+        watching = asyncio.ensure_future(
+            asyncio.wait_for(self._closed(request.holder), request.period.total_seconds())
+        )
+        shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
         try:
+            # A worker shutting down gives a watch back at once (it is retried on a live
+            # worker) instead of holding the shutdown for its whole grace period.
+            await asyncio.wait({watching, shutdown}, return_when=asyncio.FIRST_COMPLETED)
+            if not watching.done():
+                raise ApplicationError("the worker is shutting down; the watch goes on elsewhere")
             async with classified():
                 try:
-                    ended = await asyncio.wait_for(
-                        self._closed(request.holder), request.period.total_seconds()
-                    )
+                    ended = watching.result()
                 except TimeoutError:
                     return HolderEnd(ended=False)
         finally:
             beating.cancel()
+            watching.cancel()
+            shutdown.cancel()
         log.info(
             "network.holder_ended",
             workflow_id=request.holder.workflow_id,

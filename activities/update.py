@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import drain
 from activities.common import NON_RETRYABLE, WaitTimedOut, classified, wait_for
+from activities.planning import compute_plan
 from engine.domain import run as contract
 from engine.domain.backend import (
     FleetBackend,
@@ -462,6 +463,7 @@ class UpdateActivities:
             self.acquire_network,
             self.release_network,
             self.describe_members,
+            compute_plan,
             self.check_mesh_health,
             self.service_endpoints,
             self.preflight_member,

@@ -68,10 +68,18 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 180
 STEP_OF_ACTIVITY: Mapping[str, MemberStep] = {
     contract.PREFLIGHT: MemberStep.PREFLIGHT,
     contract.DRAIN: MemberStep.DRAIN,
+    contract.DRAIN_ANNOTATE: MemberStep.DRAIN,
     contract.UPGRADE_CONTROL_PLANE: MemberStep.CONTROL_PLANE,
     contract.UPGRADE_CILIUM: MemberStep.CILIUM,
     contract.VERIFY: MemberStep.VERIFY,
     contract.RESTORE: MemberStep.RESTORE,
+    contract.RESTORE_ANNOTATIONS: MemberStep.RESTORE,
+}
+#: Since drain and restore annotate first and wait for the peers second, each wait is
+#: its own ``step`` label, so ``Drain``/``Restore`` still count once per member.
+WAIT_STEP_OF_ACTIVITY: Mapping[str, str] = {
+    contract.DRAIN_WAIT: "DrainWait",
+    contract.RESTORE_WAIT: "RestoreWait",
 }
 
 
@@ -174,19 +182,20 @@ class _ActivityMetrics(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         name = activity.info().activity_type
-        step = STEP_OF_ACTIVITY.get(name)
+        known = STEP_OF_ACTIVITY.get(name)
+        step = known.value if known is not None else WAIT_STEP_OF_ACTIVITY.get(name)
         gate = _gate_kind(name, input.args)
         started = time.monotonic()
         try:
             result = await super().execute_activity(input)
         except BaseException:
             if step is not None:
-                self._metrics.step_failures.add(1, {"step": step.value})
+                self._metrics.step_failures.add(1, {"step": step})
             raise
         finally:
             elapsed = time.monotonic() - started
             if step is not None:
-                self._metrics.step_duration.record(elapsed, {"step": step.value})
+                self._metrics.step_duration.record(elapsed, {"step": step})
             if gate is not None:
                 self._metrics.gate_wait.record(elapsed, {"kind": gate.value})
         if isinstance(result, contract.ServiceEndpointsResult) and result.below_baseline:

@@ -67,11 +67,17 @@ log = structlog.get_logger(__name__)
 STEP_OF_ACTIVITY = {
     contract.PREFLIGHT: "Preflight",
     contract.DRAIN: "Drain",
+    contract.DRAIN_ANNOTATE: "Drain",
+    contract.DRAIN_WAIT: "Drain",
     contract.UPGRADE_CONTROL_PLANE: "ControlPlane",
     contract.UPGRADE_CILIUM: "Cilium",
     contract.VERIFY: "Verify",
     contract.RESTORE: "Restore",
+    contract.RESTORE_ANNOTATIONS: "Restore",
+    contract.RESTORE_WAIT: "Restore",
 }
+#: The activities whose result is the drain's record (annotating returns it).
+_DRAIN_RECORDS = {contract.DRAIN, contract.DRAIN_ANNOTATE}
 #: At most this many history fetches at once.
 FETCH_CONCURRENCY = 16
 
@@ -100,6 +106,7 @@ class MemberHistory:
 def member_history(events: Iterable[HistoryEvent]) -> MemberHistory:
     """The steps of one member workflow's history, in the order they were scheduled."""
     scheduled: dict[int, tuple[str, dt.datetime]] = {}
+    records: set[int] = set()
     closed: dict[int, tuple[dt.datetime, bool, str | None, Payloads | None]] = {}
     for event in events:
         kind = event.WhichOneof("attributes")
@@ -107,6 +114,8 @@ def member_history(events: Iterable[HistoryEvent]) -> MemberHistory:
             name = event.activity_task_scheduled_event_attributes.activity_type.name
             if name in STEP_OF_ACTIVITY:
                 scheduled[event.event_id] = (STEP_OF_ACTIVITY[name], _time(event))
+            if name in _DRAIN_RECORDS:
+                records.add(event.event_id)
         elif kind in _CLOSED:
             attributes = getattr(event, kind)
             has_failure = "failure" in attributes.DESCRIPTOR.fields_by_name
@@ -128,8 +137,18 @@ def member_history(events: Iterable[HistoryEvent]) -> MemberHistory:
     for event_id, (step, start) in sorted(scheduled.items()):
         end, failed, message, result = closed.get(event_id, (None, False, None, None))
         span = StepSpan(step=step, start=start, end=end, failed=failed, message=message)
-        found.steps.append(span)
-        if step == "Drain" and result is not None:
+        previous = found.steps[-1] if found.steps else None
+        if previous is not None and previous.step == step and previous.end is not None:
+            # Annotating then waiting for the peers: one step on the picture.
+            found.steps[-1] = dataclasses.replace(
+                previous,
+                end=end,
+                failed=previous.failed or failed,
+                message=message if failed else previous.message,
+            )
+        else:
+            found.steps.append(span)
+        if event_id in records and result is not None:
             found.drain_result = result
     return found
 

@@ -22,7 +22,6 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.auto_upgrade import AutoUpgradeActivities
 from activities.health import health_check
 from activities.network import HolderActivities, NetworkActivities
-from activities.planning import compute_plan
 from activities.update import UpdateActivities
 from engine.domain.backend import FleetBackend
 from engine.runtime import settings
@@ -65,7 +64,6 @@ def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., 
     holders = HolderActivities(client)
     return [
         health_check,
-        compute_plan,
         *update.all(),
         *network.all(),
         *holders.all(),
