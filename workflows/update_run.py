@@ -708,16 +708,9 @@ class UpdateRunWorkflow:
                 self._state.checked_before.append(stage.name)
         await asyncio.gather(*(self._run_group(stage, g) for g in stage.groups))
         stage.failure_count = sum(g.failure_count for g in stage.groups)
-        failed_groups = [g.name for g in stage.groups if g.state is State.FAILED]
-        counted = machine.counted_failures(
-            [m for g in stage.groups for m in g.members], self._state.excused
-        )
-        if failed_groups or counted > stage.max_allowed_failures:
-            self._fail_stage(
-                stage,
-                f"{stage.failure_count} member(s) failed (budget {stage.max_allowed_failures})"
-                + (f"; failed groups: {', '.join(failed_groups)}" if failed_groups else ""),
-            )
+        failure = machine.stage_failure(stage, self._state.excused)
+        if failure is not None:
+            self._fail_stage(stage, failure)
             return
         if stage.state is State.SKIPPED:
             return
@@ -954,8 +947,11 @@ class UpdateRunWorkflow:
             > group.max_allowed_failures
         ):
             group.state = State.FAILED
-            group.message = (
-                f"{group.failure_count} member(s) failed (budget {group.max_allowed_failures})"
+            group.message = machine.over_budget(
+                "group",
+                group.name,
+                machine.counted_failures(group.members, self._state.excused),
+                group.max_allowed_failures,
             )
             self._bump()
             return
