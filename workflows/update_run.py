@@ -123,6 +123,8 @@ PATCH_RESUME_WHILE_STOPPING = "run-resume-while-stopping"
 PATCH_REREAD_ON_REOPEN = "run-reread-on-reopen"
 #: Patch: no soak after a stage in which nothing was upgraded (recorded as Skipped).
 PATCH_SOAK_ONLY_AFTER_UPGRADES = "run-soak-only-after-upgrades"
+#: Patch: a stage skipped while a check ran stays Skipped when the check then fails.
+PATCH_SKIPPED_STAGE_STAYS_SKIPPED = "run-skipped-stage-stays-skipped"
 #: Patch: a soak resumed after a stop serves only what was left of it.
 PATCH_SOAK_KEEPS_SERVED = "run-soak-keeps-served"
 #: Patch: the run continues as new during long waits, not only while lingering.
@@ -734,6 +736,9 @@ class UpdateRunWorkflow:
         self._bump()
 
     def _fail_stage(self, stage: StageStatus, message: str) -> None:
+        """Fail ``stage`` (and so the run), unless it was skipped: Skipped is never overwritten."""
+        if stage.state is State.SKIPPED and workflow.patched(PATCH_SKIPPED_STAGE_STAYS_SKIPPED):
+            return
         stage.state = State.FAILED
         stage.message = message
         stage.completed_time = workflow.now()
