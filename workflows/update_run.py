@@ -887,6 +887,7 @@ class UpdateRunWorkflow:
             else:
                 gate.message = f"waiting for approval: meshfleet run approve RUN {gate.id}"
             self._bump()
+            waiting_since = workflow.now()
             try:
                 await workflow.wait_condition(
                     lambda gate=gate: gate.state is not GateState.PENDING or self._halted(),  # type: ignore[misc]
@@ -899,6 +900,7 @@ class UpdateRunWorkflow:
                 gate.completed_by = "schedule"
             if gate.state is GateState.PENDING:  # halted while waiting
                 return False
+            _record_gate_wait(gate.kind, workflow.now() - waiting_since)
             if gate.state is GateState.SKIPPED and owner.state is State.SKIPPED:
                 return False  # the owner was skipped while its gate waited
             gate.message = None
@@ -1190,6 +1192,13 @@ class UpdateRunWorkflow:
         if signature != self._published:
             workflow.upsert_search_attributes(pairs)
             self._published = signature
+
+
+def _record_gate_wait(kind: GateKind, waited: timedelta) -> None:
+    """Observe a gate's wait on the worker's meter (replay-safe: never during replay)."""
+    workflow.metric_meter().create_histogram_float(
+        contract.GATE_WAIT_METRIC, contract.GATE_WAIT_DESCRIPTION, "s"
+    ).record(waited.total_seconds(), {"kind": kind.value})
 
 
 def _skipped(owner: StageStatus | GroupStatus) -> bool:
