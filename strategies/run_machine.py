@@ -105,16 +105,34 @@ def budget_exceeded(
     """
     group_failures = counted_failures(group.members, excused)
     if group_failures > group.max_allowed_failures:
-        return (
-            f"group {group.name}: {group_failures} member(s) failed "
-            f"(group budget {group.max_allowed_failures})"
-        )
+        return over_budget("group", group.name, group_failures, group.max_allowed_failures)
     stage_failures = counted_failures([m for g in stage.groups for m in g.members], excused)
     if stage_failures > stage.max_allowed_failures:
-        return (
-            f"stage {stage.name}: {stage_failures} member(s) failed "
-            f"(stage budget {stage.max_allowed_failures})"
-        )
+        return over_budget("stage", stage.name, stage_failures, stage.max_allowed_failures)
+    return None
+
+
+def over_budget(kind: str, name: str, failed: int, allowed: int) -> str:
+    """The text naming which budget was exceeded (a group's or a stage's), and by how much."""
+    return f"{kind} {name} exceeded its failure budget ({failed} failed, {allowed} allowed)"
+
+
+def stage_failure(stage: StageStatus, excused: Collection[str] = ()) -> str | None:
+    """Why a stage whose groups have all ended failed on failures, or None if it did not.
+
+    Names the groups over their own budget when any is; else the stage's own budget
+    when the groups' failures together exceed it.
+    """
+    groups = [
+        over_budget("group", g.name, counted_failures(g.members, excused), g.max_allowed_failures)
+        for g in stage.groups
+        if g.state is State.FAILED
+    ]
+    if groups:
+        return "; ".join(groups)
+    failed = counted_failures([m for g in stage.groups for m in g.members], excused)
+    if failed > stage.max_allowed_failures:
+        return over_budget("stage", stage.name, failed, stage.max_allowed_failures)
     return None
 
 

@@ -123,6 +123,8 @@ PATCH_RESUME_WHILE_STOPPING = "run-resume-while-stopping"
 PATCH_REREAD_ON_REOPEN = "run-reread-on-reopen"
 #: Patch: no soak after a stage in which nothing was upgraded (recorded as Skipped).
 PATCH_SOAK_ONLY_AFTER_UPGRADES = "run-soak-only-after-upgrades"
+#: Patch: a stage skipped while a check ran stays Skipped when the check then fails.
+PATCH_SKIPPED_STAGE_STAYS_SKIPPED = "run-skipped-stage-stays-skipped"
 #: Patch: a soak resumed after a stop serves only what was left of it.
 PATCH_SOAK_KEEPS_SERVED = "run-soak-keeps-served"
 #: Patch: the run continues as new during long waits, not only while lingering.
@@ -708,16 +710,9 @@ class UpdateRunWorkflow:
                 self._state.checked_before.append(stage.name)
         await asyncio.gather(*(self._run_group(stage, g) for g in stage.groups))
         stage.failure_count = sum(g.failure_count for g in stage.groups)
-        failed_groups = [g.name for g in stage.groups if g.state is State.FAILED]
-        counted = machine.counted_failures(
-            [m for g in stage.groups for m in g.members], self._state.excused
-        )
-        if failed_groups or counted > stage.max_allowed_failures:
-            self._fail_stage(
-                stage,
-                f"{stage.failure_count} member(s) failed (budget {stage.max_allowed_failures})"
-                + (f"; failed groups: {', '.join(failed_groups)}" if failed_groups else ""),
-            )
+        failure = machine.stage_failure(stage, self._state.excused)
+        if failure is not None:
+            self._fail_stage(stage, failure)
             return
         if stage.state is State.SKIPPED:
             return
@@ -741,6 +736,9 @@ class UpdateRunWorkflow:
         self._bump()
 
     def _fail_stage(self, stage: StageStatus, message: str) -> None:
+        """Fail ``stage`` (and so the run), unless it was skipped: Skipped is never overwritten."""
+        if stage.state is State.SKIPPED and workflow.patched(PATCH_SKIPPED_STAGE_STAYS_SKIPPED):
+            return
         stage.state = State.FAILED
         stage.message = message
         stage.completed_time = workflow.now()
@@ -889,6 +887,7 @@ class UpdateRunWorkflow:
             else:
                 gate.message = f"waiting for approval: meshfleet run approve RUN {gate.id}"
             self._bump()
+            waiting_since = workflow.now()
             try:
                 await workflow.wait_condition(
                     lambda gate=gate: gate.state is not GateState.PENDING or self._halted(),  # type: ignore[misc]
@@ -901,6 +900,7 @@ class UpdateRunWorkflow:
                 gate.completed_by = "schedule"
             if gate.state is GateState.PENDING:  # halted while waiting
                 return False
+            _record_gate_wait(gate.kind, workflow.now() - waiting_since)
             if gate.state is GateState.SKIPPED and owner.state is State.SKIPPED:
                 return False  # the owner was skipped while its gate waited
             gate.message = None
@@ -954,8 +954,11 @@ class UpdateRunWorkflow:
             > group.max_allowed_failures
         ):
             group.state = State.FAILED
-            group.message = (
-                f"{group.failure_count} member(s) failed (budget {group.max_allowed_failures})"
+            group.message = machine.over_budget(
+                "group",
+                group.name,
+                machine.counted_failures(group.members, self._state.excused),
+                group.max_allowed_failures,
             )
             self._bump()
             return
@@ -1189,6 +1192,13 @@ class UpdateRunWorkflow:
         if signature != self._published:
             workflow.upsert_search_attributes(pairs)
             self._published = signature
+
+
+def _record_gate_wait(kind: GateKind, waited: timedelta) -> None:
+    """Observe a gate's wait on the worker's meter (replay-safe: never during replay)."""
+    workflow.metric_meter().create_histogram_float(
+        contract.GATE_WAIT_METRIC, contract.GATE_WAIT_DESCRIPTION, "s"
+    ).record(waited.total_seconds(), {"kind": kind.value})
 
 
 def _skipped(owner: StageStatus | GroupStatus) -> bool:

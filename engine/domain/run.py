@@ -38,6 +38,11 @@ DESCRIBE_MEMBERS = "describe_members"
 #: so a replay never recomputes the plan with newer planner code.
 COMPUTE_PLAN = "compute_plan"
 CHECK_MESH_HEALTH = "check_mesh_health"
+#: The Prometheus histogram of gate waits, by ``kind`` (a :class:`GateKind`): the health
+#: gates are timed by the worker's activity interceptor, the Approval and ScheduledStart
+#: gates by the run through the SDK's replay-safe workflow meter.
+GATE_WAIT_METRIC = "meshfleet_gate_wait_seconds"
+GATE_WAIT_DESCRIPTION = "How long a gate waited, by kind (health gates, approvals, schedules)"
 SERVICE_ENDPOINTS = "service_endpoints"
 PREFLIGHT = "preflight_member"
 #: Before the ``drain-record-first`` patch: annotate and wait in one activity.

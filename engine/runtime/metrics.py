@@ -10,6 +10,8 @@ runtime's meter. Recording is done by the worker, never by workflow code:
 - a workflow interceptor counts member outcomes from the member workflow's
   result, through ``workflow.metric_meter()`` (the SDK does not record during
   replay, so a replayed history never counts twice);
+- the update run times its Approval and ScheduledStart gates through the same
+  replay-safe ``workflow.metric_meter()`` (no I/O: the SDK records on the worker);
 - a collector asks every network for its status now and then, for the
   ``meshfleet_networks`` gauge.
 
@@ -57,7 +59,7 @@ NETWORK_REFRESH = dt.timedelta(seconds=30)
 MEMBER_UPDATES = "meshfleet_member_updates"
 STEP_DURATION = "meshfleet_member_step_duration_seconds"
 STEP_FAILURES = "meshfleet_member_step_failures"
-GATE_WAIT = "meshfleet_gate_wait_seconds"
+GATE_WAIT = contract.GATE_WAIT_METRIC
 CONTINUITY_VIOLATIONS = "meshfleet_continuity_violations"
 NETWORKS = "meshfleet_networks"
 
@@ -147,7 +149,7 @@ class MeshfleetMetrics:
             STEP_FAILURES, "Member step attempts that raised, by step (retries count each)"
         )
         self.gate_wait = meter.create_histogram_float(
-            GATE_WAIT, "How long a built-in health gate waited for the mesh, by kind", "s"
+            GATE_WAIT, contract.GATE_WAIT_DESCRIPTION, "s"
         )
         self.continuity_violations = meter.create_counter(
             CONTINUITY_VIOLATIONS,

@@ -217,11 +217,15 @@ def test_the_budget_cascade_fails_on_the_group_then_on_the_stage() -> None:
     a.members[0].state = State.FAILED
     assert machine.budget_exceeded(one, a) is None
     a.members[1].state = State.FAILED
-    assert machine.budget_exceeded(one, a) == "group a: 2 member(s) failed (group budget 1)"
+    assert machine.budget_exceeded(one, a) == (
+        "group a exceeded its failure budget (2 failed, 1 allowed)"
+    )
     a.members[1].state = State.COMPLETED
     b.members[0].state = State.FAILED
     b.members[1].state = State.FAILED
-    assert machine.budget_exceeded(one, a) == "stage one: 3 member(s) failed (stage budget 2)"
+    assert machine.budget_exceeded(one, a) == (
+        "stage one exceeded its failure budget (3 failed, 2 allowed)"
+    )
 
 
 def test_the_scheduler_follows_the_planners_order_open_then_soon_then_none_then_closed() -> None:

@@ -291,3 +291,27 @@ async def test_the_web_ui_details_follow_the_run_from_a_waiting_gate_to_the_end(
         done = await current_details(client, run.workflow_id)
         assert ": **Completed**" in done
         assert "| b | Completed | 2/2 | 0 | 0 | 0 |" in done
+
+
+async def test_a_stage_failure_names_the_group_whose_budget_was_exceeded_not_the_stages(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    # The stage allows one failure, its group none: the group's budget is what broke.
+    generous_stage = strategy(
+        [
+            {
+                "name": "first",
+                "maxAllowedFailures": "1",
+                "groups": [{"name": "first", "maxAllowedFailures": "0"}],
+            },
+            {"name": "second", "groups": [{"name": "second"}]},
+        ]
+    )
+    async with running_fleet(client, task_queue, state_dir, FAILING_CLUSTERS) as fleet:
+        status = await (await fleet.start_run(generous_stage)).result()
+        assert status.state is State.FAILED
+        expected = "group first exceeded its failure budget (1 failed, 0 allowed)"
+        assert status.error == f"stage first failed: {expected}"
+        first = next(s for s in status.stages if s.name == "first")
+        assert first.message == expected
+        assert first.groups[0].message == expected

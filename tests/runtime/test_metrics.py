@@ -244,3 +244,54 @@ def test_a_bad_metrics_port_in_the_environment_is_exit_code_two_without_a_traceb
     assert result.returncode == 2
     assert METRICS_PORT_ENV in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+#: Both kinds of gate a person configures, before the only stage: the run holds at each
+#: until the test approves it (a ScheduledStart next week opens early by approval).
+PERSON_GATES = strategy(
+    [
+        {
+            "name": "only",
+            "beforeGates": [
+                {"type": "Approval", "displayName": "go on"},
+                {
+                    "type": "ScheduledStart",
+                    "displayName": "next tuesday",
+                    "startDay": "Tuesday",
+                    "startTime": "02:00",
+                },
+            ],
+            "groups": [{"name": "only"}],
+        }
+    ]
+)
+
+
+async def test_the_gate_wait_histogram_covers_approval_and_scheduled_start_gates(
+    temporal_server: devserver.EmbeddedServer, task_queue: str, state_dir: Path
+) -> None:
+    port = devserver.free_port()
+    client = await connect_metered(temporal_server.address, port)
+    async with running_fleet(
+        client, task_queue, state_dir, [Cluster("gates-1", group="only")]
+    ) as fleet:
+        run = await fleet.start_run(PERSON_GATES)
+        for gate_id in ("only/before/0", "only/before/1"):
+            await wait_until(
+                run,
+                lambda s, gate_id=gate_id: any(
+                    g.id == gate_id and g.state is GateState.PENDING for g in s.gates()
+                ),
+            )
+            assert value(scrape(port), "meshfleet_gate_wait_seconds_count", kind="Approval") == (
+                0 if gate_id.endswith("0") else 1
+            )
+            await run.approve(gate_id, comment="metrics test")
+        final = await run.result()
+        assert final.state is State.COMPLETED, final.error
+
+        after = scrape(port)
+        assert value(after, "meshfleet_gate_wait_seconds_count", kind="Approval") == 1
+        assert value(after, "meshfleet_gate_wait_seconds_count", kind="ScheduledStart") == 1
+        # The health gates are still timed beside them.
+        assert value(after, "meshfleet_gate_wait_seconds_count", kind="MeshHealth") > 0

@@ -62,6 +62,11 @@ STATE_STYLE = {
 }
 
 
+#: How a member's message begins when its restore failed and it is still drained
+#: (``workflows/member_update.py`` words it; ``tests/runs/test_drain_restore.py`` pins it).
+LEFT_DRAINED = "LEFT DRAINED:"
+
+
 def styled(state: State) -> Text:
     return Text(state.value, style=STATE_STYLE[state])
 
@@ -86,6 +91,9 @@ def render_status(status: RunStatus) -> RenderableType:
         detail = stage.message or ""
         if wait is not None and wait.state is State.RUNNING and wait.until:
             detail = f"soak until {wait.until:%H:%M:%S}, {wait.checks} checks ok"
+        elif wait is not None and wait.state is State.SKIPPED:
+            skipped = "soak skipped" + (f": {wait.message}" if wait.message else "")
+            detail = f"{detail}; {skipped}" if detail else skipped
         table.add_row(
             Text(stage.name, style="bold"),
             styled(stage.state),
@@ -120,6 +128,14 @@ def render_status(status: RunStatus) -> RenderableType:
                     step + (member.message or ""),
                 )
     parts: list[RenderableType] = [header, table]
+    if status.joined_since_plan:
+        joined = ", ".join(status.joined_since_plan)
+        parts.append(Text(f"joined since the plan (not in this run): {joined}"))
+    left_drained = [m for _, _, m in status.members() if (m.message or "").startswith(LEFT_DRAINED)]
+    if left_drained:
+        parts.append(Text("members left drained (restore them by hand):", style="bold red"))
+        for member in left_drained:
+            parts.append(Text(f"  {member.name}: {member.message}", style="red"))
     controls = [c for c in status.controls if c.identity != "meshfleet"]
     if controls:
         parts.append(Text("controls:", style="bold"))
