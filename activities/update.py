@@ -33,9 +33,11 @@ from engine.domain.member import Member
 from engine.domain.network import (
     UPDATE_ACQUIRE,
     UPDATE_RELEASE,
+    UPDATE_REPORT_LEFT_DRAINED,
     AcquireRequest,
     NetworkDescription,
     ReleaseRequest,
+    ReportLeftDrainedRequest,
     network_workflow_id,
 )
 from engine.domain.plan import VersionPair
@@ -106,6 +108,26 @@ class UpdateActivities:
             handle = self._client.get_workflow_handle(network_workflow_id(lease.network))
             await handle.execute_update(
                 UPDATE_RELEASE, ReleaseRequest(run_id=lease.run_id), result_type=NetworkDescription
+            )
+
+    @activity.defn(name=contract.REPORT_LEFT_DRAINED)
+    async def report_left_drained(self, report: contract.LeftDrainedReport) -> None:
+        """Tell the network a member's restore left it drained (no services: restored)."""
+        async with classified():
+            log.warning(
+                "run.left_drained_reported" if report.services else "run.restored_reported",
+                network=report.network,
+                run_id=report.run_id,
+                member=report.member,
+                services=report.services,
+            )
+            handle = self._client.get_workflow_handle(network_workflow_id(report.network))
+            await handle.execute_update(
+                UPDATE_REPORT_LEFT_DRAINED,
+                ReportLeftDrainedRequest(
+                    run_id=report.run_id, member=report.member, services=report.services
+                ),
+                result_type=NetworkDescription,
             )
 
     @activity.defn(name=contract.DESCRIBE_MEMBERS)
@@ -461,6 +483,7 @@ class UpdateActivities:
         return [
             self.acquire_network,
             self.release_network,
+            self.report_left_drained,
             self.describe_members,
             self.check_mesh_health,
             self.service_endpoints,

@@ -105,6 +105,8 @@ PATCH_SURVIVE_ACTIVITY_ERRORS = "run-survives-activity-errors"
 PATCH_RELEASE_ON_ANY_END = "run-release-on-any-end"
 #: Patch: a failure no budget absorbs halts the whole run at once (not just its group).
 PATCH_BUDGET_HALTS_RUN = "run-budget-halts-run"
+#: Patch: a member whose restore could not complete is reported to the network.
+PATCH_REPORT_LEFT_DRAINED = "report-left-drained"
 #: Patch: a run on a network without members fails at once (it used to "run" 0/0).
 PATCH_REFUSE_EMPTY_NETWORK = "run-refuse-empty-network"
 #: Patch: skipping a stage or group skips its waiting gates (a later approve is refused).
@@ -660,6 +662,9 @@ class UpdateRunWorkflow:
         )
         status.completed_time = workflow.now()
         status.current_stage = None
+        loud = contract.left_drained_line(status.left_drained)
+        if loud is not None and not (status.error or "").startswith("LEFT DRAINED"):
+            status.error = f"{loud}; {status.error}" if status.error else loud
         self._publish()
 
     def _halted(self) -> bool:
@@ -1077,6 +1082,43 @@ class UpdateRunWorkflow:
         else:
             self._state.deferred[member.name] = self._launched_at[member.name]
         self._bump()
+        await self._left_drained(member.name, result.left_drained)
+
+    async def _left_drained(self, member: str, services: list[str]) -> None:
+        """Say loudly what a restore left drained (and when a retry restored it after all).
+
+        The run's status lists it (and its ``error`` says it once the run ends); the
+        network is told, so ``network show`` lists it until restored or cleared.
+        """
+        status = self._state.status
+        if not services and member not in status.left_drained:
+            return  # always so in histories recorded before the field existed
+        if services:
+            status.left_drained[member] = list(services)
+        else:
+            del status.left_drained[member]
+        self._bump()
+        if not workflow.patched(PATCH_REPORT_LEFT_DRAINED):
+            return
+        report = contract.LeftDrainedReport(
+            network=status.network, run_id=status.run_id, member=member, services=services
+        )
+        try:
+            await workflow.execute_activity(
+                contract.REPORT_LEFT_DRAINED,
+                report,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary=f"report {member} left drained"
+                if services
+                else f"report {member} restored",
+            )
+        except ActivityError as error:
+            # The run's own status still says it; the network could not be told.
+            workflow.logger.warning(
+                "run.left_drained_unreported",
+                extra={"member": member, "error": failure_reason(error)},
+            )
 
     def _cascade(self, stage: StageStatus, group: GroupStatus) -> None:
         """A failure no budget absorbs dooms the run: nothing new starts anywhere in it."""

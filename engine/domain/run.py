@@ -33,6 +33,8 @@ STATUS = "status"
 # Activities of a run, by name (workflows never import the activities package).
 ACQUIRE_NETWORK = "acquire_network"
 RELEASE_NETWORK = "release_network"
+#: Tell the network which services a member's failed restore left drained.
+REPORT_LEFT_DRAINED = "report_left_drained"
 DESCRIBE_MEMBERS = "describe_members"
 #: The run's plan, computed once by an activity: its result is recorded in the history,
 #: so a replay never recomputes the plan with newer planner code.
@@ -237,6 +239,9 @@ class RunStatus(DomainModel):
     controls: list[ControlRecord] = Field(default_factory=list)
     #: Clusters that joined the network after the plan was made: reported, never added.
     joined_since_plan: list[str] = Field(default_factory=list)
+    #: Members whose restore could not complete, with the services (``namespace/name``)
+    #: still ``shared: "false"``: the run says so loudly, and the network lists them too.
+    left_drained: dict[str, list[str]] = Field(default_factory=dict)
 
     def members(self) -> list[tuple[StageStatus, GroupStatus, MemberStatus]]:
         """Every member with its stage and group."""
@@ -396,6 +401,23 @@ class NetworkLease(DomainModel):
 
     network: str
     run_id: str
+
+
+class LeftDrainedReport(DomainModel):
+    """What a run tells its network about one member's restore (no services: restored)."""
+
+    network: str
+    run_id: str
+    member: str
+    services: list[str] = Field(default_factory=list)
+
+
+def left_drained_line(left_drained: dict[str, list[str]]) -> str | None:
+    """``LEFT DRAINED: a-1 (shop/checkout)``: the run's loud line, or None when nothing is."""
+    if not left_drained:
+        return None
+    members = "; ".join(f"{m} ({', '.join(s)})" for m, s in sorted(left_drained.items()))
+    return f'LEFT DRAINED (still service.cilium.io/shared: "false"): {members}'
 
 
 class LeasedNetwork(DomainModel):
