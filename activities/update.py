@@ -112,10 +112,10 @@ class UpdateActivities:
 
     @activity.defn(name=contract.REPORT_LEFT_DRAINED)
     async def report_left_drained(self, report: contract.LeftDrainedReport) -> None:
-        """Tell the network a member's restore left it drained (no services: restored)."""
+        """Tell the network a member's restore left it drained (``network show`` lists it)."""
         async with classified():
             log.warning(
-                "run.left_drained_reported" if report.services else "run.restored_reported",
+                "run.left_drained_reported",
                 network=report.network,
                 run_id=report.run_id,
                 member=report.member,

@@ -1085,18 +1085,17 @@ class UpdateRunWorkflow:
         await self._left_drained(member.name, result.left_drained)
 
     async def _left_drained(self, member: str, services: list[str]) -> None:
-        """Say loudly what a restore left drained (and when a retry restored it after all).
+        """Say loudly what a member's restore left drained: in the run and to the network.
 
-        The run's status lists it (and its ``error`` says it once the run ends); the
-        network is told, so ``network show`` lists it until restored or cleared.
+        The run's status lists it (and its ``error`` leads with it once the run ends);
+        the network is told, so ``network show`` lists it until an operator clears it.
+        A later success of the member does not clear either: its drain would record
+        the left ``"false"`` as the value to go back to, so it proves nothing.
         """
+        if not services:
+            return  # always so in histories recorded before ``left_drained`` existed
         status = self._state.status
-        if not services and member not in status.left_drained:
-            return  # always so in histories recorded before the field existed
-        if services:
-            status.left_drained[member] = list(services)
-        else:
-            del status.left_drained[member]
+        status.left_drained[member] = list(services)
         self._bump()
         if not workflow.patched(PATCH_REPORT_LEFT_DRAINED):
             return
@@ -1109,12 +1108,10 @@ class UpdateRunWorkflow:
                 report,
                 start_to_close_timeout=QUICK,
                 retry_policy=RUN_ACTIVITY_RETRY,
-                summary=f"report {member} left drained"
-                if services
-                else f"report {member} restored",
+                summary=f"report {member} left drained",
             )
         except ActivityError as error:
-            # The run's own status still says it; the network could not be told.
+            # The run's own status still says it; only the network could not be told.
             workflow.logger.warning(
                 "run.left_drained_unreported",
                 extra={"member": member, "error": failure_reason(error)},

@@ -404,12 +404,12 @@ class NetworkLease(DomainModel):
 
 
 class LeftDrainedReport(DomainModel):
-    """What a run tells its network about one member's restore (no services: restored)."""
+    """What a run tells its network: its restore left ``member`` drained for ``services``."""
 
     network: str
     run_id: str
     member: str
-    services: list[str] = Field(default_factory=list)
+    services: list[str]
 
 
 def left_drained_line(left_drained: dict[str, list[str]]) -> str | None:
