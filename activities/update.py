@@ -98,7 +98,9 @@ class UpdateActivities:
                     non_retryable=True,
                 ) from error
             return contract.LeasedNetwork(
-                network=lease.network, members=[m.name for m in described.members]
+                network=lease.network,
+                members=[m.name for m in described.members],
+                left_drained=[e.member for e in described.left_drained],
             )
 
     @activity.defn(name=contract.RELEASE_NETWORK)
@@ -112,10 +114,10 @@ class UpdateActivities:
 
     @activity.defn(name=contract.REPORT_LEFT_DRAINED)
     async def report_left_drained(self, report: contract.LeftDrainedReport) -> None:
-        """Tell the network a member's restore left it drained (``network show`` lists it)."""
+        """Tell the network a member's restore left it drained, or (no services) restored it."""
         async with classified():
             log.warning(
-                "run.left_drained_reported",
+                "run.left_drained_reported" if report.services else "run.restored_reported",
                 network=report.network,
                 run_id=report.run_id,
                 member=report.member,

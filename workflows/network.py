@@ -586,22 +586,33 @@ class NetworkWorkflow:
 
     @workflow.update(name=UPDATE_REPORT_LEFT_DRAINED)
     def report_left_drained(self, request: ReportLeftDrainedRequest) -> NetworkDescription:
-        """A run's restore left ``member`` drained: listed until an operator clears it."""
+        """A run's restore left ``member`` drained: listed until restored or cleared.
+
+        With no services, a later run drained and restored the member: its entry goes.
+        """
         kept = [e for e in self.state.left_drained if e.member != request.member]
-        kept.append(
-            LeftDrained(
-                member=request.member,
-                services=list(request.services),
-                run_id=request.run_id,
-                at=workflow.now(),
+        if request.services:
+            kept.append(
+                LeftDrained(
+                    member=request.member,
+                    services=list(request.services),
+                    run_id=request.run_id,
+                    at=workflow.now(),
+                )
             )
-        )
-        self._log(
-            "leftDrained",
-            f"update run {request.run_id!r} could not restore {request.member}: still "
-            f'service.cilium.io/shared: "false" on {", ".join(request.services)}',
-            cluster=request.member,
-        )
+            self._log(
+                "leftDrained",
+                f"update run {request.run_id!r} could not restore {request.member}: still "
+                f'service.cilium.io/shared: "false" on {", ".join(request.services)}',
+                cluster=request.member,
+            )
+        elif len(kept) != len(self.state.left_drained):
+            self._log(
+                "drainedRestored",
+                f"update run {request.run_id!r} drained and restored {request.member}: "
+                "it is drained no more",
+                cluster=request.member,
+            )
         # Bounded: the oldest entries go first (the log still says what they were).
         self.state.left_drained = kept[-MAX_LEFT_DRAINED:]
         self._publish()

@@ -575,6 +575,7 @@ class UpdateRunWorkflow:
             return False
         self._state.holding_network = True
         self._state.network_members = leased.members
+        self._state.network_left_drained = leased.left_drained
         return True
 
     async def _release(self) -> None:
@@ -1082,20 +1083,29 @@ class UpdateRunWorkflow:
         else:
             self._state.deferred[member.name] = self._launched_at[member.name]
         self._bump()
-        await self._left_drained(member.name, result.left_drained)
+        await self._left_drained(member.name, result)
 
-    async def _left_drained(self, member: str, services: list[str]) -> None:
+    async def _left_drained(self, member: str, result: MemberUpdateResult) -> None:
         """Say loudly what a member's restore left drained: in the run and to the network.
 
         The run's status lists it (and its ``error`` leads with it once the run ends);
-        the network is told, so ``network show`` lists it until an operator clears it.
-        A later success of the member does not clear either: its drain would record
-        the left ``"false"`` as the value to go back to, so it proves nothing.
+        the network is told, so ``network show`` lists it. A member listed (by this run
+        or, when the run took the network, by an earlier one) that later completes was
+        drained and restored again (the drain's record on the Service keeps the values
+        from before the first drain), so it is drained no more: both lists drop it.
         """
-        if not services:
-            return  # always so in histories recorded before ``left_drained`` existed
         status = self._state.status
-        status.left_drained[member] = list(services)
+        services = result.left_drained
+        listed = member in status.left_drained or member in self._state.network_left_drained
+        if not services and not (listed and result.outcome is MemberOutcome.COMPLETED):
+            return  # always so in histories recorded before ``left_drained`` existed
+        if services:
+            status.left_drained[member] = list(services)
+        else:
+            status.left_drained.pop(member, None)
+            self._state.network_left_drained = [
+                m for m in self._state.network_left_drained if m != member
+            ]
         self._bump()
         if not workflow.patched(PATCH_REPORT_LEFT_DRAINED):
             return
@@ -1108,7 +1118,7 @@ class UpdateRunWorkflow:
                 report,
                 start_to_close_timeout=QUICK,
                 retry_policy=RUN_ACTIVITY_RETRY,
-                summary=f"report {member} left drained",
+                summary=f"report {member} {'left drained' if services else 'restored'}",
             )
         except ActivityError as error:
             # The run's own status still says it; only the network could not be told.

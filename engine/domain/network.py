@@ -151,7 +151,7 @@ UPDATE_RELEASE = "release"
 UPDATE_SERVICES = "services"
 UPDATE_OPERATOR_RELEASE = "operatorRelease"
 UPDATE_OPERATION = "operation"
-#: A run reports a member its restore left drained.
+#: A run reports a member its restore left drained (or, with no services, restored since).
 UPDATE_REPORT_LEFT_DRAINED = "reportLeftDrained"
 #: An operator clears a member from the left-drained list (recorded with who and why).
 UPDATE_CLEAR_DRAINED = "clearDrained"
@@ -348,11 +348,11 @@ class LeftDrained(DomainModel):
 
 
 class ReportLeftDrainedRequest(DomainModel):
-    """A run says what its restore left drained on ``member``."""
+    """A run says what its restore left drained on ``member`` (no services: restored since)."""
 
     run_id: str
     member: str
-    services: list[str] = Field(min_length=1)
+    services: list[str] = Field(default_factory=list)
 
 
 class ClearDrainedRequest(DomainModel):

@@ -404,12 +404,13 @@ class NetworkLease(DomainModel):
 
 
 class LeftDrainedReport(DomainModel):
-    """What a run tells its network: its restore left ``member`` drained for ``services``."""
+    """What a run tells its network: its restore left ``member`` drained for ``services``
+    (no services: the member was drained and restored since, so it is drained no more)."""
 
     network: str
     run_id: str
     member: str
-    services: list[str]
+    services: list[str] = Field(default_factory=list)
 
 
 def left_drained_line(left_drained: dict[str, list[str]]) -> str | None:
@@ -423,6 +424,8 @@ def left_drained_line(left_drained: dict[str, list[str]]) -> str | None:
 class LeasedNetwork(DomainModel):
     network: str
     members: list[str]
+    #: Members the network lists as left drained by a run (restoring one clears it).
+    left_drained: list[str] = Field(default_factory=list)
 
 
 class DescribeMembersRequest(DomainModel):
@@ -518,6 +521,8 @@ class RunState(DomainModel):
     plan: Plan | None = None
     members: list[Member] = Field(default_factory=list)
     network_members: list[str] = Field(default_factory=list)
+    #: Members the network listed as left drained when the run took it.
+    network_left_drained: list[str] = Field(default_factory=list)
     baseline: dict[str, int] = Field(default_factory=dict)
     holding_network: bool = False
     stop_requested: bool = False

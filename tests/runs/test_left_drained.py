@@ -80,6 +80,31 @@ async def test_a_member_left_drained_is_reported_by_the_run_and_listed_by_the_ne
         assert "restored by hand" in entry.message
 
 
+async def test_a_later_run_that_drains_and_restores_the_member_clears_it_from_the_network(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """Its API is back: the next run drains and restores a-1 (the drain's record kept the
+    annotations from before the first drain), so the network drops it and logs why."""
+    clusters = [Cluster("a-1", group="all", faults=FAULTS), Cluster("a-2", group="all")]
+    async with drain_fleet(
+        client, task_queue, state_dir, clusters, [service_in("a-1", "a-2")]
+    ) as fleet:
+        first = await (await start_run(fleet, strategy(ONE_STAGE), TIMINGS)).result()
+        assert first.left_drained == {"a-1": ["shop/checkout"]}
+        meshfleet = MeshfleetClient(client, task_queue=task_queue)
+        assert [e.member for e in (await meshfleet.describe_network(fleet.network)).left_drained]
+        fleet.backend.clear_faults("a-1")
+
+        second = await (await start_run(fleet, strategy(ONE_STAGE), TIMINGS)).result()
+        assert second.state is State.COMPLETED, second.error
+        assert second.left_drained == {}
+        assert "service.cilium.io/shared" not in annotations(fleet, "a-1")
+        described = await meshfleet.describe_network(fleet.network)
+        assert described.left_drained == []
+        restored = next(e for e in described.log if e.event == "drainedRestored")
+        assert second.run_id in restored.message
+
+
 async def test_clearing_a_member_not_listed_as_left_drained_is_refused(
     client: Client, task_queue: str, state_dir: Path
 ) -> None:
