@@ -34,9 +34,11 @@ from engine.domain.member import Member
 from engine.domain.network import (
     UPDATE_ACQUIRE,
     UPDATE_RELEASE,
+    UPDATE_REPORT_LEFT_DRAINED,
     AcquireRequest,
     NetworkDescription,
     ReleaseRequest,
+    ReportLeftDrainedRequest,
     network_workflow_id,
 )
 from engine.domain.plan import VersionPair
@@ -97,7 +99,9 @@ class UpdateActivities:
                     non_retryable=True,
                 ) from error
             return contract.LeasedNetwork(
-                network=lease.network, members=[m.name for m in described.members]
+                network=lease.network,
+                members=[m.name for m in described.members],
+                left_drained=[e.member for e in described.left_drained],
             )
 
     @activity.defn(name=contract.RELEASE_NETWORK)
@@ -107,6 +111,26 @@ class UpdateActivities:
             handle = self._client.get_workflow_handle(network_workflow_id(lease.network))
             await handle.execute_update(
                 UPDATE_RELEASE, ReleaseRequest(run_id=lease.run_id), result_type=NetworkDescription
+            )
+
+    @activity.defn(name=contract.REPORT_LEFT_DRAINED)
+    async def report_left_drained(self, report: contract.LeftDrainedReport) -> None:
+        """Tell the network a member's restore left it drained, or (no services) restored it."""
+        async with classified():
+            log.warning(
+                "run.left_drained_reported" if report.services else "run.restored_reported",
+                network=report.network,
+                run_id=report.run_id,
+                member=report.member,
+                services=report.services,
+            )
+            handle = self._client.get_workflow_handle(network_workflow_id(report.network))
+            await handle.execute_update(
+                UPDATE_REPORT_LEFT_DRAINED,
+                ReportLeftDrainedRequest(
+                    run_id=report.run_id, member=report.member, services=report.services
+                ),
+                result_type=NetworkDescription,
             )
 
     @activity.defn(name=contract.DESCRIBE_MEMBERS)
@@ -462,6 +486,7 @@ class UpdateActivities:
         return [
             self.acquire_network,
             self.release_network,
+            self.report_left_drained,
             self.describe_members,
             compute_plan,
             self.check_mesh_health,

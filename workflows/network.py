@@ -38,20 +38,24 @@ from engine.domain.network import (
     ACTIVITY_WAIT_UNLISTED,
     ACTIVITY_WATCH_HOLDER,
     MAX_KEPT_RESULTS,
+    MAX_LEFT_DRAINED,
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
     UPDATE_ACQUIRE,
+    UPDATE_CLEAR_DRAINED,
     UPDATE_DELETE,
     UPDATE_JOIN,
     UPDATE_OPERATION,
     UPDATE_OPERATOR_RELEASE,
     UPDATE_RELEASE,
     UPDATE_REMOVE,
+    UPDATE_REPORT_LEFT_DRAINED,
     UPDATE_SERVICES,
     AcquireRequest,
     CandidateCheck,
     CandidateChecks,
     CheckCandidatesInput,
+    ClearDrainedRequest,
     DeleteRequest,
     DisableMeshInput,
     DrainedServices,
@@ -62,6 +66,7 @@ from engine.domain.network import (
     HolderEnd,
     HolderExecution,
     JoinRequest,
+    LeftDrained,
     ListServicesInput,
     LogEntry,
     LogSummary,
@@ -83,6 +88,7 @@ from engine.domain.network import (
     PendingOperation,
     ReleaseRequest,
     RemoveRequest,
+    ReportLeftDrainedRequest,
     RestoreServicesInput,
     ServicesReport,
     ServicesRequest,
@@ -577,6 +583,67 @@ class NetworkWorkflow:
         self._log(event, f"{message}; {len(self.state.pending)} queued operation(s) to run")
         self._publish()
 
+    # --- members left drained ---------------------------------------------------------------
+
+    @workflow.update(name=UPDATE_REPORT_LEFT_DRAINED)
+    def report_left_drained(self, request: ReportLeftDrainedRequest) -> NetworkDescription:
+        """A run's restore left ``member`` drained: listed until restored or cleared.
+
+        With no services, a later run drained and restored the member: its entry goes.
+        """
+        kept = [e for e in self.state.left_drained if e.member != request.member]
+        if request.services:
+            kept.append(
+                LeftDrained(
+                    member=request.member,
+                    services=list(request.services),
+                    run_id=request.run_id,
+                    at=workflow.now(),
+                )
+            )
+            self._log(
+                "leftDrained",
+                f"update run {request.run_id!r} could not restore {request.member}: still "
+                f'service.cilium.io/shared: "false" on {", ".join(request.services)}',
+                cluster=request.member,
+            )
+        elif len(kept) != len(self.state.left_drained):
+            self._log(
+                "drainedRestored",
+                f"update run {request.run_id!r} drained and restored {request.member}: "
+                "it is drained no more",
+                cluster=request.member,
+            )
+        # Bounded: the oldest entries go first (the log still says what they were).
+        self.state.left_drained = kept[-MAX_LEFT_DRAINED:]
+        self._publish()
+        return self.describe()
+
+    @workflow.update(name=UPDATE_CLEAR_DRAINED)
+    def clear_drained(self, request: ClearDrainedRequest) -> NetworkDescription:
+        """An operator says ``member`` is no longer drained; recorded with who and why."""
+        entry = next(e for e in self.state.left_drained if e.member == request.member)
+        self.state.left_drained.remove(entry)
+        self._log(
+            "drainedCleared",
+            f"{request.identity} cleared {request.member} (left drained by update run "
+            f"{entry.run_id!r} on {', '.join(entry.services)}): {request.reason}",
+            cluster=request.member,
+        )
+        self._publish()
+        return self.describe()
+
+    @clear_drained.validator
+    def _validate_clear_drained(self, request: ClearDrainedRequest) -> None:
+        listed = [e.member for e in self.state.left_drained]
+        if request.member not in listed:
+            _reject(
+                [
+                    f"member: {request.member!r} is not listed as left drained on network "
+                    f"{self.state.name} (listed: {', '.join(listed) or 'none'})"
+                ]
+            )
+
     # --- reads ----------------------------------------------------------------------------
 
     @workflow.query(name=QUERY_DESCRIBE)
@@ -1063,6 +1130,12 @@ class NetworkWorkflow:
             f"| {m.joined_at:%Y-%m-%d %H:%M:%S} |"
             for m in state.members
         ]
+        if state.left_drained:
+            lines += ["", "| LEFT DRAINED: member | services | by run |", "|---|---|---|"]
+            lines += [
+                f"| {e.member} | {', '.join(e.services)} | {e.run_id} |"
+                for e in state.left_drained[:20]
+            ]
         if state.not_ready_links:
             lines += ["", "| Not ready: viewer | peer | reason |", "|---|---|---|"]
             lines += [f"| {x.viewer} | {x.peer} | {x.reason} |" for x in state.not_ready_links[:20]]

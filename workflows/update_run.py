@@ -105,6 +105,8 @@ PATCH_SURVIVE_ACTIVITY_ERRORS = "run-survives-activity-errors"
 PATCH_RELEASE_ON_ANY_END = "run-release-on-any-end"
 #: Patch: a failure no budget absorbs halts the whole run at once (not just its group).
 PATCH_BUDGET_HALTS_RUN = "run-budget-halts-run"
+#: Patch: a member whose restore could not complete is reported to the network.
+PATCH_REPORT_LEFT_DRAINED = "report-left-drained"
 #: Patch: a run on a network without members fails at once (it used to "run" 0/0).
 PATCH_REFUSE_EMPTY_NETWORK = "run-refuse-empty-network"
 #: Patch: skipping a stage or group skips its waiting gates (a later approve is refused).
@@ -575,6 +577,7 @@ class UpdateRunWorkflow:
             return False
         self._state.holding_network = True
         self._state.network_members = leased.members
+        self._state.network_left_drained = leased.left_drained
         return True
 
     async def _release(self) -> None:
@@ -662,6 +665,9 @@ class UpdateRunWorkflow:
         )
         status.completed_time = workflow.now()
         status.current_stage = None
+        loud = contract.left_drained_line(status.left_drained)
+        if loud is not None and not (status.error or "").startswith("LEFT DRAINED"):
+            status.error = f"{loud}; {status.error}" if status.error else loud
         self._publish()
 
     def _halted(self) -> bool:
@@ -1080,6 +1086,49 @@ class UpdateRunWorkflow:
         else:
             self._state.deferred[member.name] = self._launched_at[member.name]
         self._bump()
+        await self._left_drained(member.name, result)
+
+    async def _left_drained(self, member: str, result: MemberUpdateResult) -> None:
+        """Say loudly what a member's restore left drained: in the run and to the network.
+
+        The run's status lists it (and its ``error`` leads with it once the run ends);
+        the network is told, so ``network show`` lists it. A member listed (by this run
+        or, when the run took the network, by an earlier one) that later completes was
+        drained and restored again (the drain's record on the Service keeps the values
+        from before the first drain), so it is drained no more: both lists drop it.
+        """
+        status = self._state.status
+        services = result.left_drained
+        listed = member in status.left_drained or member in self._state.network_left_drained
+        if not services and not (listed and result.outcome is MemberOutcome.COMPLETED):
+            return  # always so in histories recorded before ``left_drained`` existed
+        if services:
+            status.left_drained[member] = list(services)
+        else:
+            status.left_drained.pop(member, None)
+            self._state.network_left_drained = [
+                m for m in self._state.network_left_drained if m != member
+            ]
+        self._bump()
+        if not workflow.patched(PATCH_REPORT_LEFT_DRAINED):
+            return
+        report = contract.LeftDrainedReport(
+            network=status.network, run_id=status.run_id, member=member, services=services
+        )
+        try:
+            await workflow.execute_activity(
+                contract.REPORT_LEFT_DRAINED,
+                report,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary=f"report {member} {'left drained' if services else 'restored'}",
+            )
+        except ActivityError as error:
+            # The run's own status still says it; only the network could not be told.
+            workflow.logger.warning(
+                "run.left_drained_unreported",
+                extra={"member": member, "error": failure_reason(error)},
+            )
 
     def _cascade(self, stage: StageStatus, group: GroupStatus) -> None:
         """A failure no budget absorbs dooms the run: nothing new starts anywhere in it."""

@@ -55,22 +55,26 @@ __all__ = [
     "ACTIVITY_WAIT_UNLISTED",
     "ACTIVITY_WATCH_HOLDER",
     "MAX_KEPT_RESULTS",
+    "MAX_LEFT_DRAINED",
     "MAX_QUEUED_OPERATIONS",
     "NETWORK_SEARCH_ATTRIBUTE",
     "NETWORK_WORKFLOW",
     "QUERY_DESCRIBE",
     "UPDATE_ACQUIRE",
+    "UPDATE_CLEAR_DRAINED",
     "UPDATE_DELETE",
     "UPDATE_JOIN",
     "UPDATE_OPERATION",
     "UPDATE_OPERATOR_RELEASE",
     "UPDATE_RELEASE",
     "UPDATE_REMOVE",
+    "UPDATE_REPORT_LEFT_DRAINED",
     "UPDATE_SERVICES",
     "AcquireRequest",
     "CandidateCheck",
     "CandidateChecks",
     "CheckCandidatesInput",
+    "ClearDrainedRequest",
     "DeleteRequest",
     "DeleteResult",
     "DisableMeshInput",
@@ -83,6 +87,7 @@ __all__ = [
     "HolderExecution",
     "JoinRequest",
     "JoinResult",
+    "LeftDrained",
     "ListServicesInput",
     "LogEntry",
     "LogSummary",
@@ -110,6 +115,7 @@ __all__ = [
     "ReleaseRequest",
     "RemoveRequest",
     "RemoveResult",
+    "ReportLeftDrainedRequest",
     "RestoreServicesInput",
     "ServiceInCluster",
     "ServicesReport",
@@ -145,6 +151,10 @@ UPDATE_RELEASE = "release"
 UPDATE_SERVICES = "services"
 UPDATE_OPERATOR_RELEASE = "operatorRelease"
 UPDATE_OPERATION = "operation"
+#: A run reports a member its restore left drained (or, with no services, restored since).
+UPDATE_REPORT_LEFT_DRAINED = "reportLeftDrained"
+#: An operator clears a member from the left-drained list (recorded with who and why).
+UPDATE_CLEAR_DRAINED = "clearDrained"
 QUERY_DESCRIBE = "describe"
 
 ACTIVITY_CHECK_CANDIDATES = "network.check_candidates"
@@ -285,6 +295,8 @@ class LogSummary(DomainModel):
 MAX_QUEUED_OPERATIONS = 100
 #: At most this many results of handed-over operations wait for their callers.
 MAX_KEPT_RESULTS = 50
+#: At most this many members are listed as left drained (the oldest entries go first).
+MAX_LEFT_DRAINED = 100
 
 
 class NetworkSettings(DomainModel):
@@ -324,6 +336,35 @@ class HolderExecution(DomainModel):
     run_id: str
 
 
+class LeftDrained(DomainModel):
+    """A member an update run's restore could not put back: still ``shared: "false"``."""
+
+    member: str
+    #: The services (``namespace/name``) the member is still drained for.
+    services: list[str]
+    #: The update run whose restore failed.
+    run_id: str
+    at: dt.datetime
+
+
+class ReportLeftDrainedRequest(DomainModel):
+    """A run says what its restore left drained on ``member`` (no services: restored since)."""
+
+    run_id: str
+    member: str
+    services: list[str] = Field(default_factory=list)
+
+
+class ClearDrainedRequest(DomainModel):
+    """An operator says ``member`` is no longer drained (restored by hand, or removed)."""
+
+    member: str = Field(min_length=1, max_length=200)
+    #: Who clears it (``user@host`` by default), recorded in the network's log.
+    identity: str = Field(min_length=1, max_length=200)
+    #: Why, recorded in the network's log.
+    reason: str = Field(min_length=1, max_length=1000)
+
+
 class NetworkState(DomainModel):
     """Everything the network workflow knows, in one object (carried by continue-as-new)."""
 
@@ -352,6 +393,8 @@ class NetworkState(DomainModel):
     #: first); their results wait in ``kept_results`` until asked for.
     handed_over: list[str] = Field(default_factory=list)
     kept_results: list[OperationResult] = Field(default_factory=list)
+    #: Members an update run left drained, until restored or cleared by an operator.
+    left_drained: list[LeftDrained] = Field(default_factory=list)
 
     def member(self, name: str) -> NetworkMember | None:
         """The member called ``name``, if any."""
@@ -394,6 +437,8 @@ class NetworkDescription(DomainModel):
     log: list[LogEntry] = Field(default_factory=list)
     #: Older log entries, summarised (the log keeps the most recent ones).
     log_summary: LogSummary | None = None
+    #: Members an update run left drained (``shared: "false"``), with services and run.
+    left_drained: list[LeftDrained] = Field(default_factory=list)
 
     @classmethod
     def of(cls, state: NetworkState) -> NetworkDescription:
@@ -412,6 +457,7 @@ class NetworkDescription(DomainModel):
             created_at=state.created_at,
             log=list(state.log),
             log_summary=state.log_summary,
+            left_drained=list(state.left_drained),
         )
 
 

@@ -33,6 +33,8 @@ STATUS = "status"
 # Activities of a run, by name (workflows never import the activities package).
 ACQUIRE_NETWORK = "acquire_network"
 RELEASE_NETWORK = "release_network"
+#: Tell the network which services a member's failed restore left drained.
+REPORT_LEFT_DRAINED = "report_left_drained"
 DESCRIBE_MEMBERS = "describe_members"
 #: The run's plan, computed once by an activity: its result is recorded in the history,
 #: so a replay never recomputes the plan with newer planner code.
@@ -242,6 +244,9 @@ class RunStatus(DomainModel):
     controls: list[ControlRecord] = Field(default_factory=list)
     #: Clusters that joined the network after the plan was made: reported, never added.
     joined_since_plan: list[str] = Field(default_factory=list)
+    #: Members whose restore could not complete, with the services (``namespace/name``)
+    #: still ``shared: "false"``: the run says so loudly, and the network lists them too.
+    left_drained: dict[str, list[str]] = Field(default_factory=dict)
 
     def members(self) -> list[tuple[StageStatus, GroupStatus, MemberStatus]]:
         """Every member with its stage and group."""
@@ -403,9 +408,29 @@ class NetworkLease(DomainModel):
     run_id: str
 
 
+class LeftDrainedReport(DomainModel):
+    """What a run tells its network: its restore left ``member`` drained for ``services``
+    (no services: the member was drained and restored since, so it is drained no more)."""
+
+    network: str
+    run_id: str
+    member: str
+    services: list[str] = Field(default_factory=list)
+
+
+def left_drained_line(left_drained: dict[str, list[str]]) -> str | None:
+    """``LEFT DRAINED: a-1 (shop/checkout)``: the run's loud line, or None when nothing is."""
+    if not left_drained:
+        return None
+    members = "; ".join(f"{m} ({', '.join(s)})" for m, s in sorted(left_drained.items()))
+    return f'LEFT DRAINED (still service.cilium.io/shared: "false"): {members}'
+
+
 class LeasedNetwork(DomainModel):
     network: str
     members: list[str]
+    #: Members the network lists as left drained by a run (restoring one clears it).
+    left_drained: list[str] = Field(default_factory=list)
 
 
 class DescribeMembersRequest(DomainModel):
@@ -501,6 +526,8 @@ class RunState(DomainModel):
     plan: Plan | None = None
     members: list[Member] = Field(default_factory=list)
     network_members: list[str] = Field(default_factory=list)
+    #: Members the network listed as left drained when the run took it.
+    network_left_drained: list[str] = Field(default_factory=list)
     baseline: dict[str, int] = Field(default_factory=dict)
     holding_network: bool = False
     stop_requested: bool = False

@@ -43,12 +43,14 @@ from engine.domain.network import (
     NETWORK_SEARCH_ATTRIBUTE,
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
+    UPDATE_CLEAR_DRAINED,
     UPDATE_DELETE,
     UPDATE_JOIN,
     UPDATE_OPERATION,
     UPDATE_OPERATOR_RELEASE,
     UPDATE_REMOVE,
     UPDATE_SERVICES,
+    ClearDrainedRequest,
     DeleteRequest,
     DeleteResult,
     JoinRequest,
@@ -352,6 +354,37 @@ class MeshfleetClient:
             name, UPDATE_OPERATOR_RELEASE, request, NetworkDescription
         )
         return released
+
+    async def clear_drained(
+        self, name: str, member: str, reason: str, *, identity: str | None = None
+    ) -> NetworkDescription:
+        """Clear ``member`` from the network's left-drained list (recorded with who and why).
+
+        For an operator who restored the member's annotations by hand (or knows it
+        is gone); refused when the member is not listed.
+        """
+        _check_network_name(name)
+        who = (identity if identity is not None else runs.default_identity()).strip()
+        problems = []
+        if not member.strip():
+            problems.append("member: name the member listed as left drained")
+        elif len(member) > 200:
+            problems.append("member: at most 200 characters")
+        if not reason.strip():
+            problems.append("reason: say why the member is cleared (it is recorded)")
+        elif len(reason) > 1000:
+            problems.append("reason: at most 1000 characters")
+        if not who:
+            problems.append("by: name who clears the member (it is recorded)")
+        elif len(who) > 200:
+            problems.append("by: at most 200 characters")
+        if problems:
+            raise NetworkRequestError("; ".join(problems))
+        request = ClearDrainedRequest(member=member.strip(), identity=who, reason=reason.strip())
+        cleared: NetworkDescription = await self._network_update(
+            name, UPDATE_CLEAR_DRAINED, request, NetworkDescription
+        )
+        return cleared
 
     async def _followed(self, name: str, result: OperationResult) -> OperationResult:
         """The operation's result, asked of the network's next run when it continued as new."""

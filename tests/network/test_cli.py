@@ -16,8 +16,10 @@ from temporalio.worker import Worker
 from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.network import (
     UPDATE_ACQUIRE,
+    UPDATE_REPORT_LEFT_DRAINED,
     AcquireRequest,
     NetworkDescription,
+    ReportLeftDrainedRequest,
     network_workflow_id,
 )
 from engine.runtime import devserver
@@ -260,4 +262,63 @@ async def test_an_unreachable_temporal_is_one_clear_line_and_a_non_zero_exit(
     assert ran.code == 1
     assert f"cannot reach Temporal at 127.0.0.1:{port}" in ran.stderr
     assert len(ran.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in ran.stderr
+
+
+async def test_network_show_lists_a_member_left_drained_until_clear_drained_clears_it(
+    backend: SimulatedFleetBackend, worker: Worker, cli: object, client: Client, network_name: str
+) -> None:
+    """A run reported ``a`` left drained (as its activity does): ``show`` says so with the
+    service and the run; ``clear-drained`` records who and why and the line goes."""
+    run = cli  # type: ignore[assignment]
+    backend.load(fleet([cluster("a", 1), cluster("b", 2)], services=SERVICES))
+    assert (await run("network", "create", network_name, "-m", "a", "-m", "b")).code == 0
+    await client.get_workflow_handle(network_workflow_id(network_name)).execute_update(
+        UPDATE_REPORT_LEFT_DRAINED,
+        ReportLeftDrainedRequest(run_id="nightly", member="a", services=["shop/cart"]),
+        result_type=NetworkDescription,
+    )
+    shown = await run("network", "show", network_name)
+    assert shown.code == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("LEFT DRAINED"))
+    assert "a still has service.cilium.io/shared" in line
+    assert "shop/cart" in line
+    assert "'nightly'" in line
+
+    clear = ["clear-drained", network_name, "--member", "a", "--reason", "fixed", "--by", "bob"]
+    cleared = await run("network", *clear)
+    assert cleared.code == 0, cleared.stderr
+    assert "bob cleared a" in cleared.stdout
+    described = (await run("--output", "json", "network", "show", network_name)).json()
+    assert isinstance(described, dict)
+    assert described["leftDrained"] == []
+    assert "LEFT DRAINED" not in (await run("network", "show", network_name)).stdout
+
+
+async def test_clear_drained_of_a_member_not_listed_exits_2_naming_the_member(
+    backend: SimulatedFleetBackend, worker: Worker, cli: object, network_name: str
+) -> None:
+    run = cli  # type: ignore[assignment]
+    backend.load(fleet([cluster("a", 1)]))
+    assert (await run("network", "create", network_name, "-m", "a")).code == 0
+    ran = await run("network", "clear-drained", network_name, "--member", "a", "--reason", "x")
+    assert ran.code == 2, ran.stderr
+    assert "member: 'a' is not listed as left drained" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--member", "a", "--reason", " "], "reason: say why"),
+        (["--member", " ", "--reason", "x"], "member: name the member"),
+    ],
+)
+async def test_clear_drained_with_bad_input_exits_2_naming_the_field(
+    cli: object, args: list[str], needle: str
+) -> None:
+    run = cli  # type: ignore[assignment]
+    ran = await run("network", "clear-drained", "some-network", *args)
+    assert ran.code == 2, ran.stderr
+    assert needle in ran.stderr
     assert "Traceback" not in ran.stderr

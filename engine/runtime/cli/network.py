@@ -132,6 +132,14 @@ def _print_description(described: NetworkDescription) -> None:
         stdout.print(
             f"pending: {op.id} {op.kind.value} {' '.join(op.members)}{behind}", markup=False
         )
+    for drained in described.left_drained:
+        stdout.print(
+            f"[bold red]LEFT DRAINED[/]: {drained.member} still has service.cilium.io/shared: "
+            f'"false" on {", ".join(drained.services)} (update run {drained.run_id!r}, '
+            f"{drained.at:%Y-%m-%d %H:%M:%S}); restore it, then `meshfleet network "
+            f"clear-drained {described.name} --member {drained.member} --reason ...`",
+            highlight=False,
+        )
     for link in described.not_ready_links:
         stdout.print(f"not ready: {link.viewer} -> {link.peer}: {link.reason}", markup=False)
     if described.log:
@@ -360,6 +368,32 @@ def release(
     last = next((e for e in reversed(described.log) if e.event == "releasedByOperator"), None)
     stdout.print(
         f"network {name} released" + (f": {last.message}" if last else ""), highlight=False
+    )
+
+
+@network_app.command("clear-drained")
+def clear_drained(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The network."),
+    member: str = typer.Option(..., "--member", help="The member listed as left drained."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the network's log)."),
+    by: str | None = typer.Option(None, "--by", help="Who clears it (default: user@host)."),
+    output: OutputFormat | None = typer.Option(None, "--output", help=_OUTPUT_HELP),
+) -> None:
+    """Clear a member from the network's left-drained list (after restoring it by hand)."""
+    fmt = resolve_output(ctx, output)
+
+    async def body() -> NetworkDescription:
+        return await with_client(ctx, lambda c: c.clear_drained(name, member, reason, identity=by))
+
+    described = run_async(ctx, body, fmt)
+    if fmt is OutputFormat.JSON:
+        print_json(described.to_json_dict())
+        return
+    last = next((e for e in reversed(described.log) if e.event == "drainedCleared"), None)
+    stdout.print(
+        f"network {name}: {member} cleared" + (f": {last.message}" if last else ""),
+        highlight=False,
     )
 
 

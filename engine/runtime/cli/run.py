@@ -27,6 +27,7 @@ from engine.domain.run import (
     RunStatus,
     SkipTargetType,
     State,
+    left_drained_line,
 )
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.runtime.cli.common import (
@@ -141,6 +142,9 @@ def render_status(status: RunStatus) -> RenderableType:
         parts.append(Text("controls:", style="bold"))
         for control in controls:
             parts.append(Text(f"  {control.at:%H:%M:%S} {control_text(status, control)}"))
+    loud = left_drained_line(status.left_drained)
+    if loud is not None and not (status.error or "").startswith(loud):
+        parts.append(Text(loud, style="bold red"))
     if status.error:
         parts.append(Text(f"error: {status.error}", style="red"))
     return Group(*parts)
