@@ -68,6 +68,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -698,14 +699,20 @@ async def measure_round(
     statuses = [status for status, _ in results]
     ids = []
     for status in statuses:
-        ids.append(network_workflow_id(status.network))
         ids.append(run_workflow_id(status.network, status.run_id))
         ids += [
             member_workflow_id(status.network, status.run_id, m.name)
             for _, _, m in status.members()
             if m.attempts > 0
         ]
-    run_stats = await history_stats(client, ids)
+    # The networks count for history sizes, not for the activities compared with the floor
+    # (the floor has no network: its lease watch is no work the run does).
+    run_stats = await history_stats(
+        client, ids + [network_workflow_id(status.network) for status in statuses]
+    )
+    run_stats = dataclasses.replace(
+        run_stats, activities=(await history_stats(client, ids)).activities
+    )
     floor_ids = [prefix for _, prefix in floors.results] + [
         f"{prefix}/member/{name}" for _, prefix in floors.results for name in member_names(members)
     ]

@@ -180,10 +180,15 @@ async def running_fleet(
     network = f"net-{uuid.uuid4().hex[:8]}"
     members = [c.name for c in clusters]
     fakes = {activity_name(fake) for fake in replaced}
-    activities = [
-        *(a for a in all_activities(backend, client) if activity_name(a) not in fakes),
-        *replaced,
-    ]
+    # Without fakes the worker builds its own activities (over the traced backend).
+    activities = (
+        [
+            *(a for a in all_activities(backend, client) if activity_name(a) not in fakes),
+            *replaced,
+        ]
+        if replaced
+        else None
+    )
     async with build_worker(client, task_queue, backend=backend, activities=activities):
         await create_network(client, task_queue, network, members)
         yield Fleet(client, task_queue, backend, network, members)

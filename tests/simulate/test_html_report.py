@@ -43,6 +43,9 @@ from tests.simulate.test_simulate import EXAMPLES, TIME_SCALE, report_of, simula
 
 #: One member's update, step by step, when nothing goes wrong (one hop: one control plane).
 ALL_STEPS = ["Preflight", "Drain", "ControlPlane", "Cilium", "Verify", "Restore"]
+#: Restore runs only where the drain annotated something (a global service the member
+#: serves); a member that serves none has nothing to restore.
+COMPLETED_STEPS = (ALL_STEPS, ALL_STEPS[:-1])
 
 
 def _when(value: str | None) -> dt.datetime | None:
@@ -78,7 +81,7 @@ def _assert_steps_follow_the_report(page: Page, report: dict[str, Any]) -> None:
         assert (row.stage, row.group, row.state) == (stage, group, member["state"])
         started, completed = _when(member["startTime"]), _when(member["completedTime"])
         if member["state"] == "Completed":
-            assert [b.step for b in row.bars] == ALL_STEPS, name
+            assert [b.step for b in row.bars] in COMPLETED_STEPS, name
         elif member["state"] == "Skipped" and started is not None:
             assert [b.step for b in row.bars] == ["Preflight"], name  # already at the target
         previous_end = started
@@ -214,8 +217,8 @@ def test_a_failed_member_is_marked_on_the_step_that_failed(
     assert [b.step for b in failed] == ["ControlPlane"]
     assert "failed" in failed[0].classes
     assert "quota <exceeded>" in failed[0].title
-    # Whatever failed, the member was restored: the restore step is drawn after it.
-    assert [b.step for b in beta.bars][-1] == "Restore"
+    # Nothing but a restore (where it had drained something) follows the failed step.
+    assert [b.step for b in beta.bars][-1] in ("ControlPlane", "Restore")
     assert "failed" not in page.rows["alpha"].classes
     assert page.rows["gamma"].bars == []  # never started: the budget was spent
     assert page.island["state"] == "Failed"
@@ -362,8 +365,8 @@ async def test_run_report_keeps_the_failed_attempt_a_retry_mended(
     first = [b for b in mended.bars if b.attempt == 1]
     second = [b for b in mended.bars if b.attempt == 2]
     assert [b.step for b in first if b.failed] == ["ControlPlane"]
-    assert [b.step for b in first][-1] == "Restore"  # restored after the failure
-    assert [b.step for b in second] == ALL_STEPS
+    assert [b.step for b in first][-1] in ("ControlPlane", "Restore")  # nothing else after
+    assert [b.step for b in second] in COMPLETED_STEPS
     assert not any(b.failed for b in second)
     assert max(b.end for b in first if b.end) <= min(b.start for b in second)
     assert "(attempt 1)" in first[0].title
@@ -458,7 +461,7 @@ def test_a_255_member_run_is_one_row_per_member_with_every_step_and_stays_small(
     page = read_page(text)
 
     assert len(page.rows) == 255
-    assert all([b.step for b in row.bars] == ALL_STEPS for row in page.rows.values())
+    assert all([b.step for b in row.bars] in COMPLETED_STEPS for row in page.rows.values())
     assert len(page.intervals) == 5
     assert len(text.encode()) < 1_000_000  # opens at once, even attached to a ticket
     # Labels stay in view while the timeline scrolls sideways, and the time axis while it
