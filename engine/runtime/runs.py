@@ -7,7 +7,7 @@ import datetime as dt
 import getpass
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -126,7 +126,9 @@ class UpdateRunHandle:
     async def status(self) -> RunStatus:
         """The run's status tree right now."""
         try:
-            status: RunStatus = await self._handle.query(contract.STATUS, result_type=RunStatus)
+            status: RunStatus = await _across_continue_as_new(
+                lambda: self._handle.query(contract.STATUS, result_type=RunStatus)
+            )
         except RPCError as error:
             raise _rpc_problem(error, f"run {self.ref}") from None
         return status
@@ -203,14 +205,39 @@ class UpdateRunHandle:
 
     async def _control(self, name: str, request: contract.Control) -> RunStatus:
         try:
-            status: RunStatus = await self._handle.execute_update(
-                name, request, result_type=RunStatus
+            status: RunStatus = await _across_continue_as_new(
+                lambda: self._handle.execute_update(name, request, result_type=RunStatus)
             )
         except WorkflowUpdateFailedError as error:
             raise ControlRejectedError(f"{name} rejected: {failure_reason(error)}") from None
         except RPCError as error:
             raise _rpc_problem(error, f"run {self.ref}") from None
         return status
+
+
+#: A run that just continued as new answers nothing until its first workflow task runs.
+_NOT_YET_SCHEDULED = "Workflow task is not scheduled yet"
+_ACROSS_CAN_TRIES = 50
+
+
+async def _across_continue_as_new(call: Callable[[], Awaitable[T]]) -> T:
+    """``call``, asked again while the run's new execution has not run its first task.
+
+    Between a continue-as-new and the new run's first workflow task the server refuses
+    queries and updates with FAILED_PRECONDITION; that moment passes by itself.
+    """
+    for attempt in range(_ACROSS_CAN_TRIES):
+        try:
+            return await call()
+        except RPCError as error:
+            transient = (
+                error.status is RPCStatusCode.FAILED_PRECONDITION
+                and _NOT_YET_SCHEDULED in error.message
+            )
+            if not transient or attempt == _ACROSS_CAN_TRIES - 1:
+                raise
+        await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
 
 
 async def start_update_run(
