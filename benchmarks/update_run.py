@@ -710,8 +710,9 @@ async def measure_round(
     run_stats = await history_stats(
         client, ids + [network_workflow_id(status.network) for status in statuses]
     )
+    own = await history_stats(client, ids)
     run_stats = dataclasses.replace(
-        run_stats, activities=(await history_stats(client, ids)).activities
+        run_stats, activities=own.activities, activities_by_worker=own.activities_by_worker
     )
     floor_ids = [prefix for _, prefix in floors.results] + [
         f"{prefix}/member/{name}" for _, prefix in floors.results for name in member_names(members)
