@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import (
@@ -82,6 +82,8 @@ from strategies.details import details_markdown
 from strategies.progress import MemberVersions
 from strategies.run_machine import budget_exceeded
 from workflows.failures import failure_reason
+
+T = TypeVar("T")
 
 NETWORK_KEY = search_attributes.NETWORK
 STATE_KEY = search_attributes.RUN_STATE
@@ -421,19 +423,13 @@ class UpdateRunWorkflow:
         if not self._state.network_members and workflow.patched(PATCH_REFUSE_EMPTY_NETWORK):
             self._fail_run(f"network {spec.network!r} has no members: there is nothing to update")
             return
-        try:
-            members: list[Member] = await workflow.execute_activity(
-                contract.DESCRIBE_MEMBERS,
-                contract.DescribeMembersRequest(members=self._state.network_members),
-                result_type=list[Member],
-                start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
-                summary="read the members",
-            )
-        except ActivityError as error:
-            if not self._survives(error):
-                raise
-            self._fail_run(f"cannot read the members: {failure_reason(error)}")
+        members = await self._prepare_step(
+            contract.DESCRIBE_MEMBERS,
+            contract.DescribeMembersRequest(members=self._state.network_members),
+            list[Member],
+            "read the members",
+        )
+        if members is None:
             return
         catalog = parse_catalog(self._input.catalog)
         target = Version.parse(spec.kubernetes_version or "")
@@ -457,19 +453,13 @@ class UpdateRunWorkflow:
                 self._fail_run("the plan was rejected: " + "; ".join(str(e) for e in error.errors))
                 return
         cilium = catalog.cilium_for(target.minor_version)
-        try:
-            baseline = await workflow.execute_activity(
-                contract.SERVICE_ENDPOINTS,
-                contract.ServiceEndpointsRequest(members=self._state.network_members),
-                result_type=contract.ServiceEndpointsResult,
-                start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
-                summary="record the global services' baseline",
-            )
-        except ActivityError as error:
-            if not self._survives(error):
-                raise
-            self._fail_run(f"cannot record the global services' baseline: {failure_reason(error)}")
+        baseline = await self._prepare_step(
+            contract.SERVICE_ENDPOINTS,
+            contract.ServiceEndpointsRequest(members=self._state.network_members),
+            contract.ServiceEndpointsResult,
+            "record the global services' baseline",
+        )
+        if baseline is None:
             return
         status.target = VersionPair(
             kubernetes_version=str(target), cilium_version=str(cilium) if cilium else "?"
@@ -480,6 +470,29 @@ class UpdateRunWorkflow:
         self._state.members = members
         self._state.baseline = baseline.ready
         self._publish()
+
+    async def _prepare_step(
+        self, name: str, request: object, result_type: type[T], summary: str
+    ) -> T | None:
+        """One activity of the run's preparation; None when it failed the run (kept open).
+
+        Histories recorded before the survive-activity-errors patch raise as they did.
+        """
+        try:
+            result: T = await workflow.execute_activity(
+                name,
+                request,
+                result_type=result_type,
+                start_to_close_timeout=QUICK,
+                retry_policy=RUN_ACTIVITY_RETRY,
+                summary=summary,
+            )
+        except ActivityError as error:
+            if not self._survives(error):
+                raise
+            self._fail_run(f"cannot {summary}: {failure_reason(error)}")
+            return None
+        return result
 
     async def _plan_once(
         self, members: list[Member], strategy: UpdateStrategy, target: Version
@@ -499,19 +512,10 @@ class UpdateRunWorkflow:
             at=workflow.now(),
             allow_multi_minor=spec.allow_multi_minor,
         )
-        try:
-            result: contract.PlanResult = await workflow.execute_activity(
-                contract.COMPUTE_PLAN,
-                request,
-                result_type=contract.PlanResult,
-                start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
-                summary="compute the plan",
-            )
-        except ActivityError as error:
-            if not self._survives(error):
-                raise
-            self._fail_run(f"cannot compute the plan: {failure_reason(error)}")
+        result = await self._prepare_step(
+            contract.COMPUTE_PLAN, request, contract.PlanResult, "compute the plan"
+        )
+        if result is None:
             return None
         if result.plan is None:
             self._fail_run("the plan was rejected: " + "; ".join(result.errors))
