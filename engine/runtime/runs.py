@@ -272,8 +272,7 @@ async def start_update_run(
     problem = resource_name_problem(name)
     if problem:
         raise InvalidInputError([FieldError(path="name", message=problem)])
-    await _require_network(client, spec.network)
-    members = await _network_members(client, spec.network)
+    members = await _require_network(client, spec.network)
     catalog = load_catalog(catalog_file)
     request = UpdateRunInput(
         run_id=name,
@@ -370,8 +369,12 @@ async def find_run(client: Client, ref: str, network: str | None = None) -> Upda
     return handle
 
 
-async def _require_network(client: Client, network: str) -> None:
-    """The network exists and has members to update (else: a field error, nothing starts)."""
+async def _require_network(client: Client, network: str) -> list[str]:
+    """The network exists and has members to update (else: a field error, nothing starts).
+
+    Its member names, for the run's ``MeshfleetMember``; none when no worker answers now
+    (the run itself then refuses an empty network, and starts unlabelled).
+    """
     handle = client.get_workflow_handle(network_workflow_id(network))
     try:
         await handle.describe()
@@ -384,7 +387,8 @@ async def _require_network(client: Client, network: str) -> None:
     except RPCError as error:
         if error.status is not RPCStatusCode.DEADLINE_EXCEEDED:
             raise _rpc_problem(error, f"network {network!r}") from None
-        return  # no worker answers now: the run itself refuses an empty network
+        log.warning("run.members_unknown", network=network, error=str(error))
+        return []
     if not described.members:
         raise InvalidInputError(
             [
@@ -395,17 +399,6 @@ async def _require_network(client: Client, network: str) -> None:
                 )
             ]
         )
-
-
-async def _network_members(client: Client, network: str) -> list[str]:
-    """The network's members now, for the run's ``MeshfleetMember`` (none if it cannot say)."""
-    try:
-        described: NetworkDescription = await client.get_workflow_handle(
-            network_workflow_id(network)
-        ).query(QUERY_DESCRIBE, result_type=NetworkDescription, rpc_timeout=MEMBERS_QUERY_TIMEOUT)
-    except Exception as error:  # no worker answers: the run still starts, unlabelled
-        log.warning("run.members_unknown", network=network, error=str(error))
-        return []
     return sorted(member.name for member in described.members)
 
 
