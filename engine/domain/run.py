@@ -148,6 +148,24 @@ class MemberStep(str, enum.Enum):
     RESTORE = "Restore"
 
 
+#: The member step each of the member workflow's activities belongs to. Drain and
+#: restore annotate first and wait for the peers second: both activities are the step.
+STEP_OF_ACTIVITY: dict[str, MemberStep] = {
+    PREFLIGHT: MemberStep.PREFLIGHT,
+    DRAIN: MemberStep.DRAIN,
+    DRAIN_ANNOTATE: MemberStep.DRAIN,
+    DRAIN_WAIT: MemberStep.DRAIN,
+    UPGRADE_CONTROL_PLANE: MemberStep.CONTROL_PLANE,
+    UPGRADE_CILIUM: MemberStep.CILIUM,
+    VERIFY: MemberStep.VERIFY,
+    RESTORE: MemberStep.RESTORE,
+    RESTORE_ANNOTATIONS: MemberStep.RESTORE,
+    RESTORE_WAIT: MemberStep.RESTORE,
+}
+#: The activities of a step that only wait for the peers (after annotating).
+PEER_WAITS = frozenset({DRAIN_WAIT, RESTORE_WAIT})
+
+
 class MemberStatus(DomainModel):
     name: str
     state: State = State.NOT_STARTED

@@ -46,7 +46,7 @@ from temporalio.worker import (
 from engine.domain import run as contract
 from engine.domain.errors import FieldError, InvalidInputError
 from engine.domain.network import NetworkStatus
-from engine.domain.run import GateKind, MemberStep
+from engine.domain.run import GateKind
 from engine.runtime.client import MeshfleetClient
 
 log = structlog.get_logger(__name__)
@@ -65,24 +65,6 @@ NETWORKS = "meshfleet_networks"
 
 #: Seconds: a step or a gate wait lasts from a moment to an hour or more.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
-
-#: The activity of each member step.
-STEP_OF_ACTIVITY: Mapping[str, MemberStep] = {
-    contract.PREFLIGHT: MemberStep.PREFLIGHT,
-    contract.DRAIN: MemberStep.DRAIN,
-    contract.DRAIN_ANNOTATE: MemberStep.DRAIN,
-    contract.UPGRADE_CONTROL_PLANE: MemberStep.CONTROL_PLANE,
-    contract.UPGRADE_CILIUM: MemberStep.CILIUM,
-    contract.VERIFY: MemberStep.VERIFY,
-    contract.RESTORE: MemberStep.RESTORE,
-    contract.RESTORE_ANNOTATIONS: MemberStep.RESTORE,
-}
-#: Since drain and restore annotate first and wait for the peers second, each wait is
-#: its own ``step`` label, so ``Drain``/``Restore`` still count once per member.
-WAIT_STEP_OF_ACTIVITY: Mapping[str, str] = {
-    contract.DRAIN_WAIT: "DrainWait",
-    contract.RESTORE_WAIT: "RestoreWait",
-}
 
 
 def metrics_port_from(flag: int | None, env: Mapping[str, str]) -> int | None:
@@ -184,8 +166,11 @@ class _ActivityMetrics(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         name = activity.info().activity_type
-        known = STEP_OF_ACTIVITY.get(name)
-        step = known.value if known is not None else WAIT_STEP_OF_ACTIVITY.get(name)
+        # A peer wait is its own label ("DrainWait"), so "Drain" counts once per member.
+        known = contract.STEP_OF_ACTIVITY.get(name)
+        step = (
+            None if known is None else known.value + ("Wait" if name in contract.PEER_WAITS else "")
+        )
         gate = _gate_kind(name, input.args)
         started = time.monotonic()
         try:

@@ -63,19 +63,6 @@ from engine.runtime.report_html import (
 
 log = structlog.get_logger(__name__)
 
-#: The activity of each member step, and the step's name in the picture.
-STEP_OF_ACTIVITY = {
-    contract.PREFLIGHT: "Preflight",
-    contract.DRAIN: "Drain",
-    contract.DRAIN_ANNOTATE: "Drain",
-    contract.DRAIN_WAIT: "Drain",
-    contract.UPGRADE_CONTROL_PLANE: "ControlPlane",
-    contract.UPGRADE_CILIUM: "Cilium",
-    contract.VERIFY: "Verify",
-    contract.RESTORE: "Restore",
-    contract.RESTORE_ANNOTATIONS: "Restore",
-    contract.RESTORE_WAIT: "Restore",
-}
 #: The activities whose result is the drain's record (annotating returns it).
 _DRAIN_RECORDS = {contract.DRAIN, contract.DRAIN_ANNOTATE}
 #: At most this many history fetches at once.
@@ -112,8 +99,9 @@ def member_history(events: Iterable[HistoryEvent]) -> MemberHistory:
         kind = event.WhichOneof("attributes")
         if kind == "activity_task_scheduled_event_attributes":
             name = event.activity_task_scheduled_event_attributes.activity_type.name
-            if name in STEP_OF_ACTIVITY:
-                scheduled[event.event_id] = (STEP_OF_ACTIVITY[name], _time(event))
+            member_step = contract.STEP_OF_ACTIVITY.get(name)
+            if member_step is not None:
+                scheduled[event.event_id] = (member_step.value, _time(event))
             if name in _DRAIN_RECORDS:
                 records.add(event.event_id)
         elif kind in _CLOSED:
