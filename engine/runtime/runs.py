@@ -226,7 +226,7 @@ async def _across_continue_as_new(call: Callable[[], Awaitable[T]]) -> T:
     Between a continue-as-new and the new run's first workflow task the server refuses
     queries and updates with FAILED_PRECONDITION; that moment passes by itself.
     """
-    for attempt in range(_ACROSS_CAN_TRIES):
+    for _ in range(_ACROSS_CAN_TRIES - 1):
         try:
             return await call()
         except RPCError as error:
@@ -234,10 +234,10 @@ async def _across_continue_as_new(call: Callable[[], Awaitable[T]]) -> T:
                 error.status is RPCStatusCode.FAILED_PRECONDITION
                 and _NOT_YET_SCHEDULED in error.message
             )
-            if not transient or attempt == _ACROSS_CAN_TRIES - 1:
+            if not transient:
                 raise
         await asyncio.sleep(0.1)
-    raise AssertionError("unreachable")
+    return await call()
 
 
 async def start_update_run(
