@@ -36,7 +36,7 @@ import datetime as dt
 import enum
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 
@@ -318,29 +318,6 @@ class RemoteClusterStatus(DomainModel):
     last_failure: dt.datetime | None = None
     config: RemoteClusterConfig | None = None
     synced: RemoteClusterSynced | None = None
-
-    @classmethod
-    def from_cilium(cls, data: Mapping[str, Any]) -> RemoteClusterStatus:
-        """Parse one entry of ``cilium-dbg status -o json`` ``cluster-mesh.clusters``.
-
-        Cilium's JSON is kebab-case and every field is omitempty (missing = false).
-        """
-
-        def kebab_to_camel(value: Mapping[str, Any]) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for key, item in value.items():
-                head, *rest = key.split("-")
-                camel = head + "".join(p.capitalize() for p in rest)
-                out[camel] = kebab_to_camel(item) if isinstance(item, Mapping) else item
-            return out
-
-        known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-        converted = {k: v for k, v in kebab_to_camel(data).items() if k in known}
-        for nested, model in (("config", RemoteClusterConfig), ("synced", RemoteClusterSynced)):
-            if isinstance(converted.get(nested), dict):
-                fields = {f.alias or n for n, f in model.model_fields.items()}
-                converted[nested] = {k: v for k, v in converted[nested].items() if k in fields}
-        return cls.model_validate(converted)
 
     @property
     def fully_ready(self) -> bool:

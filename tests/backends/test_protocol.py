@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from activities.backends.kubernetes._objects import remote_cluster_status
 from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.backend import (
     REASON_CONFIG_NOT_FOUND,
@@ -13,7 +14,6 @@ from engine.domain.backend import (
     MemberDescription,
     MemberMeshView,
     MeshHealth,
-    RemoteClusterStatus,
     join_prerequisite_failures,
 )
 from engine.domain.fleet import NetworkMode
@@ -37,15 +37,6 @@ DEGRADED = [
         "synced": {"nodes": True, "identities": True},
     },
 ]
-HEALTHY_PEER = {
-    "name": "us-west-2",
-    "ready": True,
-    "connected": True,
-    "status": "etcd: 1/1 connected",
-    "num-endpoints-slices": 0,
-    "config": {"cluster-id": 4, "required": True, "retrieved": True},
-    "synced": {"nodes": True, "endpoints": True, "identities": True, "services": True},
-}
 
 
 def test_the_simulated_backend_implements_the_fleet_backend_protocol(
@@ -55,28 +46,12 @@ def test_the_simulated_backend_implements_the_fleet_backend_protocol(
     assert isinstance(backend, FleetBackend)
 
 
-def test_cilium_status_json_parses_with_missing_booleans_as_false() -> None:
-    """omitempty: the never-connected peer is all false; unknown keys are ignored."""
-    never, half = (RemoteClusterStatus.from_cilium(entry) for entry in DEGRADED)
-    assert (never.ready, never.connected, never.config, never.num_failures) == (
-        False,
-        False,
-        None,
-        4,
-    )
-    assert never.last_failure == dt.datetime(2026, 11, 26, 3, 58, 40, 120000, tzinfo=dt.UTC)
-    assert half.config is not None
-    assert half.config.cluster_id == 9
-    assert not half.config.retrieved
-    assert RemoteClusterStatus.from_cilium(HEALTHY_PEER).fully_ready
-
-
 def test_not_ready_peers_are_explained_in_cilium_clustermesh_status_order() -> None:
     """Not connected -> the status text; required but not retrieved -> config not found;
     an expected peer missing from the list is reported too."""
     view = MemberMeshView(
         cluster="eu-west-1",
-        remote_clusters=[RemoteClusterStatus.from_cilium(entry) for entry in DEGRADED],
+        remote_clusters=[remote_cluster_status(entry) for entry in DEGRADED],
     )
     members = [view, MemberMeshView(cluster="eu-north-1"), MemberMeshView(cluster="us-east-1")]
     health = MeshHealth(observed_at=dt.datetime.now(dt.UTC), members=members)

@@ -15,7 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from activities.backends.kubernetes._values import PeerEndpoint
-from engine.domain.backend import RemoteClusterStatus, RolloutStatus
+from engine.domain.backend import (
+    RemoteClusterConfig,
+    RemoteClusterStatus,
+    RemoteClusterSynced,
+    RolloutStatus,
+)
 from engine.domain.fleet import NetworkMode
 
 KubeObject = Mapping[str, Any]
@@ -209,7 +214,33 @@ def parse_agent_status(output: str) -> list[RemoteClusterStatus]:
     data = json.loads(output)
     mesh = data.get("cluster-mesh") if isinstance(data, dict) else None
     clusters = (mesh or {}).get("clusters") or []
-    return [RemoteClusterStatus.from_cilium(c) for c in clusters if isinstance(c, dict)]
+    return [remote_cluster_status(c) for c in clusters if isinstance(c, dict)]
+
+
+def remote_cluster_status(data: Mapping[str, Any]) -> RemoteClusterStatus:
+    """Parse one entry of ``cilium-dbg status -o json`` ``cluster-mesh.clusters``.
+
+    Cilium's JSON is kebab-case and every field is omitempty (missing = false);
+    keys meshfleet does not model are dropped.
+    """
+    top = RemoteClusterStatus.model_fields
+    known = set(top) | {f.alias for f in top.values() if f.alias}
+    converted = {k: v for k, v in _kebab_to_camel(data).items() if k in known}
+    for nested, model in (("config", RemoteClusterConfig), ("synced", RemoteClusterSynced)):
+        if isinstance(converted.get(nested), dict):
+            fields = {f.alias or n for n, f in model.model_fields.items()}
+            converted[nested] = {k: v for k, v in converted[nested].items() if k in fields}
+    return RemoteClusterStatus.model_validate(converted)
+
+
+def _kebab_to_camel(value: Mapping[str, Any]) -> dict[str, Any]:
+    """Cilium's ``num-failures`` keys as the models' ``numFailures`` aliases, nested too."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        head, *rest = key.split("-")
+        camel = head + "".join(p.capitalize() for p in rest)
+        out[camel] = _kebab_to_camel(item) if isinstance(item, Mapping) else item
+    return out
 
 
 def merge_agent_views(
