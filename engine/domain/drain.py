@@ -25,20 +25,20 @@ from pydantic import Field, ValidationError
 from engine.domain.backend import ANNOTATION_SERVICE_SHARED
 from engine.domain.model import DomainModel
 
-__all__ = ["ANNOTATION_DRAINED", "AnnotationPlan", "DrainRecord", "plan_annotations"]
+__all__ = ["ANNOTATION_DRAINED", "AnnotationPlan", "PreDrainAnnotations", "plan_annotations"]
 
-#: Service annotation: JSON :class:`DrainRecord`, present exactly while meshfleet drains it.
+#: Service annotation: JSON :class:`PreDrainAnnotations`, present exactly while drained.
 ANNOTATION_DRAINED = "meshfleet.io/drained-annotations"
 
 
-class DrainRecord(DomainModel):
+class PreDrainAnnotations(DomainModel):
     """What the drained annotations were before the first drain, and which keys drained it."""
 
     keys: list[str] = Field(default_factory=list)
     previous: dict[str, str | None] = Field(default_factory=dict)
 
     @classmethod
-    def read(cls, annotations: Mapping[str, str]) -> DrainRecord | None:
+    def read(cls, annotations: Mapping[str, str]) -> PreDrainAnnotations | None:
         """The record on a Service, or None (an unreadable record is treated as absent)."""
         text = annotations.get(ANNOTATION_DRAINED)
         if text is None:
@@ -75,7 +75,7 @@ def plan_annotations(
       captured atomically with the drain) and removes the record.
     - Anything else is a plain set/remove.
     """
-    record = DrainRecord.read(annotations)
+    record = PreDrainAnnotations.read(annotations)
     draining = changes.get(ANNOTATION_SERVICE_SHARED) == "false"
     wanted = dict(changes)
     if draining:
@@ -83,7 +83,7 @@ def plan_annotations(
             previous = {k: record.previous.get(k, annotations.get(k)) for k in wanted}
             return AnnotationPlan(patch=wanted, previous=previous, current=wanted)
         if record is None:
-            record = DrainRecord()
+            record = PreDrainAnnotations()
         for name in wanted:
             record.previous.setdefault(name, annotations.get(name))
         record.keys.append(key)
