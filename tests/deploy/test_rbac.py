@@ -251,7 +251,7 @@ def test_member_rbac_is_cluster_wide_only_for_what_is_called_across_namespaces()
 
 def test_member_rbac_names_cilium_objects_as_the_backend_does() -> None:
     """resourceNames come from the backend's own constants (a rename there fails here)."""
-    from activities.backends.kubernetes import _backend as backend
+    from activities.backends.kubernetes import _api as backend
 
     objects = documents(KUBERNETES / "member-rbac.yaml")
     names: dict[str, set[str]] = {}

@@ -34,16 +34,16 @@ from activities.backends.kubernetes._api import (
     Scope,
     rbac_rules,
 )
-from activities.backends.kubernetes._backend import (
-    ANNOTATION_MIN_READY_ENDPOINTS,
-    ANNOTATION_OPERATIONS,
-    LABEL_NETWORK,
-    CiliumUpgradeNotPossibleError,
-    ControlPlaneUpgradeNotPossibleError,
-    KubernetesBackend,
-)
-from activities.backends.kubernetes._drain import ANNOTATION_DRAINED
+from activities.backends.kubernetes._backend import KubernetesBackend
+from activities.backends.kubernetes._base import LABEL_NETWORK
 from activities.backends.kubernetes._exec import ExecTarget, PodExec, stream_exec
+from activities.backends.kubernetes._mesh import CiliumUpgradeNotPossibleError
+from activities.backends.kubernetes._operations import (
+    ANNOTATION_OPERATIONS,
+    ControlPlaneUpgradeNotPossibleError,
+)
+from activities.backends.kubernetes._services import ANNOTATION_MIN_READY_ENDPOINTS
+from engine.domain.drain import ANNOTATION_DRAINED
 
 __all__ = [
     "ANNOTATION_DRAINED",

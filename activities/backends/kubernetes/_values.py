@@ -10,6 +10,10 @@ under it) and replaces, inserts or removes just those lines.
 first wrote them (the exact lines, or absent), kept as an annotation on the
 HelmChartProxy so leaving the mesh puts them back byte for byte.
 
+:class:`ProxyValues` pairs a HelmChartProxy's text with that record; joining,
+peering and leaving are pure changes of it (:func:`joined_values`,
+:func:`with_peers`, :func:`without_peers`, :func:`restored_values`).
+
 Block-style YAML only: a parent written in flow style (``cluster: {name: a}``)
 cannot be edited line by line and is refused with
 :class:`ValuesNotEditableError` naming the key.
@@ -36,11 +40,17 @@ __all__ = [
     "OWNED",
     "PeerEndpoint",
     "PreMeshValues",
+    "ProxyValues",
     "ValuesNotEditableError",
+    "joined_values",
     "mesh_values",
     "read_values",
     "remove_value",
+    "restored_values",
     "set_value",
+    "values_clusters",
+    "with_peers",
+    "without_peers",
 ]
 
 #: HelmChartProxy annotation: JSON :class:`PreMeshValues`, present while meshfleet owns values.
@@ -320,3 +330,86 @@ def _is_empty_block(text: str, path: str) -> bool:
     if span is None or span.inline:
         return False
     return not any(_is_content(line) for line in lines[span.start + 1 : span.end])
+
+
+# --- a HelmChartProxy's mesh values: the changes joining, peering and leaving make ------------
+
+
+@dataclass(frozen=True)
+class ProxyValues:
+    """A HelmChartProxy's ``valuesTemplate`` and meshfleet's record of the pre-mesh values."""
+
+    text: str
+    record: PreMeshValues | None
+
+
+def joined_values(cluster: str, values: ProxyValues, cluster_id: int) -> ProxyValues:
+    """The member's own mesh values, before it has any peer (a retry changes nothing)."""
+    current = read_values(values.text)
+    peers = current.get(CONFIG_CLUSTERS) or []
+    if values.record is not None and peers and current.get(CLUSTER_ID) != cluster_id:
+        raise MeshfleetError(
+            f"cluster {cluster!r} is meshed with cluster id {current.get(CLUSTER_ID)}; "
+            f"changing it to {cluster_id} would restart every agent and break identities"
+        )
+    record = values.record or PreMeshValues.capture(values.text)
+    text = values.text
+    for path, value in (
+        (CLUSTER_NAME, cluster),
+        (CLUSTER_ID, cluster_id),
+        (USE_APISERVER, True),
+        (CONFIG_ENABLED, True),
+    ):
+        if current.get(path) != value:
+            text = set_value(text, path, value)
+    if not isinstance(current.get(CONFIG_CLUSTERS), list):
+        text = set_value(text, CONFIG_CLUSTERS, [])
+    return ProxyValues(text, record)
+
+
+def _peer_entries(values: ProxyValues) -> list[dict[str, Any]]:
+    found = read_values(values.text).get(CONFIG_CLUSTERS) or []
+    return [dict(e) for e in found if isinstance(e, dict)]
+
+
+def with_peers(cluster: str, values: ProxyValues, endpoints: Sequence[PeerEndpoint]) -> ProxyValues:
+    """``clustermesh.config.clusters`` with an up-to-date entry for each of ``endpoints``."""
+    if values.record is None:
+        raise MeshfleetError(
+            f"cluster {cluster!r}: meshfleet has not enabled the mesh in its HelmChartProxy "
+            "values (enable_mesh first)"
+        )
+    fresh = {e.name: e.value() for e in endpoints if e.name != cluster}
+    entries = [e for e in _peer_entries(values) if str(e.get("name")) not in fresh]
+    entries.extend(fresh.values())
+    entries.sort(key=lambda e: str(e.get("name")))
+    if entries == _peer_entries(values):
+        return values
+    return ProxyValues(set_value(values.text, CONFIG_CLUSTERS, entries), values.record)
+
+
+def without_peers(values: ProxyValues, peers: Sequence[str]) -> ProxyValues:
+    """``clustermesh.config.clusters`` without the entries of ``peers``."""
+    current = _peer_entries(values)
+    kept = [e for e in current if str(e.get("name")) not in set(peers)]
+    if values.record is None or kept == current:
+        return values
+    return ProxyValues(set_value(values.text, CONFIG_CLUSTERS, kept), values.record)
+
+
+def restored_values(values: ProxyValues) -> ProxyValues:
+    """The owned values as they were before meshfleet first wrote them."""
+    if values.record is None:
+        return values
+    return ProxyValues(values.record.restore(values.text), None)
+
+
+def values_clusters(values_template: str) -> list[str] | None:
+    """Peer names in ``clustermesh.config.clusters`` of Helm values; None if unreadable."""
+    try:
+        clusters = read_values(values_template).get(CONFIG_CLUSTERS) or []
+    except MeshfleetError:
+        return None  # Go templates can make the text unparsable: nothing to compare then.
+    if not isinstance(clusters, list):
+        return None
+    return [str(c.get("name")) for c in clusters if isinstance(c, dict)]
