@@ -29,17 +29,10 @@ import yaml
 from activities.backends.kubernetes import ExecTarget, KubernetesBackend, load_access
 from activities.backends.kubernetes._api import ClusterApi
 from activities.backends.kubernetes._exec import SERVICE_LIST_COMMAND
-from tests.kubernetes.conftest import (
-    RESOURCES,
-    ClusterEmulator,
-    agent_status,
-    b64,
-    cilium_images,
-    kubeconfig,
-    remote_cluster,
-    seed_service,
-    service_table,
-)
+from tests.kubernetes.agents import agent_status, remote_cluster, service_table
+from tests.kubernetes.emulated_fleet import kubeconfig
+from tests.kubernetes.emulator import RESOURCES, ClusterEmulator
+from tests.kubernetes.seeds import b64, cilium_images, seed_service
 
 NAMESPACE = "fleet"
 CAAPH_MEMBERS = ("alpha-1", "bravo-2", "charlie-3", "delta-4")

@@ -32,7 +32,7 @@ from tests.kubernetes.caaph import (
     CaaphFleet,
     caaph_fleet,
 )
-from tests.kubernetes.conftest import walk_strings
+from tests.kubernetes.emulated_fleet import walk_strings
 from tests.kubernetes.test_member_workflow import decoded
 from workflows.network import NetworkWorkflow
 

@@ -21,15 +21,8 @@ from activities.backends.kubernetes import (
 from activities.backends.kubernetes._api import ClusterApi
 from engine.domain.backend import ANNOTATION_SERVICE_SHARED
 from engine.domain.errors import InvalidInputError
-from tests.kubernetes.conftest import (
-    CAPI_MEMBER,
-    FLEET_NAMESPACE,
-    MEMBERS,
-    OFFLINE,
-    Fleet,
-    b64,
-    walk_strings,
-)
+from tests.kubernetes.emulated_fleet import Fleet, walk_strings
+from tests.kubernetes.seeds import CAPI_MEMBER, FLEET_NAMESPACE, MEMBERS, OFFLINE, b64
 
 
 def write(tmp_path: Path, content: object) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from activities.backends.kubernetes._objects import parse_agent_status, remote_cluster_status
-from tests.kubernetes.conftest import sample
+from tests.kubernetes.agents import sample
 
 HEALTHY_PEER = {
     "name": "us-west-2",

@@ -17,7 +17,8 @@ import yaml
 from structlog.testing import capture_logs
 
 from engine.domain.errors import MeshfleetError
-from tests.kubernetes.conftest import IDS, Fleet, b64, walk_strings
+from tests.kubernetes.emulated_fleet import Fleet, walk_strings
+from tests.kubernetes.seeds import IDS, b64
 
 A, B = "ap-south-1", "us-east-1"
 SECRETS = "v1/secrets"

@@ -7,7 +7,8 @@ import pytest
 from engine.domain.backend import JoinRule
 from engine.domain.errors import NotFoundError
 from engine.domain.fleet import NetworkMode
-from tests.kubernetes.conftest import OFFLINE, Fleet
+from tests.kubernetes.emulated_fleet import Fleet
+from tests.kubernetes.seeds import OFFLINE
 
 
 async def test_describe_reads_versions_cilium_config_cidrs_and_mesh_state(fleet: Fleet) -> None:

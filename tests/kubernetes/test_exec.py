@@ -19,7 +19,8 @@ from activities.backends.kubernetes._exec import (
     ExecTimedOutError,
     stream_exec,
 )
-from tests.kubernetes.conftest import ExecReply, Fleet
+from tests.kubernetes.emulated_fleet import Fleet
+from tests.kubernetes.emulator import ExecReply
 
 MEMBER = "ap-south-1"
 

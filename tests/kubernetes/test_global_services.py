@@ -7,7 +7,8 @@ import pytest
 from activities.backends.kubernetes import ANNOTATION_DRAINED
 from engine.domain.backend import ANNOTATION_SERVICE_SHARED, OperationConflictError
 from engine.domain.errors import NotFoundError
-from tests.kubernetes.conftest import MEMBERS, OFFLINE, Fleet
+from tests.kubernetes.emulated_fleet import Fleet
+from tests.kubernetes.seeds import MEMBERS, OFFLINE
 
 DRAIN = {ANNOTATION_SERVICE_SHARED: "false"}
 

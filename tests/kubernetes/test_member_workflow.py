@@ -37,15 +37,14 @@ from engine.domain.run import (
 )
 from engine.domain.runspec import UpgradeType
 from engine.runtime.worker import build_worker
-from tests.kubernetes.conftest import (
+from tests.kubernetes.emulated_fleet import Fleet, walk_strings
+from tests.kubernetes.emulator import ClusterEmulator
+from tests.kubernetes.seeds import (
     CAPI_MEMBER,
     FLEET_NAMESPACE,
     MEMBERS,
     VALUES_TEMPLATE,
-    ClusterEmulator,
-    Fleet,
     cilium_images,
-    walk_strings,
 )
 
 CLUSTERS = "cluster.x-k8s.io/v1beta1/clusters"

@@ -13,14 +13,9 @@ from engine.domain.backend import (
     REASON_SYNC_UNKNOWN,
     NotReadyLink,
 )
-from tests.kubernetes.conftest import (
-    MEMBERS,
-    OFFLINE,
-    Fleet,
-    agent_status,
-    remote_cluster,
-    sample,
-)
+from tests.kubernetes.agents import agent_status, remote_cluster, sample
+from tests.kubernetes.emulated_fleet import Fleet
+from tests.kubernetes.seeds import MEMBERS, OFFLINE
 
 
 def reasons(links: list[NotReadyLink], viewer: str) -> dict[str, str]:

@@ -17,7 +17,8 @@ from activities.backends.kubernetes._objects import owner_of, parse_service_tabl
 from activities.network import NetworkActivities
 from engine.domain.backend import ANNOTATION_SERVICE_SHARED, GlobalService
 from engine.domain.network import DrainServicesInput
-from tests.kubernetes.conftest import SAMPLES, Fleet, service_table
+from tests.kubernetes.agents import SAMPLES, service_table
+from tests.kubernetes.emulated_fleet import Fleet
 
 MEMBERS = ["ap-south-1", "us-east-1", "eu-north-1"]
 DRAINED, PEER = "ap-south-1", "us-east-1"

@@ -21,12 +21,8 @@ from engine.domain.backend import (
     OperationState,
 )
 from engine.domain.errors import NotFoundError
-from tests.kubernetes.conftest import (
-    CAPI_MEMBER,
-    FLEET_NAMESPACE,
-    VALUES_TEMPLATE,
-    Fleet,
-)
+from tests.kubernetes.emulated_fleet import Fleet
+from tests.kubernetes.seeds import CAPI_MEMBER, FLEET_NAMESPACE, VALUES_TEMPLATE
 
 CLUSTERS = "cluster.x-k8s.io/v1beta1/clusters"
 PROXIES = "addons.cluster.x-k8s.io/v1alpha1/helmchartproxies"
