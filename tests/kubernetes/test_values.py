@@ -5,17 +5,27 @@ from __future__ import annotations
 import pytest
 
 from activities.backends.kubernetes._values import (
+    CLUSTER_ID,
+    CLUSTER_NAME,
     CONFIG_CLUSTERS,
+    CONFIG_ENABLED,
     OWNED,
+    USE_APISERVER,
     PeerEndpoint,
     PreMeshValues,
     ValuesNotEditableError,
-    mesh_values,
     read_values,
     set_value,
 )
 
-MESHED = mesh_values("a-1", 7, [PeerEndpoint("b-2", 2379, ips=("192.0.2.2",))])
+#: The owned values of member a-1 (id 7) meshed with b-2.
+MESHED = {
+    CLUSTER_NAME: "a-1",
+    CLUSTER_ID: 7,
+    USE_APISERVER: True,
+    CONFIG_ENABLED: True,
+    CONFIG_CLUSTERS: [PeerEndpoint("b-2", 2379, ips=("192.0.2.2",)).value()],
+}
 
 
 def meshed(text: str) -> str:

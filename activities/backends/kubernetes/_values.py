@@ -43,7 +43,6 @@ __all__ = [
     "ProxyValues",
     "ValuesNotEditableError",
     "joined_values",
-    "mesh_values",
     "read_values",
     "remove_value",
     "restored_values",
@@ -90,17 +89,6 @@ class PeerEndpoint:
             entry["ips"] = list(self.ips)
         entry["port"] = self.port
         return entry
-
-
-def mesh_values(name: str, cluster_id: int, peers: Sequence[PeerEndpoint]) -> dict[str, Any]:
-    """The owned values of a meshed member listing exactly ``peers`` (sorted by name)."""
-    return {
-        CLUSTER_NAME: name,
-        CLUSTER_ID: cluster_id,
-        USE_APISERVER: True,
-        CONFIG_ENABLED: True,
-        CONFIG_CLUSTERS: [p.value() for p in sorted(peers, key=lambda p: p.name)],
-    }
 
 
 class PreMeshValues(DomainModel):
