@@ -27,12 +27,12 @@ from activities.backends.kubernetes._access import ClusterClients, KubernetesAcc
 from activities.backends.kubernetes._exec import PodExec, stream_exec
 from activities.backends.kubernetes._health import MemberHealth
 from activities.backends.kubernetes._mesh import CiliumMesh
-from activities.backends.kubernetes._services import GlobalServices
+from activities.backends.kubernetes._services import MeshServices
 
 __all__ = ["KubernetesBackend"]
 
 
-class KubernetesBackend(MemberHealth, CiliumMesh, GlobalServices):
+class KubernetesBackend(MemberHealth, CiliumMesh, MeshServices):
     """:class:`~engine.domain.backend.FleetBackend` over real clusters.
 
     ``access`` says how to reach each member (see :func:`load_access`);

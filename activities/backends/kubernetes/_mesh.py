@@ -45,7 +45,7 @@ from activities.backends.kubernetes._objects import (
     meta,
     selector_matches,
 )
-from activities.backends.kubernetes._operations import Operations, check_same, full_version
+from activities.backends.kubernetes._operations import OperationTracking, check_same, full_version
 from activities.backends.kubernetes._values import (
     ANNOTATION_PRE_MESH_VALUES,
     PeerEndpoint,
@@ -80,7 +80,7 @@ class CiliumUpgradeNotPossibleError(MeshfleetError):
     """The member's bundled Cilium cannot be upgraded (or verified) by meshfleet."""
 
 
-class CiliumMesh(Operations):
+class CiliumMesh(OperationTracking):
     """Joining and leaving the mesh, connecting peers, and upgrading Cilium."""
 
     async def enable_mesh(

@@ -96,7 +96,7 @@ class _Holder:
     name: str
 
 
-class Operations(BackendState):
+class OperationTracking(BackendState):
     """Starting control plane upgrades, and recording and following every long operation."""
 
     async def target_problem(

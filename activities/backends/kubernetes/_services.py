@@ -62,7 +62,7 @@ class _ServiceCopy:
     min_ready: int | None
 
 
-class GlobalServices(BackendState):
+class MeshServices(BackendState):
     """Reading global services across members and annotating Services and Namespaces."""
 
     async def list_global_services(self, members: Sequence[str]) -> list[GlobalService]:
