@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 #: Service annotation: ready endpoints a global service needs from every viewpoint.
 ANNOTATION_MIN_READY_ENDPOINTS = "meshfleet.io/min-ready-endpoints"
 
+#: How many answered annotation changes are remembered for same-process retries.
 _MAX_REMEMBERED = 1024
 #: One agent's service table: active backend IPs per ``(namespace, name)``.
 ServiceTable = dict[tuple[str, str], set[str]]
@@ -58,6 +59,8 @@ ServiceTable = dict[tuple[str, str], set[str]]
 
 @dataclass(frozen=True)
 class _ServiceCopy:
+    """One member's copy of a Service: its state, and the minimum of ready endpoints it asks."""
+
     state: ClusterServiceState
     min_ready: int | None
 
