@@ -49,17 +49,20 @@ class Fleet:
         return KubernetesBackend(load_access(self.access_file), pod_exec=self.agents)
 
     def write_access(self, extra: dict[str, Any]) -> None:
+        """Add or replace top-level keys of the access file (the next backend reads them)."""
         access = yaml.safe_load(self.access_file.read_text())
         access.update(extra)
         self.access_file.write_text(yaml.safe_dump(access))
 
     def start_controllers(self, **options: Any) -> Controllers:
+        """Run the emulated controllers for the Cluster API member until the test ends."""
         controllers = Controllers(self.management, self.members[CAPI_MEMBER], **options)
         self._tasks.append(asyncio.create_task(controllers.run()))
         return controllers
 
 
 def kubeconfig(servers: dict[str, str], tokens: dict[str, str]) -> dict[str, Any]:
+    """A kubeconfig with one context per server, each with its own bearer token."""
     return {
         "apiVersion": "v1",
         "kind": "Config",

@@ -26,11 +26,14 @@ IDS = {"ap-south-1": 3, "us-east-1": 9, "eu-north-1": 4}
 
 
 def b64(text: str) -> str:
+    """``text`` as a Secret's ``data`` holds it."""
     return base64.b64encode(text.encode()).decode()
 
 
 @dataclass
 class MemberSpec:
+    """What a seeded member is: name, cluster id, pod CIDR, versions, peers, nodes."""
+
     name: str
     cluster_id: int
     cidr: str
@@ -41,6 +44,7 @@ class MemberSpec:
 
 
 def cilium_images(version: str) -> dict[str, str]:
+    """The agent, operator and clustermesh-apiserver images of a Cilium release."""
     return {
         "agent": f"quay.io/cilium/cilium:v{version}@sha256:{'a' * 64}",
         "operator": f"quay.io/cilium/operator-generic:v{version}@sha256:{'b' * 64}",
