@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from engine.domain import schedule as contract
+from engine.domain.failures import failure_text
 from engine.domain.schedule import (
     AutoUpgradeFacts,
     AutoUpgradeInput,
@@ -28,7 +29,6 @@ from engine.domain.schedule import (
     auto_run_name,
 )
 from strategies import ChannelError, parse_catalog, resolve_channel
-from workflows.failures import failure_reason
 
 #: Reads and the run's creation are short; retry transient failures a few times.
 RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
@@ -58,7 +58,7 @@ class AutoUpgradeWorkflow:
                 summary=f"read network {profile.network}'s members",
             )
         except ActivityError as error:
-            result.error = f"cannot read network {profile.network!r}: {failure_reason(error)}"
+            result.error = f"cannot read network {profile.network!r}: {failure_text(error)}"
             return result
         try:
             resolution = resolve_channel(
@@ -90,7 +90,7 @@ class AutoUpgradeWorkflow:
                 summary=f"create the update run to Kubernetes {target}",
             )
         except ActivityError as error:
-            result.error = f"cannot create the update run: {failure_reason(error)}"
+            result.error = f"cannot create the update run: {failure_text(error)}"
             return result
         result.status = TriggerStatus.SUCCEEDED
         return result

@@ -31,6 +31,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from engine.domain import run as contract
 from engine.domain.backend import OperationProgress
+from engine.domain.failures import failure_text
 from engine.domain.plan import VersionPair
 from engine.domain.run import (
     MemberOutcome,
@@ -40,7 +41,6 @@ from engine.domain.run import (
     PreflightOutcome,
 )
 from engine.domain.runspec import UpgradeType
-from workflows.failures import failure_reason
 
 #: Transient errors (API briefly down, a conflict) are retried with backoff; the
 #: activities mark errors a retry cannot fix as non-retryable.
@@ -169,7 +169,7 @@ class MemberUpdateWorkflow:
             )
         except ActivityError as error:
             failed_step = self._step
-            failure = "cancelled" if is_cancelled_exception(error) else failure_reason(error)
+            failure = "cancelled" if is_cancelled_exception(error) else failure_text(error)
         except asyncio.CancelledError:
             # Cancelled outside an activity (between steps, or while annotating).
             failure, failed_step = "cancelled", self._step
@@ -219,7 +219,7 @@ class MemberUpdateWorkflow:
             )
         except ActivityError as error:
             services = sorted(f"{c.namespace}/{c.name}" for c in drain.changes)
-            return _Restored(left_drained=services, problem=failure_reason(error))
+            return _Restored(left_drained=services, problem=failure_text(error))
         notes = []
         if result.vanished:
             notes.append(f"vanished before the restore: {', '.join(result.vanished)}")
@@ -233,7 +233,7 @@ class MemberUpdateWorkflow:
                 activity=contract.RESTORE_WAIT,
             )
         except ActivityError as error:
-            return _Restored(problem=failure_reason(error), notes=notes)
+            return _Restored(problem=failure_text(error), notes=notes)
         return _Restored(notes=notes)
 
     def _outcome(
@@ -328,7 +328,7 @@ class MemberUpdateWorkflow:
                 summary=f"verify {member.member}",
             )
         except ActivityError as error:
-            failure, failed_step = failure_reason(error), self._step
+            failure, failed_step = failure_text(error), self._step
         finally:
             if drain is not None:
                 # Shielded: even a cancelled member puts its services back.

@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.domain import search_attributes
 from engine.domain.durations import format_duration
+from engine.domain.failures import failure_text, say_code_once
 from engine.domain.names import MAX_NETWORK_MEMBERS
 from engine.domain.network import (
     ACTIVITY_CHECK_CANDIDATES,
@@ -104,7 +105,6 @@ from engine.domain.network import (
     services_report,
 )
 from engine.domain.run import run_workflow_id
-from workflows.failures import say_code_once
 
 T = TypeVar("T")
 
@@ -138,12 +138,6 @@ PATCH_HOLDER_LEASE = "network-holder-lease"
 def _reject(problems: Sequence[str]) -> None:
     if problems:
         raise ApplicationError("; ".join(problems), type=REJECTED, non_retryable=True)
-
-
-def _failure(error: BaseException) -> str:
-    """The person-readable reason inside an activity failure."""
-    cause = error.cause if isinstance(error, ActivityError) and error.cause else error
-    return say_code_once(cause.message if isinstance(cause, ApplicationError) else str(cause))
 
 
 @workflow.defn(name=NETWORK_WORKFLOW)
@@ -562,7 +556,7 @@ class NetworkWorkflow:
                     summary=f"watch update run {holder.workflow_id} until it ends",
                 )
             except ActivityError as error:  # not retryable: look again after a pause
-                self._log("warning", f"watching the holder failed: {_failure(error)}")
+                self._log("warning", f"watching the holder failed: {failure_text(error)}")
                 await workflow.sleep(CALL_TIMEOUT)
                 continue
             if end.ended:
@@ -787,7 +781,7 @@ class NetworkWorkflow:
             name = check.cluster
             if isinstance(outcome, BaseException):
                 results[name] = MemberResult(
-                    cluster=name, outcome=MemberOutcome.FAILED, message=_failure(outcome)
+                    cluster=name, outcome=MemberOutcome.FAILED, message=failure_text(outcome)
                 )
             elif not outcome.succeeded:
                 results[name] = MemberResult(
@@ -920,7 +914,7 @@ class NetworkWorkflow:
                 summary=f"disable the mesh on {name}",
             )
         except (ActivityError, ApplicationError) as error:
-            message = _failure(error)
+            message = failure_text(error)
             self._set_status(NetworkStatus.FAILED, f"removing {name!r} failed: {message}")
             self._log("failed", message, op, name)
             return MemberResult(cluster=name, outcome=MemberOutcome.FAILED, message=message)
@@ -941,7 +935,9 @@ class NetworkWorkflow:
                 )
                 note = "removed; its service annotations are restored"
             except ActivityError as error:
-                note = f"removed, but restoring its service annotations failed: {_failure(error)}"
+                note = (
+                    f"removed, but restoring its service annotations failed: {failure_text(error)}"
+                )
                 self._log("warning", note, op, name)
         return MemberResult(
             cluster=name,
@@ -987,7 +983,7 @@ class NetworkWorkflow:
                 summary=f"wait for {len(self.state.members)} member(s) to report ready",
             )
         except ActivityError as error:
-            message = _failure(error)
+            message = failure_text(error)
             self._set_status(NetworkStatus.FAILED, f"reading mesh health failed: {message}")
             return MeshReadiness(ready=False)
         if readiness.ready:
@@ -1007,7 +1003,7 @@ class NetworkWorkflow:
     async def _all(self, calls: Sequence[Any]) -> str | None:
         """Run activity calls in parallel; the first failure's reason, or None."""
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        failures = [_failure(o) for o in outcomes if isinstance(o, BaseException)]
+        failures = [failure_text(o) for o in outcomes if isinstance(o, BaseException)]
         return failures[0] if failures else None
 
     async def _call(

@@ -33,6 +33,7 @@ from temporalio.workflow import ParentClosePolicy
 from engine.domain import run as contract
 from engine.domain import search_attributes
 from engine.domain.errors import InvalidInputError
+from engine.domain.failures import failure_text
 from engine.domain.member import Member
 from engine.domain.plan import Plan, PlannedMemberState, VersionPair
 from engine.domain.run import (
@@ -81,7 +82,6 @@ from strategies import run_machine as machine
 from strategies.details import details_markdown
 from strategies.progress import MemberVersions
 from strategies.run_machine import budget_exceeded
-from workflows.failures import failure_reason
 
 T = TypeVar("T")
 
@@ -490,7 +490,7 @@ class UpdateRunWorkflow:
         except ActivityError as error:
             if not self._survives(error):
                 raise
-            self._fail_run(f"cannot {summary}: {failure_reason(error)}")
+            self._fail_run(f"cannot {summary}: {failure_text(error)}")
             return None
         return result
 
@@ -547,7 +547,7 @@ class UpdateRunWorkflow:
                 summary="record the global services' baseline again",
             )
         except ActivityError as error:
-            self._fail_run(f"cannot read the network again: {failure_reason(error)}")
+            self._fail_run(f"cannot read the network again: {failure_text(error)}")
             return
         machine.reconcile_membership(status, self._state.network_members, members)
         self._state.members = members
@@ -565,7 +565,7 @@ class UpdateRunWorkflow:
                 summary=f"take network {self._input.spec.network}",
             )
         except ActivityError as error:
-            self._fail_run(failure_reason(error))
+            self._fail_run(failure_text(error))
             if workflow.patched(PATCH_RELEASE_AFTER_FAILED_ACQUIRE):
                 # The network may have granted it after this side gave up: give it back.
                 with contextlib.suppress(ActivityError):
@@ -760,7 +760,7 @@ class UpdateRunWorkflow:
         """A gate's or soak's read failed for good: the stage fails (the run stays open)."""
         if not self._survives(error):
             raise error
-        self._fail_stage(stage, f"{check} could not be checked: {failure_reason(error)}")
+        self._fail_stage(stage, f"{check} could not be checked: {failure_text(error)}")
         return False
 
     async def _mesh_gate(self, stage: StageStatus, when: str, timeout: timedelta) -> bool:
@@ -1079,7 +1079,7 @@ class UpdateRunWorkflow:
                 ),
             )
         except ChildWorkflowError as error:
-            result = MemberUpdateResult(outcome=MemberOutcome.FAILED, message=failure_reason(error))
+            result = MemberUpdateResult(outcome=MemberOutcome.FAILED, message=failure_text(error))
         del self._in_flight[member.name]
         member.step = result.step
         member.message = result.message
@@ -1131,7 +1131,7 @@ class UpdateRunWorkflow:
             # The run's own status still says it; only the network could not be told.
             workflow.logger.warning(
                 "run.left_drained_unreported",
-                extra={"member": member, "error": failure_reason(error)},
+                extra={"member": member, "error": failure_text(error)},
             )
 
     def _cascade(self, stage: StageStatus, group: GroupStatus) -> None:

@@ -1,10 +1,12 @@
-"""The sentence a person reads for a failure: what the innermost error said, its code once."""
+"""The sentence a person reads for a failure: what our code said, its rule code once.
+
+One helper (``engine/domain/failures.py``) reads every failure chain: the
+runs, the network workflow, the lease activity and the client all used to
+read it their own way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import (
     ActivityError,
@@ -14,9 +16,7 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 
-from activities.update import _cause
-from workflows.failures import failure_reason, say_code_once
-from workflows.network import _failure
+from engine.domain.failures import failure_text, say_code_once
 
 
 def test_a_code_repeated_by_each_layer_is_said_once() -> None:
@@ -47,83 +47,41 @@ def _activity_failed(cause: BaseException) -> ActivityError:
     return outer
 
 
-def _timed_out() -> TimeoutError:
-    return TimeoutError(
-        "activity StartToClose timeout",
-        type=TimeoutType.START_TO_CLOSE,
-        last_heartbeat_details=[],
-    )
+def _timed_out(kind: TimeoutType) -> TimeoutError:
+    return TimeoutError(f"activity {kind.name} timeout", type=kind, last_heartbeat_details=[])
 
 
-def _rejected(message: str) -> WorkflowUpdateFailedError:
-    return WorkflowUpdateFailedError(ApplicationError(message, non_retryable=True))
-
-
-Reader = Callable[[BaseException], str]
-#: Each place that read a failure chain before there was one helper.
-READERS: dict[str, Reader] = {"runs": failure_reason, "network": _failure, "lease": _cause}
-
-
-@pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
-def test_an_activity_failure_reads_as_what_the_activity_said(reader: Reader) -> None:
+def test_an_activity_failure_reads_as_what_the_activity_said() -> None:
     error = _activity_failed(ApplicationError("preflight: a-1 is not ready"))
-    assert reader(error) == "preflight: a-1 is not ready"
+    assert failure_text(error) == "preflight: a-1 is not ready"
 
 
-@pytest.mark.parametrize(
-    ("reader", "text"),
-    [
-        (failure_reason, "the network is deleted"),
-        (_failure, "Workflow update failed"),
-        (_cause, "the network is deleted"),
-    ],
-    ids=READERS.keys(),
-)
-def test_an_update_rejection_reads_as(reader: Reader, text: str) -> None:
-    assert reader(_rejected("the network is deleted")) == text
+def test_a_child_that_failed_because_of_an_activity_reads_as_what_the_child_said() -> None:
+    said = ApplicationError("drain: a-1 stays drained")
+    said.__cause__ = _activity_failed(ApplicationError("annotation write refused"))
+    assert failure_text(_activity_failed(said)) == "drain: a-1 stays drained"
 
 
-@pytest.mark.parametrize(
-    ("reader", "text"),
-    [
-        (failure_reason, "a-1 is not ready"),
-        (_failure, "activity ScheduleToClose timeout"),
-        (_cause, "a-1 is not ready"),
-    ],
-    ids=READERS.keys(),
-)
-def test_an_activity_retried_until_its_deadline_reads_as(reader: Reader, text: str) -> None:
-    deadline = TimeoutError(
-        "activity ScheduleToClose timeout",
-        type=TimeoutType.SCHEDULE_TO_CLOSE,
-        last_heartbeat_details=[],
-    )
+def test_an_update_rejection_reads_as_its_reason() -> None:
+    rejected = WorkflowUpdateFailedError(ApplicationError("the network is deleted"))
+    assert failure_text(rejected) == "the network is deleted"
+
+
+def test_a_timed_out_activity_reads_as_its_timeout_not_as_the_wrapper() -> None:
+    error = _activity_failed(_timed_out(TimeoutType.START_TO_CLOSE))
+    assert failure_text(error) == "activity START_TO_CLOSE timeout"
+
+
+def test_an_activity_retried_until_its_deadline_reads_as_its_last_attempt() -> None:
+    deadline = _timed_out(TimeoutType.SCHEDULE_TO_CLOSE)
     deadline.__cause__ = ApplicationError("a-1 is not ready")
-    assert reader(_activity_failed(deadline)) == text
+    assert failure_text(_activity_failed(deadline)) == "a-1 is not ready"
 
 
-@pytest.mark.parametrize(
-    ("reader", "text"),
-    [
-        (failure_reason, "Activity task failed"),
-        (_failure, "activity StartToClose timeout"),
-        (_cause, "activity StartToClose timeout"),
-    ],
-    ids=READERS.keys(),
-)
-def test_a_timed_out_activity_reads_as(reader: Reader, text: str) -> None:
-    assert reader(_activity_failed(_timed_out())) == text
-
-
-@pytest.mark.parametrize(
-    ("reader", "text"),
-    [
-        (failure_reason, "singleNetwork: 'a-1' is taken"),
-        (_failure, "singleNetwork: 'a-1' is taken"),
-        (_cause, "singleNetwork: singleNetwork: 'a-1' is taken"),
-    ],
-    ids=READERS.keys(),
-)
-def test_a_repeated_rule_code_reads_as(reader: Reader, text: str) -> None:
+def test_a_repeated_rule_code_is_said_once_in_the_text() -> None:
     error = _activity_failed(ApplicationError("singleNetwork: singleNetwork: 'a-1' is taken"))
-    assert reader(error) == text
+    assert failure_text(error) == "singleNetwork: 'a-1' is taken"
+
+
+def test_an_error_with_no_cause_reads_as_itself() -> None:
+    assert failure_text(RuntimeError("connection refused")) == "connection refused"
