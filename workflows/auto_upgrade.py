@@ -11,10 +11,7 @@ keeps and ``schedule show`` reads as the profile's status.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from engine.domain import schedule as contract
@@ -29,10 +26,7 @@ from engine.domain.schedule import (
     auto_run_name,
 )
 from strategies import ChannelError, parse_catalog, resolve_channel
-
-#: Reads and the run's creation are short; retry transient failures a few times.
-RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
-QUICK = timedelta(minutes=2)
+from workflows.policies import QUICK, RUN_RETRY
 
 
 @workflow.defn(name=contract.AUTO_UPGRADE_WORKFLOW)
@@ -54,7 +48,7 @@ class AutoUpgradeWorkflow:
                 profile,
                 result_type=AutoUpgradeFacts,
                 start_to_close_timeout=QUICK,
-                retry_policy=RETRY,
+                retry_policy=RUN_RETRY,
                 summary=f"read network {profile.network}'s members",
             )
         except ActivityError as error:
@@ -86,7 +80,7 @@ class AutoUpgradeWorkflow:
                 ),
                 result_type=AutoUpgradeRunRef,
                 start_to_close_timeout=QUICK,
-                retry_policy=RETRY,
+                retry_policy=RUN_RETRY,
                 summary=f"create the update run to Kubernetes {target}",
             )
         except ActivityError as error:

@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.domain import search_attributes
@@ -105,6 +104,7 @@ from engine.domain.network import (
     services_report,
 )
 from engine.domain.run import run_workflow_id
+from workflows.policies import NETWORK_RETRY, NETWORK_RETRY_FOR, ONE_TRY, QUICK
 
 T = TypeVar("T")
 
@@ -112,15 +112,6 @@ NETWORK_KEY = search_attributes.NETWORK
 
 #: Error type of an update rejected by a validator (the client maps it to invalid input).
 REJECTED = "MeshfleetRejected"
-#: One backend call (connect, disconnect, annotate, list) must finish within this.
-CALL_TIMEOUT = timedelta(minutes=2)
-#: Transient failures (a cluster's API unreachable) are retried for this long in all.
-RETRY_FOR = timedelta(minutes=15)
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
 #: Rows of the log shown in the Web UI's current details.
 DETAILS_LOG_ROWS = 8
 #: Patch: enable_mesh is given the cluster id the network allocated (backends write it).
@@ -227,8 +218,8 @@ class NetworkWorkflow:
                     ACTIVITY_WAIT_MESH_READY,
                     WaitMeshReadyInput(members=self.state.member_names(), timeout=timedelta(0)),
                     result_type=MeshReadiness,
-                    start_to_close_timeout=CALL_TIMEOUT,
-                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    start_to_close_timeout=QUICK,
+                    retry_policy=ONE_TRY,
                     summary="re-read the degraded mesh",
                 )
             except ActivityError:
@@ -550,14 +541,14 @@ class NetworkWorkflow:
                     ACTIVITY_WATCH_HOLDER,
                     WatchHolderInput(holder=holder, period=period),
                     result_type=HolderEnd,
-                    start_to_close_timeout=period + CALL_TIMEOUT,
+                    start_to_close_timeout=period + QUICK,
                     heartbeat_timeout=self.settings.heartbeat_timeout,
-                    retry_policy=RETRY,
+                    retry_policy=NETWORK_RETRY,
                     summary=f"watch update run {holder.workflow_id} until it ends",
                 )
             except ActivityError as error:  # not retryable: look again after a pause
                 self._log("warning", f"watching the holder failed: {failure_text(error)}")
-                await workflow.sleep(CALL_TIMEOUT)
+                await workflow.sleep(QUICK)
                 continue
             if end.ended:
                 break
@@ -1017,18 +1008,20 @@ class NetworkWorkflow:
     ) -> T:
         """Run one activity: a quick backend call, or (``waits``) a heartbeating wait."""
         if waits is None:
-            timeouts: dict[str, Any] = {"start_to_close_timeout": CALL_TIMEOUT}
+            timeouts: dict[str, Any] = {"start_to_close_timeout": QUICK}
         else:
             timeouts = {
-                "start_to_close_timeout": waits + CALL_TIMEOUT,
+                "start_to_close_timeout": waits + QUICK,
                 "heartbeat_timeout": self.settings.heartbeat_timeout,
             }
         result: T = await workflow.execute_activity(
             activity,
             arg,
             result_type=result_type,
-            schedule_to_close_timeout=max(RETRY_FOR, (waits or timedelta()) + RETRY_FOR),
-            retry_policy=RETRY,
+            schedule_to_close_timeout=max(
+                NETWORK_RETRY_FOR, (waits or timedelta()) + NETWORK_RETRY_FOR
+            ),
+            retry_policy=NETWORK_RETRY,
             summary=summary,
             **timeouts,
         )

@@ -22,7 +22,6 @@ from typing import NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import (
-    RetryPolicy,
     SearchAttributePair,
     SearchAttributeUpdate,
     TypedSearchAttributes,
@@ -82,6 +81,7 @@ from strategies import run_machine as machine
 from strategies.details import details_markdown
 from strategies.progress import MemberVersions
 from strategies.run_machine import budget_exceeded
+from workflows.policies import BEST_EFFORT_RETRY, MARGIN, QUICK, RELEASE_RETRY, RUN_RETRY
 
 T = TypeVar("T")
 
@@ -93,12 +93,6 @@ TARGET_KEY = search_attributes.TARGET_VERSION
 MEMBER_KEY = search_attributes.MEMBER
 MEMBER_SEARCH_ATTRIBUTE_PATCH = "member-search-attribute"
 
-#: Run-level activities are short reads; retry transient failures a few times.
-RUN_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
-#: Releasing after a failed acquire is best effort: the network may not exist at all.
-BEST_EFFORT_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=5))
-QUICK = timedelta(minutes=2)
-MARGIN = timedelta(minutes=1)
 
 #: Patch: an activity error in preparation, a gate or a soak fails the stage or the run
 #: (which stays open) instead of failing the workflow.
@@ -484,7 +478,7 @@ class UpdateRunWorkflow:
                 request,
                 result_type=result_type,
                 start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
+                retry_policy=RUN_RETRY,
                 summary=summary,
             )
         except ActivityError as error:
@@ -535,7 +529,7 @@ class UpdateRunWorkflow:
                 contract.DescribeMembersRequest(members=self._state.network_members),
                 result_type=list[Member],
                 start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
+                retry_policy=RUN_RETRY,
                 summary="read the members again",
             )
             baseline = await workflow.execute_activity(
@@ -543,7 +537,7 @@ class UpdateRunWorkflow:
                 contract.ServiceEndpointsRequest(members=self._state.network_members),
                 result_type=contract.ServiceEndpointsResult,
                 start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
+                retry_policy=RUN_RETRY,
                 summary="record the global services' baseline again",
             )
         except ActivityError as error:
@@ -561,7 +555,7 @@ class UpdateRunWorkflow:
                 contract.NetworkLease(network=self._input.spec.network, run_id=self._input.run_id),
                 result_type=contract.LeasedNetwork,
                 start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
+                retry_policy=RUN_RETRY,
                 summary=f"take network {self._input.spec.network}",
             )
         except ActivityError as error:
@@ -591,7 +585,7 @@ class UpdateRunWorkflow:
             contract.RELEASE_NETWORK,
             contract.NetworkLease(network=self._input.spec.network, run_id=self._input.run_id),
             start_to_close_timeout=QUICK,
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            retry_policy=RELEASE_RETRY,
             summary=f"release network {self._input.spec.network}",
         )
         self._state.holding_network = False
@@ -775,7 +769,7 @@ class UpdateRunWorkflow:
                     result_type=contract.MeshHealthResult,
                     start_to_close_timeout=timeout + MARGIN,
                     heartbeat_timeout=self._input.timings.heartbeat_timeout,
-                    retry_policy=RUN_ACTIVITY_RETRY,
+                    retry_policy=RUN_RETRY,
                     summary=f"mesh health {when} stage {stage.name}",
                 )
         except ActivityError as error:
@@ -802,7 +796,7 @@ class UpdateRunWorkflow:
                     result_type=contract.ServiceEndpointsResult,
                     start_to_close_timeout=timeout + MARGIN,
                     heartbeat_timeout=self._input.timings.heartbeat_timeout,
-                    retry_policy=RUN_ACTIVITY_RETRY,
+                    retry_policy=RUN_RETRY,
                     summary=f"endpoints back to baseline after stage {stage.name}",
                 )
         except ActivityError as error:
@@ -855,7 +849,7 @@ class UpdateRunWorkflow:
                         contract.MeshHealthRequest(members=self._state.network_members),
                         result_type=contract.MeshHealthResult,
                         start_to_close_timeout=QUICK,
-                        retry_policy=RUN_ACTIVITY_RETRY,
+                        retry_policy=RUN_RETRY,
                         summary=f"soak check {wait.checks} of stage {stage.name}",
                     )
             except ActivityError as error:
@@ -1124,7 +1118,7 @@ class UpdateRunWorkflow:
                 contract.REPORT_LEFT_DRAINED,
                 report,
                 start_to_close_timeout=QUICK,
-                retry_policy=RUN_ACTIVITY_RETRY,
+                retry_policy=RUN_RETRY,
                 summary=f"report {member} {'left drained' if services else 'restored'}",
             )
         except ActivityError as error:
