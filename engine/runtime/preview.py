@@ -40,7 +40,7 @@ from strategies.continuity import (
     copies_from_backend,
     undrainable_members,
 )
-from workflows.update_run import one_by_one_strategy
+from workflows.run_status import one_by_one_strategy
 
 #: How long the read may take before the caller hears that no worker answered.
 READ_TIMEOUT = dt.timedelta(seconds=60)
