@@ -348,8 +348,6 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
         stage.completed_time = workflow.now()
         self._bump()
 
-    # --- groups and members ---------------------------------------------------------------
-
     # --- controls' effects ----------------------------------------------------------------
 
     def _reopen(self, failed_members: set[str] | None) -> None:
@@ -371,5 +369,3 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
             for name in reopened:
                 self._state.deferred.pop(name, None)
         self._bump()
-
-    # --- change tracking and the Web UI ----------------------------------------------------
