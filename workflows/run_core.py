@@ -16,7 +16,6 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
 
 from engine.domain import run as contract
 from engine.domain import search_attributes
@@ -74,7 +73,7 @@ class RunCore:
     _rendered_edits: int
     _details: asyncio.Task[None] | None
 
-    def _survives(self, error: ActivityError) -> bool:
+    def _survives(self) -> bool:
         """Whether an activity error becomes a failed stage or run (else it is re-raised).
 
         Histories recorded before this rule replay with the old behaviour: the error

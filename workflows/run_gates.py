@@ -51,7 +51,7 @@ class RunGates(RunCore):
 
     def _check_broke(self, stage: StageStatus, check: str, error: ActivityError) -> bool:
         """A gate's or soak's read failed for good: the stage fails (the run stays open)."""
-        if not self._survives(error):
+        if not self._survives():
             raise error
         self._fail_stage(stage, f"{check} could not be checked: {failure_text(error)}")
         return False

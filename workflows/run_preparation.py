@@ -116,7 +116,7 @@ class RunPreparation(RunCore):
                 summary=summary,
             )
         except ActivityError as error:
-            if not self._survives(error):
+            if not self._survives():
                 raise
             self._fail_run(f"cannot {summary}: {failure_text(error)}")
             return None
