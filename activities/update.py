@@ -30,6 +30,7 @@ from engine.domain.backend import (
     OperationState,
 )
 from engine.domain.errors import NotFoundError
+from engine.domain.failures import failure_text
 from engine.domain.member import Member
 from engine.domain.network import (
     UPDATE_ACQUIRE,
@@ -94,7 +95,7 @@ class UpdateActivities:
                 )
             except Exception as error:
                 raise ApplicationError(
-                    f"cannot take network {lease.network!r}: {_cause(error)}",
+                    f"cannot take network {lease.network!r}: {failure_text(error)}",
                     type=NON_RETRYABLE,
                     non_retryable=True,
                 ) from error
@@ -502,10 +503,3 @@ class UpdateActivities:
             self.wait_restored,
             self.restore_member,
         ]
-
-
-def _cause(error: BaseException) -> str:
-    """The innermost message of a Temporal error chain (an update's rejection reason)."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(error)

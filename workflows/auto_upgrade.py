@@ -11,13 +11,11 @@ keeps and ``schedule show`` reads as the profile's status.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from engine.domain import schedule as contract
+from engine.domain.failures import failure_text
 from engine.domain.schedule import (
     AutoUpgradeFacts,
     AutoUpgradeInput,
@@ -28,11 +26,7 @@ from engine.domain.schedule import (
     auto_run_name,
 )
 from strategies import ChannelError, parse_catalog, resolve_channel
-from workflows.failures import failure_reason
-
-#: Reads and the run's creation are short; retry transient failures a few times.
-RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
-QUICK = timedelta(minutes=2)
+from workflows.policies import QUICK, RUN_RETRY
 
 
 @workflow.defn(name=contract.AUTO_UPGRADE_WORKFLOW)
@@ -54,11 +48,11 @@ class AutoUpgradeWorkflow:
                 profile,
                 result_type=AutoUpgradeFacts,
                 start_to_close_timeout=QUICK,
-                retry_policy=RETRY,
+                retry_policy=RUN_RETRY,
                 summary=f"read network {profile.network}'s members",
             )
         except ActivityError as error:
-            result.error = f"cannot read network {profile.network!r}: {failure_reason(error)}"
+            result.error = f"cannot read network {profile.network!r}: {failure_text(error)}"
             return result
         try:
             resolution = resolve_channel(
@@ -86,11 +80,11 @@ class AutoUpgradeWorkflow:
                 ),
                 result_type=AutoUpgradeRunRef,
                 start_to_close_timeout=QUICK,
-                retry_policy=RETRY,
+                retry_policy=RUN_RETRY,
                 summary=f"create the update run to Kubernetes {target}",
             )
         except ActivityError as error:
-            result.error = f"cannot create the update run: {failure_reason(error)}"
+            result.error = f"cannot create the update run: {failure_text(error)}"
             return result
         result.status = TriggerStatus.SUCCEEDED
         return result

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 
 from engine.domain.health import (
@@ -12,6 +10,7 @@ from engine.domain.health import (
     HealthCheckInput,
     HealthReport,
 )
+from workflows.policies import QUICK_READ
 
 
 @workflow.defn(name=HEALTH_CHECK_WORKFLOW)
@@ -24,7 +23,7 @@ class HealthCheckWorkflow:
             HEALTH_CHECK_ACTIVITY,
             request,
             result_type=HealthReport,
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=QUICK_READ,
             summary="health check",
         )
         return report

@@ -26,11 +26,11 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from engine.domain import run as contract
 from engine.domain.backend import OperationProgress
+from engine.domain.failures import failure_text
 from engine.domain.plan import VersionPair
 from engine.domain.run import (
     MemberOutcome,
@@ -40,33 +40,10 @@ from engine.domain.run import (
     PreflightOutcome,
 )
 from engine.domain.runspec import UpgradeType
-from workflows.failures import failure_reason
+from workflows.policies import MARGIN, QUICK, RESTORE_RETRY, RESTORE_UNTIL_TIMEOUT, STEP_RETRY
 
-#: Transient errors (API briefly down, a conflict) are retried with backoff; the
-#: activities mark errors a retry cannot fix as non-retryable.
-STEP_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-)
 #: The patch that split drain and restore into "change, then wait" (see the module doc).
 DRAIN_RECORD_FIRST = "drain-record-first"
-#: Restore must get through: it keeps trying until the member's restore timeout.
-RESTORE_UNTIL_TIMEOUT = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-)
-#: Before ``drain-record-first``: restore kept trying 30 times.
-RESTORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=30,
-)
-QUICK_STEP = timedelta(minutes=2)
-MARGIN = timedelta(minutes=1)
 #: The activity of each step that waits on the fleet.
 _STEP_ACTIVITIES = {
     MemberStep.DRAIN: contract.DRAIN,
@@ -107,7 +84,7 @@ class MemberUpdateWorkflow:
             contract.PREFLIGHT,
             member,
             result_type=contract.PreflightResult,
-            start_to_close_timeout=QUICK_STEP,
+            start_to_close_timeout=QUICK,
             retry_policy=STEP_RETRY,
             summary=f"preflight {member.member}",
         )
@@ -169,7 +146,7 @@ class MemberUpdateWorkflow:
             )
         except ActivityError as error:
             failed_step = self._step
-            failure = "cancelled" if is_cancelled_exception(error) else failure_reason(error)
+            failure = "cancelled" if is_cancelled_exception(error) else failure_text(error)
         except asyncio.CancelledError:
             # Cancelled outside an activity (between steps, or while annotating).
             failure, failed_step = "cancelled", self._step
@@ -188,7 +165,7 @@ class MemberUpdateWorkflow:
             contract.DRAIN_ANNOTATE,
             member,
             result_type=contract.DrainRecord,
-            start_to_close_timeout=QUICK_STEP,
+            start_to_close_timeout=QUICK,
             retry_policy=STEP_RETRY,
             summary=f"drain {member.member}",
         )
@@ -212,14 +189,14 @@ class MemberUpdateWorkflow:
                 contract.RESTORE_ANNOTATIONS,
                 request,
                 result_type=contract.RestoreResult,
-                start_to_close_timeout=QUICK_STEP,
+                start_to_close_timeout=QUICK,
                 schedule_to_close_timeout=member.timings.restore_timeout,
                 retry_policy=RESTORE_UNTIL_TIMEOUT,
                 summary=f"restore {member.member}",
             )
         except ActivityError as error:
             services = sorted(f"{c.namespace}/{c.name}" for c in drain.changes)
-            return _Restored(left_drained=services, problem=failure_reason(error))
+            return _Restored(left_drained=services, problem=failure_text(error))
         notes = []
         if result.vanished:
             notes.append(f"vanished before the restore: {', '.join(result.vanished)}")
@@ -233,7 +210,7 @@ class MemberUpdateWorkflow:
                 activity=contract.RESTORE_WAIT,
             )
         except ActivityError as error:
-            return _Restored(problem=failure_reason(error), notes=notes)
+            return _Restored(problem=failure_text(error), notes=notes)
         return _Restored(notes=notes)
 
     def _outcome(
@@ -328,7 +305,7 @@ class MemberUpdateWorkflow:
                 summary=f"verify {member.member}",
             )
         except ActivityError as error:
-            failure, failed_step = failure_reason(error), self._step
+            failure, failed_step = failure_text(error), self._step
         finally:
             if drain is not None:
                 # Shielded: even a cancelled member puts its services back.

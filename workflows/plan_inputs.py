@@ -8,19 +8,13 @@ will see. It only reads: no cluster is touched.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 from engine.domain import run as contract
 from engine.domain.member import Member
 from engine.domain.network import ACTIVITY_LIST_SERVICES, GlobalServices, ListServicesInput
 from engine.domain.preview import PLAN_INPUTS_WORKFLOW, PlanInputs, PlanInputsRequest
-
-#: A read answers in seconds; a few quick retries, then the caller hears why.
-READ_TIMEOUT = timedelta(seconds=30)
-READ_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+from workflows.policies import QUICK_READ, READ_RETRY
 
 
 @workflow.defn(name=PLAN_INPUTS_WORKFLOW)
@@ -35,7 +29,7 @@ class ReadPlanInputsWorkflow:
             contract.DESCRIBE_MEMBERS,
             contract.DescribeMembersRequest(members=request.members),
             result_type=list[Member],
-            start_to_close_timeout=READ_TIMEOUT,
+            start_to_close_timeout=QUICK_READ,
             retry_policy=READ_RETRY,
             summary="read the members",
         )
@@ -43,7 +37,7 @@ class ReadPlanInputsWorkflow:
             ACTIVITY_LIST_SERVICES,
             ListServicesInput(members=request.members),
             result_type=GlobalServices,
-            start_to_close_timeout=READ_TIMEOUT,
+            start_to_close_timeout=QUICK_READ,
             retry_policy=READ_RETRY,
             summary="read the global services",
         )

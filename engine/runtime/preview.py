@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
 from engine.domain.errors import FieldError, InvalidInputError, UnavailableError
+from engine.domain.failures import failure_text
 from engine.domain.member import Member
 from engine.domain.plan import Plan
 from engine.domain.preview import (
@@ -39,8 +40,7 @@ from strategies.continuity import (
     copies_from_backend,
     undrainable_members,
 )
-from workflows.failures import failure_reason
-from workflows.update_run import one_by_one_strategy
+from workflows.run_status import one_by_one_strategy
 
 #: How long the read may take before the caller hears that no worker answered.
 READ_TIMEOUT = dt.timedelta(seconds=60)
@@ -99,7 +99,7 @@ async def read_plan_inputs(client: MeshfleetClient, network: str) -> PlanInputs:
         )
     except WorkflowFailureError as error:
         raise UnavailableError(
-            f"could not read network {network!r}'s members: {failure_reason(error)}"
+            f"could not read network {network!r}'s members: {failure_text(error)}"
         ) from None
     except RPCError as error:
         raise UnavailableError(

@@ -35,6 +35,7 @@ from engine.domain.errors import (
     NotFoundError,
     UnavailableError,
 )
+from engine.domain.failures import failure_text
 from engine.domain.names import resource_name_problem
 from engine.domain.network import QUERY_DESCRIBE, NetworkDescription, network_workflow_id
 from engine.domain.run import (
@@ -52,7 +53,6 @@ from engine.domain.run import (
 )
 from engine.domain.runspec import RunSpec, UpgradeType
 from strategies import load_catalog
-from workflows.failures import failure_reason
 
 T = TypeVar("T")
 
@@ -209,7 +209,7 @@ class UpdateRunHandle:
                 lambda: self._handle.execute_update(name, request, result_type=RunStatus)
             )
         except WorkflowUpdateFailedError as error:
-            raise ControlRejectedError(f"{name} rejected: {failure_reason(error)}") from None
+            raise ControlRejectedError(f"{name} rejected: {failure_text(error)}") from None
         except RPCError as error:
             raise _rpc_problem(error, f"run {self.ref}") from None
         return status

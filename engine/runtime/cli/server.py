@@ -11,6 +11,7 @@ import typer
 from temporalio.client import WorkflowFailureError
 
 from engine.domain.errors import UnavailableError
+from engine.domain.failures import failure_text
 from engine.domain.health import HEALTH_CHECK_WORKFLOW, HealthCheckInput, HealthReport
 from engine.runtime import devserver
 from engine.runtime.backends import BackendKind
@@ -24,7 +25,6 @@ from engine.runtime.cli.common import (
 from engine.runtime.connection import ConnectionSettings, connect
 from engine.runtime.settings import state_dir as default_state_dir
 from engine.runtime.settings import task_queue as default_task_queue
-from workflows.failures import failure_reason
 
 #: How long a live worker may take to answer the health check.
 HEALTH_CHECK_TIMEOUT = timedelta(seconds=30)
@@ -197,7 +197,7 @@ async def run_health_check(
             raise UnavailableError(
                 f"the {seen} worker(s) polling task queue {task_queue!r} did not answer the "
                 f"health check within {HEALTH_CHECK_TIMEOUT.total_seconds():.0f}s: "
-                f"{failure_reason(error)}"
+                f"{failure_text(error)}"
             ) from None
         return report, seen, connection.ui_url
     finally:
