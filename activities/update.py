@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities import drain
-from activities.common import NON_RETRYABLE, WaitTimedOut, classified, wait_for
+from activities.common import WaitTimedOut, classified, wait_for
 from activities.planning import compute_plan
 from engine.domain import run as contract
 from engine.domain.backend import (
@@ -29,7 +29,7 @@ from engine.domain.backend import (
     OperationProgress,
     OperationState,
 )
-from engine.domain.errors import NotFoundError
+from engine.domain.errors import NotFoundError, Retry
 from engine.domain.member import Member
 from engine.domain.network import (
     UPDATE_ACQUIRE,
@@ -95,7 +95,7 @@ class UpdateActivities:
             except Exception as error:
                 raise ApplicationError(
                     f"cannot take network {lease.network!r}: {_cause(error)}",
-                    type=NON_RETRYABLE,
+                    type=Retry.NON_RETRYABLE.value,
                     non_retryable=True,
                 ) from error
             return contract.LeasedNetwork(
@@ -404,7 +404,7 @@ class UpdateActivities:
                 raise ApplicationError(
                     f"{kind} upgrade of {member.member} to {version} failed: "
                     f"{progress.message or 'no reason given'}",
-                    type=NON_RETRYABLE,
+                    type=Retry.NON_RETRYABLE.value,
                     non_retryable=True,
                 )
             return progress
