@@ -76,8 +76,7 @@ async def wait_for(
             result, last_problem = None, str(error)
         if result is not None:
             return result
-        if activity.in_activity():
-            activity.heartbeat(last_problem or "waiting")
+        activity.heartbeat(last_problem or "waiting")
         if loop.time() >= deadline:
             suffix = f" (last problem: {last_problem})" if last_problem else ""
             raise WaitTimedOut(

@@ -178,11 +178,9 @@ async def _drain_one(
 def _last_try(error: BaseException) -> bool:
     """Whether nothing will retry after ``error`` (so what was annotated must be undone)."""
     if isinstance(error, asyncio.CancelledError):
-        return not (activity.in_activity() and activity.is_worker_shutdown())
+        return not activity.is_worker_shutdown()
     if not isinstance(error, UnavailableError):
         return True  # classified as permanent: no retry follows
-    if not activity.in_activity():
-        return True
     info = activity.info()
     limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
     return limit > 0 and info.attempt >= limit
