@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
 from temporalio import activity
 from temporalio.client import Client
 
@@ -33,8 +34,7 @@ from engine.domain.schedule import (
 )
 from strategies import load_catalog, with_start_gate
 
-#: The run's state as the run workflow publishes it (a search attribute).
-RUN_STATE_KEY = search_attributes.RUN_STATE
+log = structlog.get_logger(__name__)
 
 
 class RunStarter(Protocol):
@@ -112,8 +112,8 @@ class AutoUpgradeActivities:
                 described = await self._client.get_workflow_handle(
                     run_workflow_id(network, request.run)
                 ).describe()
-                state = described.typed_search_attributes.get(RUN_STATE_KEY)
-                activity.logger.info("auto_upgrade.run_exists", extra={"run": request.run})
+                state = described.typed_search_attributes.get(search_attributes.RUN_STATE)
+                log.info("auto_upgrade.run_exists", network=network, run=request.run, state=state)
                 return AutoUpgradeRunRef(
                     network=network, run=request.run, created=False, state=state
                 )

@@ -1,10 +1,13 @@
 """What every activity shares: error classification and heartbeating waits.
 
-Errors are classified here and nowhere else: an activity lets backend errors
-propagate through :func:`classified`, which turns them into Temporal
-``ApplicationError``s that are retryable (the cluster is unreachable, an
-operation is still running) or not (the request can never succeed: unknown
-cluster, a rule broken, a failed upgrade).
+An activity lets backend errors propagate through :func:`classified`, which
+turns them into Temporal ``ApplicationError``s. Each error class declares its
+own retry class (:class:`~engine.domain.errors.Retry`, its ``retry``
+attribute): retryable when something was unreachable (a cluster's API server,
+an exec that timed out), not retryable when the request can never succeed as
+asked (an unknown cluster, a rule broken, a failed upgrade, another operation
+of the same kind still running on the cluster), and a timed-out wait is left
+to the workflow. An error that is none of meshfleet's is retried.
 """
 
 from __future__ import annotations
@@ -18,33 +21,26 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.domain.errors import InvalidInputError, MeshfleetError, NotFoundError, UnavailableError
+from engine.domain.errors import MeshfleetError, Retry, UnavailableError
 
 T = TypeVar("T")
-
-#: Error types a retry cannot fix, by name (the workflow side matches on these).
-NON_RETRYABLE = "MeshfleetNonRetryable"
-#: Error type of a wait that ran out of time (also non-retryable: the workflow decides).
-TIMED_OUT = "MeshfleetTimedOut"
-#: Error type of a retryable, transient problem.
-RETRYABLE = "MeshfleetRetryable"
 
 
 class WaitTimedOut(MeshfleetError):
     """A wait for a condition ran past its deadline."""
 
+    retry = Retry.TIMED_OUT
+
 
 def to_application_error(error: BaseException) -> ApplicationError:
-    """Map one of our errors to an ApplicationError with the right retry class."""
+    """Map an error to an ApplicationError of the retry class its own class declares."""
     if isinstance(error, ApplicationError):
         return error
-    if isinstance(error, WaitTimedOut):
-        return ApplicationError(str(error), type=TIMED_OUT, non_retryable=True)
-    if isinstance(error, UnavailableError):
-        return ApplicationError(str(error), type=RETRYABLE)
-    if isinstance(error, NotFoundError | InvalidInputError | MeshfleetError):
-        return ApplicationError(str(error), type=NON_RETRYABLE, non_retryable=True)
-    return ApplicationError(f"{type(error).__name__}: {error}", type=RETRYABLE)
+    if isinstance(error, MeshfleetError):
+        return ApplicationError(
+            str(error), type=error.retry.value, non_retryable=not error.retry.retryable
+        )
+    return ApplicationError(f"{type(error).__name__}: {error}", type=Retry.RETRYABLE.value)
 
 
 @contextlib.asynccontextmanager
@@ -80,8 +76,7 @@ async def wait_for(
             result, last_problem = None, str(error)
         if result is not None:
             return result
-        if activity.in_activity():
-            activity.heartbeat(last_problem or "waiting")
+        activity.heartbeat(last_problem or "waiting")
         if loop.time() >= deadline:
             suffix = f" (last problem: {last_problem})" if last_problem else ""
             raise WaitTimedOut(

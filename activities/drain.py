@@ -38,7 +38,7 @@ from engine.domain.backend import (
     FleetBackend,
     GlobalService,
 )
-from engine.domain.errors import MeshfleetError, NotFoundError, UnavailableError
+from engine.domain.errors import MeshfleetError, NotFoundError, Retry, UnavailableError
 
 __all__ = [
     "Drained",
@@ -81,10 +81,11 @@ class Restored:
 class RestoreIncompleteError(MeshfleetError):
     """Some services that still exist could not be put back; they are still drained."""
 
-    def __init__(self, cluster: str, failed: dict[str, str], *, retryable: bool) -> None:
+    retry = Retry.NON_RETRYABLE
+
+    def __init__(self, cluster: str, failed: dict[str, str]) -> None:
         self.cluster = cluster
         self.failed = failed
-        self.retryable = retryable
         reasons = "; ".join(f"{k}: {why}" for k, why in sorted(failed.items()))
         super().__init__(
             f'{cluster} is still drained (shared: "false") for {", ".join(sorted(failed))}: '
@@ -95,9 +96,13 @@ class RestoreIncompleteError(MeshfleetError):
 class LeftDrainedError(MeshfleetError):
     """A drain failed and putting back what it annotated failed too (a retry cannot help)."""
 
+    retry = Retry.NON_RETRYABLE
+
 
 class _StillUnavailable(RestoreIncompleteError, UnavailableError):
     """A restore that a retry may finish (the cluster's API was unreachable)."""
+
+    retry = Retry.RETRYABLE  # before RestoreIncompleteError's in the method resolution order
 
 
 def _key(change: AnnotationChange) -> str:
@@ -173,11 +178,9 @@ async def _drain_one(
 def _last_try(error: BaseException) -> bool:
     """Whether nothing will retry after ``error`` (so what was annotated must be undone)."""
     if isinstance(error, asyncio.CancelledError):
-        return not (activity.in_activity() and activity.is_worker_shutdown())
+        return not activity.is_worker_shutdown()
     if not isinstance(error, UnavailableError):
         return True  # classified as permanent: no retry follows
-    if not activity.in_activity():
-        return True
     info = activity.info()
     limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
     return limit > 0 and info.attempt >= limit
@@ -306,8 +309,8 @@ async def restore(backend: FleetBackend, changes: Sequence[AnnotationChange], ke
     cluster = changes[0].cluster if changes else ""
     if failed:
         if retryable:
-            raise _StillUnavailable(cluster, failed, retryable=True)
-        raise RestoreIncompleteError(cluster, failed, retryable=False)
+            raise _StillUnavailable(cluster, failed)
+        raise RestoreIncompleteError(cluster, failed)
     log.info(
         "drain.restored", cluster=cluster, restored=restored.restored, vanished=restored.vanished
     )

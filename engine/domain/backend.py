@@ -40,7 +40,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 
-from engine.domain.errors import MeshfleetError, UnavailableError
+from engine.domain.errors import MeshfleetError, Retry, UnavailableError
 from engine.domain.fleet import NetworkMode
 from engine.domain.model import DomainModel
 from engine.domain.names import MAX_CLUSTER_ID, MIN_CLUSTER_ID, cluster_name_problem
@@ -92,6 +92,8 @@ ANNOTATION_SERVICE_SHARED = "service.cilium.io/shared"
 class ClusterUnavailableError(UnavailableError):
     """The cluster's API server cannot be reached right now; retrying later may work."""
 
+    retry = Retry.RETRYABLE
+
     def __init__(self, cluster: str, reason: str = "API server unavailable") -> None:
         self.cluster = cluster
         self.reason = reason
@@ -102,10 +104,13 @@ class OperationConflictError(MeshfleetError):
     """An idempotency key was reused for a different operation (a bug in the caller)."""
 
     exit_code = 2
+    retry = Retry.NON_RETRYABLE
 
 
 class OperationInProgressError(MeshfleetError):
     """Another operation of the same kind is still running on the cluster."""
+
+    retry = Retry.NON_RETRYABLE  # the step fails at once instead of waiting for another's
 
     def __init__(self, cluster: str, kind: OperationKind, running_key: str) -> None:
         self.cluster = cluster

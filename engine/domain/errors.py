@@ -7,8 +7,10 @@ code; nothing here ever reaches a user as a traceback.
 from __future__ import annotations
 
 import difflib
+import enum
 import typing
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,16 +27,43 @@ class FieldError(DomainModel):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+class Retry(enum.StrEnum):
+    """Whether retrying an activity can fix its error, named as its ApplicationError type.
+
+    Each error class declares its own (``retry``); the activities turn an error
+    into a Temporal ``ApplicationError`` of that type, non-retryable unless
+    :attr:`RETRYABLE`. The names are recorded in workflow histories: never rename one.
+    """
+
+    #: A transient problem (something unreachable): Temporal tries the activity again.
+    RETRYABLE = "MeshfleetRetryable"
+    #: The request can never succeed as asked: retrying cannot help.
+    NON_RETRYABLE = "MeshfleetNonRetryable"
+    #: A wait ran past its deadline: not retried, the workflow decides what follows.
+    TIMED_OUT = "MeshfleetTimedOut"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether Temporal may try the failed activity again."""
+        return self is Retry.RETRYABLE
+
+
 class MeshfleetError(Exception):
-    """Base of errors meant for a person. ``exit_code`` is what the CLI returns."""
+    """Base of errors meant for a person. ``exit_code`` is what the CLI returns.
+
+    ``retry`` says whether an activity that fails with it is tried again: by
+    default no (a retry cannot fix a broken rule or a missing thing).
+    """
 
     exit_code = 1
+    retry: ClassVar[Retry] = Retry.NON_RETRYABLE
 
 
 class InvalidInputError(MeshfleetError):
     """Input broke one or more rules; all of them are listed at once."""
 
     exit_code = 2
+    retry = Retry.NON_RETRYABLE
 
     def __init__(self, errors: Sequence[FieldError], *, source: str | None = None) -> None:
         self.errors = list(errors)
@@ -46,9 +75,13 @@ class InvalidInputError(MeshfleetError):
 class NotFoundError(MeshfleetError):
     """A named thing (network, run, cluster, gate) does not exist."""
 
+    retry = Retry.NON_RETRYABLE
+
 
 class UnavailableError(MeshfleetError):
     """Something meshfleet depends on (Temporal, a backend, a binary) cannot be reached."""
+
+    retry = Retry.RETRYABLE  # it may be reachable again on the next try
 
 
 def location_path(loc: Iterable[int | str], prefix: str = "") -> str:

@@ -227,9 +227,10 @@ class _TracedBackend:
     def _traced(self, name: str, target: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            attributes: dict[str, AttributeValue] = {"meshfleet.backend.method": name}
-            if activity.in_activity():
-                attributes.update(workflow_attributes(activity.info().workflow_id or ""))
+            attributes: dict[str, AttributeValue] = {
+                "meshfleet.backend.method": name,
+                **workflow_attributes(activity.info().workflow_id or ""),
+            }
             with self._tracer.start_as_current_span(
                 f"backend.{name}", kind=trace.SpanKind.CLIENT, attributes=attributes
             ):

@@ -21,8 +21,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.auto_upgrade import AutoUpgradeActivities
 from activities.health import health_check
+from activities.member_steps import MemberStepActivities
 from activities.network import HolderActivities, NetworkActivities
-from activities.update import UpdateActivities
+from activities.run_steps import RunStepActivities
 from engine.domain.backend import FleetBackend
 from engine.runtime import settings
 from engine.runtime.metrics import MetricsInterceptor, client_runtime, metrics_for
@@ -58,13 +59,15 @@ def all_workflows() -> list[type[Any]]:
 
 def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., Any]]:
     """Every activity meshfleet runs, bound to the backend and the Temporal client."""
-    update = UpdateActivities(backend, client)
+    run_steps = RunStepActivities(backend, client)
+    member_steps = MemberStepActivities(backend)
     network = NetworkActivities(backend, poll_interval=settings.poll_interval())
     auto_upgrade = AutoUpgradeActivities(backend, client, start_update_run)
     holders = HolderActivities(client)
     return [
         health_check,
-        *update.all(),
+        *run_steps.all(),
+        *member_steps.all(),
         *network.all(),
         *holders.all(),
         *auto_upgrade.all(),

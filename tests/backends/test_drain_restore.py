@@ -18,8 +18,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
+from activities.member_steps import MemberStepActivities
 from activities.network import NetworkActivities
-from activities.update import UpdateActivities
+from activities.run_steps import RunStepActivities
 from engine.domain.backend import AnnotationChange, ClusterUnavailableError
 from engine.domain.errors import NotFoundError
 from engine.domain.network import DrainServicesInput
@@ -99,7 +100,7 @@ async def test_a_restore_after_two_drains_puts_back_exactly_the_annotations_from
 
 
 async def test_the_restore_continues_past_a_service_that_vanished_and_names_it(
-    backend: SimulatedFleetBackend, client: Client
+    backend: SimulatedFleetBackend,
 ) -> None:
     """A drained service deleted meanwhile is reported as vanished; the others are restored."""
     drained = await backend.set_service_annotations(
@@ -113,7 +114,7 @@ async def test_the_restore_continues_past_a_service_that_vanished_and_names_it(
         current={SHARED: "false"},
     )
     record = DrainRecord(member="alpha", changes=[gone, drained], ready_before={CHECKOUT: 3})
-    activities = UpdateActivities(backend, client)
+    activities = MemberStepActivities(backend)
     result = await ActivityEnvironment().run(
         activities.restore_annotations, RestoreRequest(member=member_input(), drain=record)
     )
@@ -123,10 +124,10 @@ async def test_the_restore_continues_past_a_service_that_vanished_and_names_it(
 
 
 async def test_annotating_returns_the_record_without_waiting_for_the_peers(
-    backend: SimulatedFleetBackend, client: Client
+    backend: SimulatedFleetBackend,
 ) -> None:
     """The clock never moves, so no peer ever stops routing: annotating returns all the same."""
-    activities = UpdateActivities(backend, client)
+    activities = MemberStepActivities(backend)
     record = await ActivityEnvironment().run(activities.annotate_drain, member_input())
     assert [(c.cluster, c.name, c.previous) for c in record.changes] == [
         ("alpha", SERVICE, {SHARED: None})
@@ -161,7 +162,7 @@ async def test_the_endpoint_baseline_counts_only_ready_endpoints_of_shared_copie
     await backend.set_service_annotations(
         "alpha", NAMESPACE, SERVICE, {SHARED: "false"}, idempotency_key="a1/drain"
     )
-    activities = UpdateActivities(backend, client)
+    activities = RunStepActivities(backend, client)
     result = await ActivityEnvironment().run(
         activities.service_endpoints, ServiceEndpointsRequest(members=list(MEMBERS))
     )
@@ -255,7 +256,7 @@ class _CheckoutDeletedOnDrain(SimulatedFleetBackend):
 
 
 async def test_annotating_skips_a_service_deleted_since_it_was_listed(
-    load_world: LoadWorld, world_dir: Path, clock: FakeClock, client: Client
+    load_world: LoadWorld, world_dir: Path, clock: FakeClock
 ) -> None:
     """The drain goes on with the services that exist; the record holds only those."""
     load_world(
@@ -265,7 +266,7 @@ async def test_annotating_skips_a_service_deleted_since_it_was_listed(
         ]
     )
     backend = _CheckoutDeletedOnDrain(world_dir, clock=clock)
-    activities = UpdateActivities(backend, client)
+    activities = MemberStepActivities(backend)
     record = await ActivityEnvironment().run(activities.annotate_drain, member_input())
     assert [c.name for c in record.changes] == ["cart"]
     assert record.ready_before == {f"{NAMESPACE}/cart": 2}

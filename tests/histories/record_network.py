@@ -22,7 +22,7 @@ from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
 
 from activities.backends.simulated import SimulatedFleetBackend
 from activities.network import HolderActivities, NetworkActivities
-from activities.update import UpdateActivities
+from activities.run_steps import RunStepActivities
 from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.network import (
     UPDATE_ACQUIRE,
@@ -226,7 +226,7 @@ async def test_record_a_lease_that_ended_with_its_holder(
     backend = SimulatedFleetBackend(state_dir)
     backend.load(fleet([cluster("a", 1), cluster("b", 2)]))
     meshfleet = MeshfleetClient(client, task_queue=task_queue)
-    update = UpdateActivities(backend, client)
+    update = RunStepActivities(backend, client)
     name = _name()
     async with build_worker(
         client,

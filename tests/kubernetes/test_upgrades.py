@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
 from activities.backends.kubernetes import (
     ANNOTATION_OPERATIONS,
@@ -37,7 +38,8 @@ async def until_done(
         progress = await backend.get_operation(cluster, key)
         return progress if progress.done else None
 
-    return await wait_for(
+    return await ActivityEnvironment().run(  # wait_for heartbeats, as in its activity
+        wait_for,
         check,
         timeout=dt.timedelta(seconds=seconds),
         interval=dt.timedelta(seconds=0.05),

@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from activities.backends.simulated import SimulatedFleetBackend
 from activities.network import HolderActivities, NetworkActivities
-from activities.update import UpdateActivities
+from activities.run_steps import RunStepActivities
 from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.network import MemberOutcome, NetworkDescription
 from engine.domain.run import State
@@ -79,7 +79,7 @@ async def holder_worker(
     client: Client, task_queue: str, backend: SimulatedFleetBackend
 ) -> AsyncIterator[Worker]:
     """The network, its activities, the holder watch, and a stand-in run that holds it."""
-    update = UpdateActivities(backend, client)
+    update = RunStepActivities(backend, client)
     async with build_worker(
         client,
         task_queue,

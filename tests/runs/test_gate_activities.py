@@ -9,8 +9,9 @@ from typing import cast
 import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from activities.update import UpdateActivities
+from activities.run_steps import RunStepActivities
 from engine.domain import run as contract
 from engine.domain.backend import FleetBackend, NotReadyLink
 
@@ -32,14 +33,14 @@ class FlakyMesh:
         return answer
 
 
-def gate(*answers: list[NotReadyLink] | Exception) -> UpdateActivities:
+def gate(*answers: list[NotReadyLink] | Exception) -> RunStepActivities:
     backend = cast(FleetBackend, FlakyMesh(*answers))
-    return UpdateActivities(backend, cast(Client, None))
+    return RunStepActivities(backend, cast(Client, None))
 
 
 async def test_a_mesh_still_not_ready_at_the_timeout_is_reported_unhealthy_with_its_links() -> None:
     request = contract.MeshHealthRequest(members=["a", "b"], timeout=dt.timedelta(0))
-    result = await gate([LINK]).check_mesh_health(request)
+    result = await ActivityEnvironment().run(gate([LINK]).check_mesh_health, request)
     assert result == contract.MeshHealthResult(healthy=False, not_ready=[LINK])
 
 
@@ -49,4 +50,4 @@ async def test_a_read_that_breaks_after_a_not_ready_one_fails_the_activity_inste
     request = contract.MeshHealthRequest(members=["a", "b"], timeout=dt.timedelta(seconds=5))
     activities = gate([LINK], RuntimeError("the API server said no"))
     with pytest.raises(ApplicationError, match="the API server said no"):
-        await activities.check_mesh_health(request)
+        await ActivityEnvironment().run(activities.check_mesh_health, request)

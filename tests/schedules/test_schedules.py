@@ -34,8 +34,9 @@ from temporalio.worker import Replayer
 from activities.auto_upgrade import AutoUpgradeActivities, RunStarter
 from activities.backends.simulated import SimulatedFleetBackend
 from activities.health import health_check
+from activities.member_steps import MemberStepActivities
 from activities.network import HolderActivities, NetworkActivities
-from activities.update import UpdateActivities
+from activities.run_steps import RunStepActivities
 from engine.domain.errors import InvalidInputError, NotFoundError
 from engine.domain.fleet import parse_fleet
 from engine.domain.run import GateState, MemberStatus, State
@@ -124,7 +125,8 @@ async def site(
     backend.load(parse_fleet(fleet_document(clusters)))
     activities = [
         health_check,
-        *UpdateActivities(backend, client).all(),
+        *RunStepActivities(backend, client).all(),
+        *MemberStepActivities(backend).all(),
         *NetworkActivities(backend, poll_interval=dt.timedelta(milliseconds=100)).all(),
         *HolderActivities(client).all(),
         *AutoUpgradeActivities(backend, client, start_run).all(),

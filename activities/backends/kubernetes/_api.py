@@ -29,7 +29,7 @@ import structlog
 from kubernetes.client import ApiClient
 
 from engine.domain.backend import ClusterUnavailableError
-from engine.domain.errors import MeshfleetError, NotFoundError
+from engine.domain.errors import MeshfleetError, NotFoundError, Retry
 
 __all__ = [
     "API_CALLS",
@@ -292,6 +292,8 @@ def rbac_rules(scope: Scope) -> list[tuple[str, str, tuple[str, ...]]]:
 
 class KubernetesApiError(MeshfleetError):
     """The API server refused a request; retrying the same request will not help."""
+
+    retry = Retry.NON_RETRYABLE
 
     def __init__(self, cluster: str, call: ApiCall, target: str, status: int, reason: str) -> None:
         self.cluster = cluster

@@ -19,7 +19,7 @@ from kubernetes.stream import stream
 from kubernetes.stream.ws_client import STDERR_CHANNEL, STDOUT_CHANNEL
 
 from activities.backends.kubernetes._api import EXEC_POD, ClusterApi
-from engine.domain.errors import MeshfleetError, UnavailableError
+from engine.domain.errors import MeshfleetError, Retry, UnavailableError
 
 __all__ = [
     "AGENT_STATUS_COMMAND",
@@ -57,6 +57,8 @@ class PodExec(Protocol):
 class ExecFailedError(MeshfleetError):
     """The command ran and exited non-zero (the exec protocol's ``NonZeroExitCode``)."""
 
+    retry = Retry.NON_RETRYABLE
+
     def __init__(self, target: ExecTarget, exit_code: int, stderr: str) -> None:
         self.exit_code = exit_code
         first = stderr.strip().splitlines()[0][:160] if stderr.strip() else ""
@@ -69,6 +71,8 @@ class ExecFailedError(MeshfleetError):
 
 class ExecTimedOutError(UnavailableError):
     """The command did not finish in time (retryable: the agent may be busy)."""
+
+    retry = Retry.RETRYABLE
 
 
 async def stream_exec(api: ClusterApi, target: ExecTarget) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from engine.domain.errors import MeshfleetError
+from engine.domain.errors import MeshfleetError, Retry
 from engine.domain.model import DomainModel
 
 __all__ = [
@@ -69,6 +69,8 @@ _TEMPLATE = re.compile(r"\{\{.*?\}\}")
 
 class ValuesNotEditableError(MeshfleetError):
     """The values text is laid out in a way meshfleet cannot edit without touching other bytes."""
+
+    retry = Retry.NON_RETRYABLE
 
 
 @dataclass(frozen=True)
