@@ -59,8 +59,9 @@ from engine.domain.run import (
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.domain.schedule import AutoUpgradeProfile, Channel, FleetWindow, ProfileStatus
 from engine.domain.strategy import UpdateStrategy
-from engine.runtime.client import MeshfleetClient, run_script
+from engine.runtime.client import MeshfleetClient
 from engine.runtime.connection import ConnectionSettings
+from engine.runtime.process import run_script
 from engine.runtime.runs import RunSummary, UpdateRunHandle
 from strategies.formats import default_strategy, load_strategy, parse_strategy
 

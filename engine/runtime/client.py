@@ -9,145 +9,39 @@ await client.create_network("prod-mesh", members=["eu-west-1", "eu-west-2"])
 
 Methods validate their input before anything reaches Temporal and raise
 ``engine.domain.errors`` exceptions (``InvalidInputError``, ``NotFoundError``,
-``UnavailableError``) with messages meant for a person.
+``UnavailableError``) with messages meant for a person. The client is the one
+entry point; the work is done in ``networks.py``, ``runs.py`` and
+``schedules.py``, one module per kind of thing it drives. It never exits the
+process: it raises or returns (``run_script`` in ``process.py`` is for scripts).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Coroutine, Sequence
-from datetime import timedelta
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
 
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
-from engine.domain import search_attributes
-from engine.domain.errors import MeshfleetError, NotFoundError, UnavailableError
-from engine.domain.model import DomainModel
 from engine.domain.network import (
-    NETWORK_SEARCH_ATTRIBUTE,
-    NETWORK_WORKFLOW,
-    QUERY_DESCRIBE,
-    UPDATE_CLEAR_DRAINED,
-    UPDATE_DELETE,
-    UPDATE_JOIN,
-    UPDATE_OPERATION,
-    UPDATE_OPERATOR_RELEASE,
-    UPDATE_REMOVE,
-    UPDATE_SERVICES,
-    ClearDrainedRequest,
-    DeleteRequest,
     DeleteResult,
-    JoinRequest,
     JoinResult,
     NetworkDescription,
-    NetworkExistsError,
-    NetworkInput,
-    NetworkRequestError,
     NetworkSettings,
     NetworkSummary,
-    OperationRequest,
-    OperationResult,
-    OperatorReleaseRequest,
-    RemoveRequest,
     RemoveResult,
     ServicesReport,
-    ServicesRequest,
-    member_list_problems,
-    network_name_problem,
-    network_workflow_id,
 )
 from engine.domain.run import RunTimings, State
 from engine.domain.runspec import RunSpec
 from engine.domain.schedule import AutoUpgradeProfile, ProfileStatus
-from engine.runtime import runs, schedules
-from engine.runtime import settings as runtime_settings
+from engine.runtime import networks, runs, schedules
 from engine.runtime.connection import Connection, ConnectionSettings, connect
+from engine.runtime.networks import default_network_settings
+from engine.runtime.process import run_script
 from engine.runtime.runs import UpdateRunHandle
 from engine.runtime.settings import task_queue as default_task_queue
 
-T = TypeVar("T")
-
-NETWORK_KEY = search_attributes.NETWORK
-#: ``list_networks`` asks each network for its status; one that does not answer
-#: within this (no worker running) is listed without it.
-LIST_QUERY_TIMEOUT = timedelta(seconds=5)
-
-
-def default_network_settings() -> NetworkSettings:
-    """A new network's settings, from the runtime settings (environment)."""
-    return NetworkSettings(
-        mesh_ready_timeout=runtime_settings.mesh_ready_timeout(),
-        degraded_recheck_interval=runtime_settings.degraded_recheck_interval(),
-    )
-
-
-def _check_network_name(name: str) -> None:
-    problem = network_name_problem(name)
-    if problem:
-        raise NetworkRequestError(problem)
-
-
-def _check_members(members: Sequence[str]) -> None:
-    problems = member_list_problems(members)
-    if problems:
-        raise NetworkRequestError("; ".join(problems))
-
-
-def _network_error(name: str, error: BaseException) -> MeshfleetError:
-    """Temporal's errors about a network, as one sentence for a person."""
-    if isinstance(error, MeshfleetError):
-        return error
-    if isinstance(error, WorkflowUpdateFailedError):
-        cause = error.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-        return NetworkRequestError(message)
-    if isinstance(error, RPCError):
-        if error.status is RPCStatusCode.NOT_FOUND:
-            return NotFoundError(f"network {name!r} does not exist")
-        if error.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-            return UnavailableError(f"Temporal is unavailable: {error.message}")
-        return UnavailableError(f"Temporal refused the request: {error.message}")
-    return MeshfleetError(f"{type(error).__name__}: {error}")
-
-
-def run_script(main: Coroutine[Any, Any, object]) -> NoReturn:
-    """``asyncio.run(main)`` for scripts, then exit without interpreter teardown.
-
-    Use it instead of ``asyncio.run`` in short programs that use the client: the
-    Temporal SDK's native threads can abort a process during CPython's final
-    teardown (temporalio/sdk-python#300, "PyGILState_Release: thread state must
-    be current"). Exit handlers still run; the exit code is 0, or 1 with the
-    error printed when ``main`` raises.
-    """
-    import traceback
-
-    from engine.runtime.cli.common import exit_now
-
-    try:
-        asyncio.run(main)
-    except SystemExit as done:
-        code = done.code
-        exit_now(code if isinstance(code, int) else (0 if code is None else 1))
-    except BaseException:
-        traceback.print_exc()
-        exit_now(1)
-    exit_now(0)
+__all__ = ["MeshfleetClient", "UpdateRunHandle", "default_network_settings", "run_script"]
 
 
 class MeshfleetClient:
@@ -189,7 +83,7 @@ class MeshfleetClient:
         if self._connection is not None:
             self._connection.close()
 
-    # --- networks (engine/runtime/client.py, section owned by the network lifecycle) ---
+    # --- networks (engine/runtime/networks.py) ---
 
     async def create_network(
         self,
@@ -203,129 +97,33 @@ class MeshfleetClient:
         Returns the initial join's result (None when created empty). Raises
         :class:`NetworkExistsError` when a network of that name is running.
         """
-        _check_network_name(name)
-        if members:
-            _check_members(members)
-        network_input = NetworkInput(name=name, settings=settings or default_network_settings())
-        options: dict[str, Any] = {
-            "id": network_workflow_id(name),
-            "task_queue": self.task_queue,
-            "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
-            "search_attributes": TypedSearchAttributes([SearchAttributePair(NETWORK_KEY, name)]),
-            "static_summary": f"Cross-cluster network {name}",
-            "static_details": (
-                f"Network **{name}**: a Cilium ClusterMesh of up to 255 clusters. "
-                "Membership changes run here as updates (join, remove, delete); "
-                "update runs take it with acquire and give it back with release."
-            ),
-        }
-        if not members:
-            try:
-                await self.temporal.start_workflow(NETWORK_WORKFLOW, network_input, **options)
-            except WorkflowAlreadyStartedError:
-                raise NetworkExistsError(name) from None
-            except Exception as error:
-                raise _network_error(name, error) from None
-            return None
-        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            NETWORK_WORKFLOW, network_input, **options
+        return await networks.create_network(
+            self.temporal, self.task_queue, name, members, settings=settings
         )
-        try:
-            result: JoinResult = await self.temporal.execute_update_with_start_workflow(
-                UPDATE_JOIN,
-                JoinRequest(members=list(members)),
-                start_workflow_operation=start,
-                result_type=OperationResult,
-            )
-        except WorkflowAlreadyStartedError:
-            with contextlib.suppress(Exception):  # the start's own copy of the same error
-                await start.workflow_handle()
-            raise NetworkExistsError(name) from None
-        except Exception as error:
-            raise _network_error(name, error) from None
-        return result
 
     async def join(self, name: str, members: Sequence[str]) -> JoinResult:
         """Join clusters; per member: joined, rejected (with the rule), failed, or queued."""
-        _check_network_name(name)
-        _check_members(members)
-        result: JoinResult = await self._network_update(
-            name, UPDATE_JOIN, JoinRequest(members=list(members)), OperationResult
-        )
-        return await self._followed(name, result)
+        return await networks.join_members(self.temporal, name, members)
 
     async def remove(self, name: str, members: Sequence[str]) -> RemoveResult:
         """Remove members (drained first, then disconnected); queued while a run holds it."""
-        _check_network_name(name)
-        _check_members(members)
-        result: RemoveResult = await self._network_update(
-            name, UPDATE_REMOVE, RemoveRequest(members=list(members)), OperationResult
-        )
-        return await self._followed(name, result)
+        return await networks.remove_members(self.temporal, name, members)
 
     async def delete_network(self, name: str, *, force: bool = False) -> DeleteResult:
         """Delete an empty network (or, with ``force``, remove every member first)."""
-        _check_network_name(name)
-        result: DeleteResult = await self._network_update(
-            name, UPDATE_DELETE, DeleteRequest(force=force), OperationResult
-        )
-        return await self._followed(name, result)
+        return await networks.delete_network(self.temporal, name, force=force)
 
     async def describe_network(self, name: str) -> NetworkDescription:
         """Members, ids, status, holder, pending operations and the recent log."""
-        _check_network_name(name)
-        handle = await self._running_network(name)
-        try:
-            described: NetworkDescription = await handle.query(
-                QUERY_DESCRIBE, result_type=NetworkDescription
-            )
-        except Exception as error:
-            raise _network_error(name, error) from None
-        return described
+        return await networks.describe_network(self.temporal, name)
 
     async def list_networks(self) -> list[NetworkSummary]:
         """Every running network, found by its search attribute, with its status."""
-        query = (
-            f'WorkflowType = "{NETWORK_WORKFLOW}" AND ExecutionStatus = "Running" '
-            f"AND {NETWORK_SEARCH_ATTRIBUTE} IS NOT NULL"
-        )
-        found: list[NetworkSummary] = []
-        try:
-            async for execution in self.temporal.list_workflows(query):
-                name = execution.typed_search_attributes.get(NETWORK_KEY)
-                if name is None:
-                    continue
-                found.append(NetworkSummary(name=name, started_at=execution.start_time))
-        except RPCError as error:
-            raise _network_error("", error) from None
-
-        async def status(summary: NetworkSummary) -> NetworkSummary:
-            handle = self.temporal.get_workflow_handle(network_workflow_id(summary.name))
-            try:
-                described: NetworkDescription = await handle.query(
-                    QUERY_DESCRIBE, result_type=NetworkDescription, rpc_timeout=LIST_QUERY_TIMEOUT
-                )
-            except Exception:  # a network no worker answers for is still listed
-                return summary
-            return summary.model_copy(
-                update={
-                    "status": described.status,
-                    "members": len(described.members),
-                    "holder": described.holder,
-                    "pending": len(described.pending),
-                }
-            )
-
-        summaries = await asyncio.gather(*(status(s) for s in found))
-        return sorted(summaries, key=lambda s: s.name)
+        return await networks.list_networks(self.temporal)
 
     async def network_services(self, name: str) -> ServicesReport:
         """Every global service of the members, with endpoints per cluster and flagged mistakes."""
-        _check_network_name(name)
-        report: ServicesReport = await self._network_update(
-            name, UPDATE_SERVICES, ServicesRequest(), ServicesReport
-        )
-        return report
+        return await networks.network_services(self.temporal, name)
 
     async def release_network(
         self, name: str, reason: str, *, identity: str | None = None
@@ -336,24 +134,7 @@ class MeshfleetClient:
         code) or whose run cannot release; recorded in the network's log with
         ``identity`` (``user@host`` by default) and ``reason``.
         """
-        _check_network_name(name)
-        who = (identity if identity is not None else runs.default_identity()).strip()
-        problems = []
-        if not reason.strip():
-            problems.append("reason: say why the network is released (it is recorded)")
-        elif len(reason) > 1000:
-            problems.append("reason: at most 1000 characters")
-        if not who:
-            problems.append("by: name who releases the network (it is recorded)")
-        elif len(who) > 200:
-            problems.append("by: at most 200 characters")
-        if problems:
-            raise NetworkRequestError("; ".join(problems))
-        request = OperatorReleaseRequest(identity=who, reason=reason.strip())
-        released: NetworkDescription = await self._network_update(
-            name, UPDATE_OPERATOR_RELEASE, request, NetworkDescription
-        )
-        return released
+        return await networks.release_network(self.temporal, name, reason, identity=identity)
 
     async def clear_drained(
         self, name: str, member: str, reason: str, *, identity: str | None = None
@@ -363,56 +144,7 @@ class MeshfleetClient:
         For an operator who restored the member's annotations by hand (or knows it
         is gone); refused when the member is not listed.
         """
-        _check_network_name(name)
-        who = (identity if identity is not None else runs.default_identity()).strip()
-        problems = []
-        if not member.strip():
-            problems.append("member: name the member listed as left drained")
-        elif len(member) > 200:
-            problems.append("member: at most 200 characters")
-        if not reason.strip():
-            problems.append("reason: say why the member is cleared (it is recorded)")
-        elif len(reason) > 1000:
-            problems.append("reason: at most 1000 characters")
-        if not who:
-            problems.append("by: name who clears the member (it is recorded)")
-        elif len(who) > 200:
-            problems.append("by: at most 200 characters")
-        if problems:
-            raise NetworkRequestError("; ".join(problems))
-        request = ClearDrainedRequest(member=member.strip(), identity=who, reason=reason.strip())
-        cleared: NetworkDescription = await self._network_update(
-            name, UPDATE_CLEAR_DRAINED, request, NetworkDescription
-        )
-        return cleared
-
-    async def _followed(self, name: str, result: OperationResult) -> OperationResult:
-        """The operation's result, asked of the network's next run when it continued as new."""
-        while result.continued:
-            result = await self._network_update(
-                name, UPDATE_OPERATION, OperationRequest(id=result.operation), OperationResult
-            )
-        return result
-
-    async def _running_network(self, name: str) -> WorkflowHandle[Any, Any]:
-        handle = self.temporal.get_workflow_handle(network_workflow_id(name))
-        try:
-            description = await handle.describe()
-        except Exception as error:
-            raise _network_error(name, error) from None
-        if description.status is not WorkflowExecutionStatus.RUNNING:
-            raise NotFoundError(f"network {name!r} does not exist (it was deleted)")
-        return handle
-
-    async def _network_update(
-        self, name: str, update: str, request: DomainModel, result_type: type[T]
-    ) -> T:
-        handle = await self._running_network(name)
-        try:
-            result: T = await handle.execute_update(update, request, result_type=result_type)
-        except Exception as error:
-            raise _network_error(name, error) from None
-        return result
+        return await networks.clear_drained(self.temporal, name, member, reason, identity=identity)
 
     # --- update runs ---
 

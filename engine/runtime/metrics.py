@@ -171,7 +171,7 @@ class _ActivityMetrics(ActivityInboundInterceptor):
         step = (
             None if known is None else known.value + ("Wait" if name in contract.PEER_WAITS else "")
         )
-        gate = _gate_kind(name, input.args)
+        gate = _gate_kind(input.args)
         started = time.monotonic()
         try:
             result = await super().execute_activity(input)
@@ -190,7 +190,7 @@ class _ActivityMetrics(ActivityInboundInterceptor):
         return result
 
 
-def _gate_kind(activity_name: str, args: Sequence[Any]) -> GateKind | None:
+def _gate_kind(args: Sequence[Any]) -> GateKind | None:
     """The built-in gate an activity call is, when it waits as one (a timeout to wait up to)."""
     request = args[0] if args else None
     if isinstance(request, contract.MeshHealthRequest) and request.timeout:

@@ -63,9 +63,6 @@ STATE_KEY = search_attributes.RUN_STATE
 STAGE_KEY = search_attributes.STAGE
 TARGET_KEY = search_attributes.TARGET_VERSION
 MEMBER_KEY = search_attributes.MEMBER
-#: How long starting a run waits for the network to name its members (no worker: none named).
-MEMBERS_QUERY_TIMEOUT = dt.timedelta(seconds=5)
-
 #: How long ``run start`` waits for the network to say its members (no worker: skip).
 MEMBERS_QUERY_TIMEOUT = dt.timedelta(seconds=10)
 #: How often watch() and result() look at the run.

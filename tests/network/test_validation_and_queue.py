@@ -31,6 +31,7 @@ from engine.domain.network import (
     ReleaseRequest,
     network_workflow_id,
 )
+from engine.runtime import networks
 from engine.runtime.client import MeshfleetClient
 from tests.network.conftest import SETTINGS, cluster, eventually, fleet, joined_events
 
@@ -107,8 +108,8 @@ async def test_a_join_breaking_a_rule_without_io_is_rejected_before_history(
 
     with pytest.raises(NetworkRequestError, match=message):
         # Straight to the workflow, past the client's own checks, to prove the validator.
-        await meshfleet._network_update(
-            network_name, UPDATE_JOIN, JoinRequest(members=members), OperationResult
+        await networks.network_update(
+            client, network_name, UPDATE_JOIN, JoinRequest(members=members), OperationResult
         )
 
     assert await update_events(handle) == before

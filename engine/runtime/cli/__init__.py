@@ -16,7 +16,8 @@ from engine.runtime.cli import server as server_commands
 from engine.runtime.cli import setup as setup_commands
 from engine.runtime.cli import sim as sim_commands
 from engine.runtime.cli import simulate as simulate_commands
-from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat, exit_now
+from engine.runtime.cli.common import GlobalOptions, LogFormat, OutputFormat
+from engine.runtime.process import exit_code, exit_now
 
 app = typer.Typer(
     name="meshfleet",
@@ -66,6 +67,5 @@ def main() -> None:
     try:
         app()
     except SystemExit as done:
-        code = done.code
-        exit_now(code if isinstance(code, int) else (0 if code is None else 1))
+        exit_now(exit_code(done))
     exit_now(0)

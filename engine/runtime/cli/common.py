@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import enum
 import json
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -81,21 +79,6 @@ def print_json(value: Any) -> None:
     """Print JSON on stdout, plainly (no rich markup), for scripts."""
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
-
-
-def exit_now(code: int) -> NoReturn:
-    """Exit without interpreter teardown, after the exit handlers and a flush.
-
-    The Temporal client's Rust threads can outlive the event loop and abort a
-    short-lived process while CPython finalizes (temporalio/sdk-python#300:
-    "PyGILState_Release: thread state must be current"), turning a clean exit
-    into SIGABRT. Exit handlers (stopping an embedded server, flushing traces)
-    still run.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
-    os._exit(code)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

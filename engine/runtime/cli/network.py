@@ -12,8 +12,6 @@ rule before it is sent; 1 for an unknown network or an unreachable server.
 
 from __future__ import annotations
 
-from typing import ParamSpec, TypeVar
-
 import typer
 from rich.table import Table
 
@@ -36,9 +34,6 @@ from engine.runtime.cli.common import (
     with_client,
 )
 from engine.runtime.client import MeshfleetClient
-
-T = TypeVar("T")
-P = ParamSpec("P")
 
 network_app = typer.Typer(
     name="network",
