@@ -22,26 +22,20 @@ from activities import drain
 from activities.common import NON_RETRYABLE, WaitTimedOut, classified, wait_for
 from activities.planning import compute_plan
 from engine.domain import run as contract
-from engine.domain.backend import (
-    FleetBackend,
-    GlobalService,
-    NotReadyLink,
-    OperationProgress,
-    OperationState,
-)
+from engine.domain.backend import FleetBackend, OperationProgress, OperationState
 from engine.domain.errors import NotFoundError
 from engine.domain.member import Member
+from engine.domain.mesh import NotReadyLink
 from engine.domain.network import (
     UPDATE_ACQUIRE,
     UPDATE_RELEASE,
     UPDATE_REPORT_LEFT_DRAINED,
-    AcquireRequest,
     NetworkDescription,
-    ReleaseRequest,
-    ReportLeftDrainedRequest,
     network_workflow_id,
 )
+from engine.domain.network_requests import AcquireRequest, ReleaseRequest, ReportLeftDrainedRequest
 from engine.domain.plan import VersionPair
+from engine.domain.services import GlobalService
 from engine.domain.versions import Version
 
 log = structlog.get_logger(__name__)

@@ -23,20 +23,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.domain import search_attributes
 from engine.domain.durations import format_duration
+from engine.domain.membership import CandidateCheck, CandidateChecks, MembershipRule
 from engine.domain.names import MAX_NETWORK_MEMBERS
 from engine.domain.network import (
-    ACTIVITY_CHECK_CANDIDATES,
-    ACTIVITY_CONNECT_PEERS,
-    ACTIVITY_DISABLE_MESH,
-    ACTIVITY_DISCONNECT_PEERS,
-    ACTIVITY_DRAIN_SERVICES,
-    ACTIVITY_ENABLE_MESH,
-    ACTIVITY_LIST_SERVICES,
-    ACTIVITY_LOOK_AT_HOLDER,
-    ACTIVITY_RESTORE_SERVICES,
-    ACTIVITY_WAIT_MESH_READY,
-    ACTIVITY_WAIT_UNLISTED,
-    ACTIVITY_WATCH_HOLDER,
     MAX_KEPT_RESULTS,
     MAX_LEFT_DRAINED,
     NETWORK_WORKFLOW,
@@ -51,12 +40,35 @@ from engine.domain.network import (
     UPDATE_REMOVE,
     UPDATE_REPORT_LEFT_DRAINED,
     UPDATE_SERVICES,
-    AcquireRequest,
-    CandidateCheck,
-    CandidateChecks,
+    HolderExecution,
+    LeftDrained,
+    LogEntry,
+    LogSummary,
+    MemberResult,
+    MembershipChange,
+    MembershipOutcome,
+    NetworkDescription,
+    NetworkInput,
+    NetworkMember,
+    NetworkState,
+    NetworkStatus,
+    OperationResult,
+    PendingOperation,
+)
+from engine.domain.network_activities import (
+    ACTIVITY_CHECK_CANDIDATES,
+    ACTIVITY_CONNECT_PEERS,
+    ACTIVITY_DISABLE_MESH,
+    ACTIVITY_DISCONNECT_PEERS,
+    ACTIVITY_DRAIN_SERVICES,
+    ACTIVITY_ENABLE_MESH,
+    ACTIVITY_LIST_SERVICES,
+    ACTIVITY_LOOK_AT_HOLDER,
+    ACTIVITY_RESTORE_SERVICES,
+    ACTIVITY_WAIT_MESH_READY,
+    ACTIVITY_WAIT_UNLISTED,
+    ACTIVITY_WATCH_HOLDER,
     CheckCandidatesInput,
-    ClearDrainedRequest,
-    DeleteRequest,
     DisableMeshInput,
     DrainedServices,
     DrainServicesInput,
@@ -64,46 +76,35 @@ from engine.domain.network import (
     EnableMeshResult,
     GlobalServices,
     HolderEnd,
-    HolderExecution,
-    JoinRequest,
-    LeftDrained,
     ListServicesInput,
-    LogEntry,
-    LogSummary,
     MemberId,
-    MemberOutcome,
-    MemberResult,
-    MembershipRule,
     MeshReadiness,
-    NetworkDescription,
-    NetworkInput,
-    NetworkMember,
-    NetworkState,
-    NetworkStatus,
-    OperationKind,
-    OperationRequest,
-    OperationResult,
-    OperatorReleaseRequest,
     PeersInput,
-    PendingOperation,
-    ReleaseRequest,
-    RemoveRequest,
-    ReportLeftDrainedRequest,
     RestoreServicesInput,
-    ServicesReport,
-    ServicesRequest,
     WaitMeshReadyInput,
     WaitUnlistedInput,
     WatchHolderInput,
+)
+from engine.domain.network_requests import (
+    AcquireRequest,
+    ClearDrainedRequest,
+    DeleteRequest,
+    JoinRequest,
+    OperationRequest,
+    OperatorReleaseRequest,
+    ReleaseRequest,
+    RemoveRequest,
+    ReportLeftDrainedRequest,
+    ServicesRequest,
     acquire_problem,
     delete_problem,
     join_problems,
     operator_release_problem,
     queue_problem,
     remove_problems,
-    services_report,
 )
 from engine.domain.run import run_workflow_id
+from engine.domain.services import ServicesReport, services_report
 from workflows.failures import say_code_once
 
 T = TypeVar("T")
@@ -287,9 +288,9 @@ class NetworkWorkflow:
             self.state.current = op
             self._log("started", f"{op.kind.value} {', '.join(op.members)}".strip(), op)
             self._publish()
-            if op.kind is OperationKind.JOIN:
+            if op.kind is MembershipChange.JOIN:
                 result = await self._join(op)
-            elif op.kind is OperationKind.REMOVE:
+            elif op.kind is MembershipChange.REMOVE:
                 result = await self._remove(op)
             else:
                 result = await self._delete(op)
@@ -306,7 +307,7 @@ class NetworkWorkflow:
     @workflow.update(name=UPDATE_JOIN)
     async def join(self, request: JoinRequest) -> OperationResult:
         """Join clusters; per member: joined, rejected (with the rule), failed or queued."""
-        op = self._accept(OperationKind.JOIN, request.members)
+        op = self._accept(MembershipChange.JOIN, request.members)
         return await self._outcome(op)
 
     @join.validator
@@ -316,7 +317,7 @@ class NetworkWorkflow:
     @workflow.update(name=UPDATE_REMOVE)
     async def remove(self, request: RemoveRequest) -> OperationResult:
         """Remove members: drain their global services, disconnect them, wait until forgotten."""
-        op = self._accept(OperationKind.REMOVE, request.members)
+        op = self._accept(MembershipChange.REMOVE, request.members)
         return await self._outcome(op)
 
     @remove.validator
@@ -326,7 +327,7 @@ class NetworkWorkflow:
     @workflow.update(name=UPDATE_DELETE)
     async def delete(self, request: DeleteRequest) -> OperationResult:
         """Delete the network (with ``force``: remove every member first), then end."""
-        op = self._accept(OperationKind.DELETE, [], force=request.force)
+        op = self._accept(MembershipChange.DELETE, [], force=request.force)
         return await self._outcome(op)
 
     @delete.validator
@@ -339,7 +340,7 @@ class NetworkWorkflow:
         return [problem] if problem else []
 
     def _accept(
-        self, kind: OperationKind, members: Sequence[str], *, force: bool = False
+        self, kind: MembershipChange, members: Sequence[str], *, force: bool = False
     ) -> PendingOperation:
         op = PendingOperation(
             id=f"op-{self.state.next_operation}",
@@ -351,7 +352,7 @@ class NetworkWorkflow:
         )
         self.state.next_operation += 1
         self.state.pending.append(op)
-        if kind is OperationKind.DELETE:
+        if kind is MembershipChange.DELETE:
             self.state.deleting = True
         behind = f", queued behind update run {op.queued_behind!r}" if op.queued_behind else ""
         what = f"{kind.value} {', '.join(members)}".strip()
@@ -390,7 +391,7 @@ class NetworkWorkflow:
             queued=True,
             holder=holder,
             members=[
-                MemberResult(cluster=m, outcome=MemberOutcome.QUEUED, message=message)
+                MemberResult(cluster=m, outcome=MembershipOutcome.QUEUED, message=message)
                 for m in op.members
             ],
             status=self.state.status,
@@ -728,7 +729,7 @@ class NetworkWorkflow:
             for member in newcomers:
                 results[member.name] = MemberResult(
                     cluster=member.name,
-                    outcome=MemberOutcome.FAILED,
+                    outcome=MembershipOutcome.FAILED,
                     cluster_id=member.cluster_id,
                     message=f"the mesh is enabled but connecting it failed: {failure}; "
                     "it is recorded as a member (remove it to clean up)",
@@ -747,7 +748,7 @@ class NetworkWorkflow:
             )
             results[member.name] = MemberResult(
                 cluster=member.name,
-                outcome=MemberOutcome.JOINED,
+                outcome=MembershipOutcome.JOINED,
                 cluster_id=member.cluster_id,
                 message=note
                 + (" (cluster id assigned by the network)" if member.cluster_id_assigned else ""),
@@ -787,12 +788,14 @@ class NetworkWorkflow:
             name = check.cluster
             if isinstance(outcome, BaseException):
                 results[name] = MemberResult(
-                    cluster=name, outcome=MemberOutcome.FAILED, message=_failure(outcome)
+                    cluster=name, outcome=MembershipOutcome.FAILED, message=_failure(outcome)
                 )
             elif not outcome.succeeded:
                 results[name] = MemberResult(
                     cluster=name,
-                    outcome=MemberOutcome.REJECTED if outcome.rule else MemberOutcome.FAILED,
+                    outcome=MembershipOutcome.REJECTED
+                    if outcome.rule
+                    else MembershipOutcome.FAILED,
                     rule=outcome.rule,
                     message=outcome.message,
                 )
@@ -859,14 +862,14 @@ class NetworkWorkflow:
             if failed is not None:
                 results[name] = MemberResult(
                     cluster=name,
-                    outcome=MemberOutcome.FAILED,
+                    outcome=MembershipOutcome.FAILED,
                     message=f"not attempted: removing {failed!r} failed first",
                 )
             elif self.state.member(name) is None:
                 results[name] = _rejected(name, MembershipRule.MEMBERSHIP, "not a member")
             else:
                 results[name] = await self._remove_member(op, name)
-                if results[name].outcome is MemberOutcome.FAILED:
+                if results[name].outcome is MembershipOutcome.FAILED:
                     failed = name
         return results
 
@@ -923,7 +926,7 @@ class NetworkWorkflow:
             message = _failure(error)
             self._set_status(NetworkStatus.FAILED, f"removing {name!r} failed: {message}")
             self._log("failed", message, op, name)
-            return MemberResult(cluster=name, outcome=MemberOutcome.FAILED, message=message)
+            return MemberResult(cluster=name, outcome=MembershipOutcome.FAILED, message=message)
         member = self.state.member(name)
         self.state.members = [m for m in self.state.members if m.name != name]
         self._log("removed", "disconnected from every peer; mesh disabled", op, name)
@@ -945,7 +948,7 @@ class NetworkWorkflow:
                 self._log("warning", note, op, name)
         return MemberResult(
             cluster=name,
-            outcome=MemberOutcome.REMOVED,
+            outcome=MembershipOutcome.REMOVED,
             cluster_id=member.cluster_id if member else None,
             message=note,
         )
@@ -1149,4 +1152,6 @@ class NetworkWorkflow:
 
 
 def _rejected(cluster: str, rule: MembershipRule, message: str) -> MemberResult:
-    return MemberResult(cluster=cluster, outcome=MemberOutcome.REJECTED, rule=rule, message=message)
+    return MemberResult(
+        cluster=cluster, outcome=MembershipOutcome.REJECTED, rule=rule, message=message
+    )

@@ -15,7 +15,11 @@ from temporalio.common import RetryPolicy
 
 from engine.domain import run as contract
 from engine.domain.member import Member
-from engine.domain.network import ACTIVITY_LIST_SERVICES, GlobalServices, ListServicesInput
+from engine.domain.network_activities import (
+    ACTIVITY_LIST_SERVICES,
+    GlobalServices,
+    ListServicesInput,
+)
 from engine.domain.preview import PLAN_INPUTS_WORKFLOW, PlanInputs, PlanInputsRequest
 
 #: A read answers in seconds; a few quick retries, then the caller hears why.

@@ -12,11 +12,12 @@ import enum
 
 from pydantic import Field
 
-from engine.domain.backend import AnnotationChange, NotReadyLink
 from engine.domain.member import Member
+from engine.domain.mesh import NotReadyLink
 from engine.domain.model import DomainModel
 from engine.domain.plan import Plan, VersionPair
 from engine.domain.runspec import RunSpec, UpgradeType
+from engine.domain.services import AnnotationChange
 from engine.domain.strategy import GateType, UpdateStrategy
 
 UPDATE_RUN_WORKFLOW = "UpdateRun"

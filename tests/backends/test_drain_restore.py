@@ -20,9 +20,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from activities.network import NetworkActivities
 from activities.update import UpdateActivities
-from engine.domain.backend import AnnotationChange, ClusterUnavailableError
+from engine.domain.backend import ClusterUnavailableError
 from engine.domain.errors import NotFoundError
-from engine.domain.network import DrainServicesInput
+from engine.domain.network_activities import DrainServicesInput
 from engine.domain.plan import VersionPair
 from engine.domain.run import (
     DrainRecord,
@@ -32,6 +32,7 @@ from engine.domain.run import (
     ServiceEndpointsRequest,
 )
 from engine.domain.runspec import UpgradeType
+from engine.domain.services import AnnotationChange
 from tests.backends.conftest import (
     CHECKOUT,
     MEMBERS,

@@ -12,7 +12,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.update import UpdateActivities
 from engine.domain import run as contract
-from engine.domain.backend import FleetBackend, NotReadyLink
+from engine.domain.backend import FleetBackend
+from engine.domain.mesh import NotReadyLink
 
 LINK = NotReadyLink(viewer="a", peer="b", reason="Waiting for initial connection")
 

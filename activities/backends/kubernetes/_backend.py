@@ -91,29 +91,31 @@ from activities.backends.kubernetes._values import (
     set_value,
 )
 from engine.domain.backend import (
-    AnnotationChange,
-    BackendSource,
-    ClusterServiceState,
     ClusterUnavailableError,
-    GlobalService,
-    JoinCheck,
-    MemberDescription,
-    MemberMeshView,
-    MeshHealth,
-    NotReadyLink,
     OperationConflictError,
     OperationInProgressError,
     OperationKind,
     OperationProgress,
     OperationState,
-    RemoteClusterStatus,
-    RolloutStatus,
-    RoutingView,
-    join_prerequisite_failures,
 )
 from engine.domain.errors import MeshfleetError, NotFoundError
+from engine.domain.membership import JoinCheck, MemberDescription, join_prerequisite_failures
+from engine.domain.mesh import (
+    MemberMeshView,
+    MeshHealth,
+    NotReadyLink,
+    RemoteClusterStatus,
+    RolloutStatus,
+)
 from engine.domain.model import DomainModel
 from engine.domain.names import MAX_CLUSTER_ID, MIN_CLUSTER_ID
+from engine.domain.services import (
+    AnnotationChange,
+    BackendSource,
+    ClusterServiceState,
+    GlobalService,
+    RoutingView,
+)
 from engine.domain.versions import Version
 
 __all__ = [

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from activities.backends.kubernetes._values import PeerEndpoint
-from engine.domain.backend import RemoteClusterStatus, RolloutStatus
 from engine.domain.fleet import NetworkMode
+from engine.domain.mesh import RemoteClusterStatus, RolloutStatus
 
 KubeObject = Mapping[str, Any]
 
