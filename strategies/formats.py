@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from engine.domain.errors import FieldError, InvalidInputError, field_errors_from_pydantic
 from engine.domain.fleet import load_yaml_document
@@ -26,7 +26,7 @@ from engine.domain.strategy import (
     GateType,
     GroupSpec,
     HealthSpec,
-    Quantity,
+    QuantityText,
     StageSpec,
     StrategyMetadata,
     StrategySpec,
@@ -69,8 +69,8 @@ class _FleetMemberSelector(DomainModel):
 
 class _FleetGroup(DomainModel):
     name: str
-    max_concurrency: Quantity | None = None
-    max_allowed_failures: Quantity | None = None
+    max_concurrency: QuantityText | None = None
+    max_allowed_failures: QuantityText | None = None
     before_gates: list[_FleetGate] = Field(default_factory=list)
     after_gates: list[_FleetGate] = Field(default_factory=list)
     member_selector: _FleetMemberSelector | None = None
@@ -80,8 +80,8 @@ class _FleetStage(DomainModel):
     name: str
     groups: list[_FleetGroup] = Field(default_factory=list)
     after_stage_wait_in_seconds: int | None = Field(default=None, ge=0)
-    max_concurrency: Quantity | None = None
-    max_allowed_failures: Quantity | None = None
+    max_concurrency: QuantityText | None = None
+    max_allowed_failures: QuantityText | None = None
     before_gates: list[_FleetGate] = Field(default_factory=list)
     after_gates: list[_FleetGate] = Field(default_factory=list)
     member_selector: _FleetMemberSelector | None = None
@@ -89,13 +89,6 @@ class _FleetStage(DomainModel):
 
 class _FleetStrategy(DomainModel):
     stages: list[_FleetStage] = Field(default_factory=list)
-
-
-class _FleetDocument(DomainModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str | None = None
-    strategy: _FleetStrategy
 
 
 def detect_format(document: object) -> StrategyFormat:

@@ -17,8 +17,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from engine.domain import schedule as contract
 from engine.domain.schedule import (
+    AUTO_UPGRADE_WORKFLOW,
+    READ_AUTO_UPGRADE_FACTS,
+    START_AUTO_UPGRADE_RUN,
     AutoUpgradeFacts,
     AutoUpgradeInput,
     AutoUpgradeRunRef,
@@ -35,7 +37,7 @@ RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 QUICK = timedelta(minutes=2)
 
 
-@workflow.defn(name=contract.AUTO_UPGRADE_WORKFLOW)
+@workflow.defn(name=AUTO_UPGRADE_WORKFLOW)
 class AutoUpgradeWorkflow:
     """One trigger of one auto-upgrade profile (id ``autoupgrade/<profile>/trigger-<time>``)."""
 
@@ -50,7 +52,7 @@ class AutoUpgradeWorkflow:
         )
         try:
             facts = await workflow.execute_activity(
-                contract.READ_AUTO_UPGRADE_FACTS,
+                READ_AUTO_UPGRADE_FACTS,
                 profile,
                 result_type=AutoUpgradeFacts,
                 start_to_close_timeout=QUICK,
@@ -80,7 +82,7 @@ class AutoUpgradeWorkflow:
         result.upgrade_versions = resolution.upgrade_versions
         try:
             result.run = await workflow.execute_activity(
-                contract.START_AUTO_UPGRADE_RUN,
+                START_AUTO_UPGRADE_RUN,
                 StartAutoUpgradeRun(
                     profile=profile, target=target, run=auto_run_name(profile.name, target)
                 ),

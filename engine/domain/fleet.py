@@ -20,8 +20,6 @@ from engine.domain.member import Member
 from engine.domain.model import DomainModel
 from engine.domain.names import ClusterNameStr, ResourceNameStr
 
-API_VERSION = "meshfleet.io/v1alpha1"
-
 
 class NetworkMode(str, enum.Enum):
     FLAT = "flat"
