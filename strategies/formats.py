@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from engine.domain.errors import FieldError, InvalidInputError, field_errors_from_pydantic
-from engine.domain.fleet import load_yaml_document
 from engine.domain.model import DomainModel
 from engine.domain.strategy import (
     Gate,
@@ -33,6 +32,7 @@ from engine.domain.strategy import (
     UpdateStrategy,
 )
 from engine.domain.windows import DayOfWeek
+from strategies.files import read_document
 from strategies.topology import CycleError, resolve_dependencies, topological_order
 from strategies.validation import validate_strategy
 
@@ -246,7 +246,7 @@ def parse_strategy(
 
 def load_strategy(path: Path, *, check_rules: bool = True) -> UpdateStrategy:
     """Read a strategy file (native YAML/JSON or Azure Fleet JSON) and parse it."""
-    return parse_strategy(load_yaml_document(path), source=str(path), check_rules=check_rules)
+    return parse_strategy(read_document(path), source=str(path), check_rules=check_rules)
 
 
 @dataclass(frozen=True)
