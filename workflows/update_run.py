@@ -158,7 +158,7 @@ def _gates(gates: list[Gate], prefix: str) -> list[GateStatus]:
     return found
 
 
-def status_from_plan(status: RunStatus, run_plan: Plan) -> list[StageStatus]:
+def status_from_plan(run_plan: Plan) -> list[StageStatus]:
     """The status tree of a fresh run: every stage, group, member and gate NotStarted."""
     stages = []
     for stage in run_plan.stages:
@@ -465,7 +465,7 @@ class UpdateRunWorkflow:
             kubernetes_version=str(target), cilium_version=str(cilium) if cilium else "?"
         )
         status.plan_hash = run_plan.plan_hash
-        status.stages = status_from_plan(status, run_plan)
+        status.stages = status_from_plan(run_plan)
         self._state.plan = run_plan
         self._state.members = members
         self._state.baseline = baseline.ready
