@@ -18,7 +18,6 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.common import classified
-from engine.domain import schedule as contract
 from engine.domain import search_attributes
 from engine.domain.backend import FleetBackend
 from engine.domain.errors import InvalidInputError
@@ -26,6 +25,9 @@ from engine.domain.network import QUERY_DESCRIBE, NetworkDescription, network_wo
 from engine.domain.run import run_workflow_id
 from engine.domain.runspec import RunSpec
 from engine.domain.schedule import (
+    READ_AUTO_UPGRADE_FACTS,
+    START_AUTO_UPGRADE_RUN,
+    START_GATE_NAME,
     AutoUpgradeFacts,
     AutoUpgradeProfile,
     AutoUpgradeRunRef,
@@ -55,7 +57,7 @@ def run_spec(request: StartAutoUpgradeRun) -> RunSpec:
     profile = request.profile
     strategy = profile.strategy
     if not profile.start_run:
-        strategy = with_start_gate(strategy, contract.START_GATE_NAME)
+        strategy = with_start_gate(strategy, START_GATE_NAME)
     # Runs carry the window: no member starts after its end; the run waits for the next opening.
     return RunSpec(
         name=request.run,
@@ -82,7 +84,7 @@ class AutoUpgradeActivities:
         self._start_run = start_run
         self._catalog_file = catalog_file
 
-    @activity.defn(name=contract.READ_AUTO_UPGRADE_FACTS)
+    @activity.defn(name=READ_AUTO_UPGRADE_FACTS)
     async def read_auto_upgrade_facts(self, profile: AutoUpgradeProfile) -> AutoUpgradeFacts:
         """The network's members with their Kubernetes versions, and the release catalog."""
         async with classified():
@@ -99,7 +101,7 @@ class AutoUpgradeActivities:
             catalog = load_catalog(self._catalog_file)
             return AutoUpgradeFacts(members=members, catalog=catalog.to_json_dict())
 
-    @activity.defn(name=contract.START_AUTO_UPGRADE_RUN)
+    @activity.defn(name=START_AUTO_UPGRADE_RUN)
     async def start_auto_upgrade_run(self, request: StartAutoUpgradeRun) -> AutoUpgradeRunRef:
         """Create the run; when one of that name exists, return it (a trigger never duplicates)."""
         async with classified():

@@ -32,13 +32,9 @@ import structlog
 from temporalio import activity
 
 from activities.common import wait_for
-from engine.domain.backend import (
-    ANNOTATION_SERVICE_SHARED,
-    AnnotationChange,
-    FleetBackend,
-    GlobalService,
-)
+from engine.domain.backend import FleetBackend
 from engine.domain.errors import MeshfleetError, NotFoundError, Retry, UnavailableError
+from engine.domain.services import ANNOTATION_SERVICE_SHARED, AnnotationChange, GlobalService
 
 __all__ = [
     "Drained",

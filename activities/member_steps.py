@@ -22,14 +22,10 @@ from temporalio.exceptions import ApplicationError
 from activities import drain
 from activities.common import classified, wait_for
 from engine.domain import run as contract
-from engine.domain.backend import (
-    FleetBackend,
-    GlobalService,
-    OperationProgress,
-    OperationState,
-)
+from engine.domain.backend import FleetBackend, OperationProgress, OperationState
 from engine.domain.errors import NotFoundError, Retry
 from engine.domain.plan import VersionPair
+from engine.domain.services import GlobalService
 from engine.domain.versions import Version
 
 log = structlog.get_logger(__name__)

@@ -30,15 +30,18 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import drain
 from activities.common import WaitTimedOut, classified, wait_for
-from engine.domain.backend import (
-    FleetBackend,
-    MemberDescription,
-    NotReadyLink,
-    OperationProgress,
-    OperationState,
-)
+from engine.domain.backend import FleetBackend, OperationProgress, OperationState
 from engine.domain.errors import NotFoundError
-from engine.domain.network import (
+from engine.domain.membership import (
+    CandidateCheck,
+    CandidateChecks,
+    MemberDescription,
+    MembershipRule,
+    evaluate_candidates,
+)
+from engine.domain.mesh import NotReadyLink
+from engine.domain.network import HolderExecution
+from engine.domain.network_activities import (
     ACTIVITY_CHECK_CANDIDATES,
     ACTIVITY_CONNECT_PEERS,
     ACTIVITY_DISABLE_MESH,
@@ -51,8 +54,6 @@ from engine.domain.network import (
     ACTIVITY_WAIT_MESH_READY,
     ACTIVITY_WAIT_UNLISTED,
     ACTIVITY_WATCH_HOLDER,
-    CandidateCheck,
-    CandidateChecks,
     CheckCandidatesInput,
     DisableMeshInput,
     DrainedServices,
@@ -61,16 +62,13 @@ from engine.domain.network import (
     EnableMeshResult,
     GlobalServices,
     HolderEnd,
-    HolderExecution,
     ListServicesInput,
-    MembershipRule,
     MeshReadiness,
     PeersInput,
     RestoreServicesInput,
     WaitMeshReadyInput,
     WaitUnlistedInput,
     WatchHolderInput,
-    evaluate_candidates,
 )
 
 log = structlog.get_logger(__name__)

@@ -21,20 +21,19 @@ from temporalio.exceptions import ApplicationError
 from activities.common import WaitTimedOut, classified, wait_for
 from activities.planning import compute_plan
 from engine.domain import run as contract
-from engine.domain.backend import FleetBackend, NotReadyLink
+from engine.domain.backend import FleetBackend
 from engine.domain.errors import Retry
 from engine.domain.failures import failure_text
 from engine.domain.member import Member
+from engine.domain.mesh import NotReadyLink
 from engine.domain.network import (
     UPDATE_ACQUIRE,
     UPDATE_RELEASE,
     UPDATE_REPORT_LEFT_DRAINED,
-    AcquireRequest,
     NetworkDescription,
-    ReleaseRequest,
-    ReportLeftDrainedRequest,
     network_workflow_id,
 )
+from engine.domain.network_requests import AcquireRequest, ReleaseRequest, ReportLeftDrainedRequest
 
 log = structlog.get_logger(__name__)
 

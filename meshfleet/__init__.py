@@ -42,7 +42,6 @@ from engine.domain.network import (
     NetworkStatus,
     NetworkSummary,
     RemoveResult,
-    ServicesReport,
 )
 from engine.domain.run import (
     GateKind,
@@ -58,6 +57,7 @@ from engine.domain.run import (
 )
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.domain.schedule import AutoUpgradeProfile, Channel, FleetWindow, ProfileStatus
+from engine.domain.services import ServicesReport
 from engine.domain.strategy import UpdateStrategy
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.connection import ConnectionSettings

@@ -4,9 +4,9 @@ concurrency and failure math, maintenance windows, version rules.
 Everything here is data manipulation and computation: no Temporal, no
 Kubernetes, no network, no clock (the planner and the window functions take
 ``now`` as a parameter). The only file reads are the explicit ``load_*``
-helpers, which read a file the caller names, and the bundled release catalog
-shipped inside this package. Workflows call the pure functions; the CLI and
-the client call the loaders.
+helpers, which read a file the caller names through ``strategies.files``, and
+the bundled release catalog shipped inside this package. Workflows call the
+pure functions; the CLI and the client call the loaders.
 """
 
 from strategies.catalog import ReleaseCatalog, bundled_catalog, load_catalog, parse_catalog

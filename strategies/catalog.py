@@ -13,10 +13,11 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from engine.domain.documents import parse_yaml
 from engine.domain.errors import FieldError, InvalidInputError, field_errors_from_pydantic
-from engine.domain.fleet import load_yaml_document, parse_yaml
 from engine.domain.model import DomainModel
 from engine.domain.versions import Minor, Version, VersionStr
+from strategies.files import read_document
 
 BUNDLED_CATALOG = "release-catalog.yaml"
 
@@ -127,7 +128,7 @@ def load_catalog(path: Path | None = None) -> ReleaseCatalog:
     """The user's catalog file when given, else the bundled one."""
     if path is None:
         return bundled_catalog()
-    document = load_yaml_document(path)
+    document = read_document(path)
     if not isinstance(document, dict):
         raise InvalidInputError(
             [FieldError(path="", message="a catalog must be a mapping with 'releases'")],

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from engine.domain.backend import GlobalService
 from engine.domain.fleet import GlobalServiceSpec
 from engine.domain.plan import Plan, PlannedMemberState
+from engine.domain.services import GlobalService
 
 
 @dataclass(frozen=True)

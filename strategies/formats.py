@@ -16,23 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from engine.domain.errors import FieldError, InvalidInputError, field_errors_from_pydantic
-from engine.domain.fleet import load_yaml_document
 from engine.domain.model import DomainModel
 from engine.domain.strategy import (
     Gate,
     GateType,
     GroupSpec,
     HealthSpec,
-    Quantity,
+    QuantityText,
     StageSpec,
     StrategyMetadata,
     StrategySpec,
     UpdateStrategy,
 )
 from engine.domain.windows import DayOfWeek
+from strategies.files import read_document
 from strategies.topology import CycleError, resolve_dependencies, topological_order
 from strategies.validation import validate_strategy
 
@@ -69,8 +69,8 @@ class _FleetMemberSelector(DomainModel):
 
 class _FleetGroup(DomainModel):
     name: str
-    max_concurrency: Quantity | None = None
-    max_allowed_failures: Quantity | None = None
+    max_concurrency: QuantityText | None = None
+    max_allowed_failures: QuantityText | None = None
     before_gates: list[_FleetGate] = Field(default_factory=list)
     after_gates: list[_FleetGate] = Field(default_factory=list)
     member_selector: _FleetMemberSelector | None = None
@@ -80,8 +80,8 @@ class _FleetStage(DomainModel):
     name: str
     groups: list[_FleetGroup] = Field(default_factory=list)
     after_stage_wait_in_seconds: int | None = Field(default=None, ge=0)
-    max_concurrency: Quantity | None = None
-    max_allowed_failures: Quantity | None = None
+    max_concurrency: QuantityText | None = None
+    max_allowed_failures: QuantityText | None = None
     before_gates: list[_FleetGate] = Field(default_factory=list)
     after_gates: list[_FleetGate] = Field(default_factory=list)
     member_selector: _FleetMemberSelector | None = None
@@ -89,13 +89,6 @@ class _FleetStage(DomainModel):
 
 class _FleetStrategy(DomainModel):
     stages: list[_FleetStage] = Field(default_factory=list)
-
-
-class _FleetDocument(DomainModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str | None = None
-    strategy: _FleetStrategy
 
 
 def detect_format(document: object) -> StrategyFormat:
@@ -253,7 +246,7 @@ def parse_strategy(
 
 def load_strategy(path: Path, *, check_rules: bool = True) -> UpdateStrategy:
     """Read a strategy file (native YAML/JSON or Azure Fleet JSON) and parse it."""
-    return parse_strategy(load_yaml_document(path), source=str(path), check_rules=check_rules)
+    return parse_strategy(read_document(path), source=str(path), check_rules=check_rules)
 
 
 @dataclass(frozen=True)

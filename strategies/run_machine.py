@@ -547,7 +547,7 @@ def settle(
     elif stop_requested:
         status.state = State.STOPPED
         halt_unfinished(status, "not started: the run was stopped", now)
-    elif all(s.state.done for s in status.stages):
+    elif all(s.state.satisfied for s in status.stages):
         status.state = State.COMPLETED
         status.error = None
     else:

@@ -19,8 +19,6 @@ from temporalio.exceptions import ApplicationError
 
 from engine.domain import search_attributes
 from engine.domain.network import (
-    ACTIVITY_LIST_SERVICES,
-    ACTIVITY_LOOK_AT_HOLDER,
     MAX_LEFT_DRAINED,
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
@@ -34,36 +32,41 @@ from engine.domain.network import (
     UPDATE_REMOVE,
     UPDATE_REPORT_LEFT_DRAINED,
     UPDATE_SERVICES,
-    AcquireRequest,
-    ClearDrainedRequest,
-    DeleteRequest,
-    GlobalServices,
-    HolderEnd,
     HolderExecution,
-    JoinRequest,
     LeftDrained,
-    ListServicesInput,
+    MembershipChange,
     NetworkDescription,
     NetworkInput,
     NetworkState,
-    OperationKind,
-    OperationRequest,
     OperationResult,
-    OperatorReleaseRequest,
     PendingOperation,
+)
+from engine.domain.network_activities import (
+    ACTIVITY_LIST_SERVICES,
+    ACTIVITY_LOOK_AT_HOLDER,
+    GlobalServices,
+    HolderEnd,
+    ListServicesInput,
+)
+from engine.domain.network_requests import (
+    AcquireRequest,
+    ClearDrainedRequest,
+    DeleteRequest,
+    JoinRequest,
+    OperationRequest,
+    OperatorReleaseRequest,
     ReleaseRequest,
     RemoveRequest,
     ReportLeftDrainedRequest,
-    ServicesReport,
     ServicesRequest,
     acquire_problem,
     delete_problem,
     join_problems,
     operator_release_problem,
     remove_problems,
-    services_report,
 )
 from engine.domain.run import run_workflow_id
+from engine.domain.services import ServicesReport, services_report
 from workflows.network_core import REJECTED, reject
 from workflows.network_lease import NetworkLease
 from workflows.network_membership import NetworkMembership
@@ -148,9 +151,9 @@ class NetworkWorkflow(NetworkQueue, NetworkLease, NetworkMembership):
             self.state.current = op
             self._log("started", f"{op.kind.value} {', '.join(op.members)}".strip(), op)
             self._publish()
-            if op.kind is OperationKind.JOIN:
+            if op.kind is MembershipChange.JOIN:
                 result = await self._join(op)
-            elif op.kind is OperationKind.REMOVE:
+            elif op.kind is MembershipChange.REMOVE:
                 result = await self._remove(op)
             else:
                 result = await self._delete(op)
@@ -167,7 +170,7 @@ class NetworkWorkflow(NetworkQueue, NetworkLease, NetworkMembership):
     @workflow.update(name=UPDATE_JOIN)
     async def join(self, request: JoinRequest) -> OperationResult:
         """Join clusters; per member: joined, rejected (with the rule), failed or queued."""
-        op = self._accept(OperationKind.JOIN, request.members)
+        op = self._accept(MembershipChange.JOIN, request.members)
         return await self._outcome(op)
 
     @join.validator
@@ -177,7 +180,7 @@ class NetworkWorkflow(NetworkQueue, NetworkLease, NetworkMembership):
     @workflow.update(name=UPDATE_REMOVE)
     async def remove(self, request: RemoveRequest) -> OperationResult:
         """Remove members: drain their global services, disconnect them, wait until forgotten."""
-        op = self._accept(OperationKind.REMOVE, request.members)
+        op = self._accept(MembershipChange.REMOVE, request.members)
         return await self._outcome(op)
 
     @remove.validator
@@ -187,7 +190,7 @@ class NetworkWorkflow(NetworkQueue, NetworkLease, NetworkMembership):
     @workflow.update(name=UPDATE_DELETE)
     async def delete(self, request: DeleteRequest) -> OperationResult:
         """Delete the network (with ``force``: remove every member first), then end."""
-        op = self._accept(OperationKind.DELETE, [], force=request.force)
+        op = self._accept(MembershipChange.DELETE, [], force=request.force)
         return await self._outcome(op)
 
     @delete.validator

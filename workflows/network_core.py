@@ -22,13 +22,13 @@ from engine.domain.network import (
     LogEntry,
     LogSummary,
     MemberResult,
-    MeshReadiness,
     NetworkSettings,
     NetworkState,
     NetworkStatus,
     OperationResult,
     PendingOperation,
 )
+from engine.domain.network_activities import MeshReadiness
 from workflows.policies import NETWORK_RETRY, NETWORK_RETRY_FOR, QUICK
 
 #: Error type of an update rejected by a validator (the client maps it to invalid input).

@@ -9,11 +9,10 @@ from temporalio.exceptions import ActivityError
 
 from engine.domain.durations import format_duration
 from engine.domain.failures import failure_text
-from engine.domain.network import (
+from engine.domain.network import NetworkStatus, PendingOperation
+from engine.domain.network_activities import (
     ACTIVITY_WAIT_MESH_READY,
     MeshReadiness,
-    NetworkStatus,
-    PendingOperation,
     WaitMeshReadyInput,
 )
 from workflows.network_core import NetworkCore

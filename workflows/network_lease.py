@@ -10,12 +10,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from engine.domain.failures import failure_text
-from engine.domain.network import (
-    ACTIVITY_WATCH_HOLDER,
-    HolderEnd,
-    HolderExecution,
-    WatchHolderInput,
-)
+from engine.domain.network import HolderExecution
+from engine.domain.network_activities import ACTIVITY_WATCH_HOLDER, HolderEnd, WatchHolderInput
 from workflows.network_core import NetworkCore
 from workflows.network_patches import PATCH_HOLDER_LEASE
 from workflows.policies import NETWORK_RETRY, QUICK

@@ -10,8 +10,17 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.domain.durations import format_duration
 from engine.domain.failures import failure_text, say_code_once
+from engine.domain.membership import CandidateCheck, CandidateChecks, MembershipRule
 from engine.domain.names import MAX_NETWORK_MEMBERS
 from engine.domain.network import (
+    MemberResult,
+    MembershipOutcome,
+    NetworkMember,
+    NetworkStatus,
+    OperationResult,
+    PendingOperation,
+)
+from engine.domain.network_activities import (
     ACTIVITY_CHECK_CANDIDATES,
     ACTIVITY_CONNECT_PEERS,
     ACTIVITY_DISABLE_MESH,
@@ -20,8 +29,6 @@ from engine.domain.network import (
     ACTIVITY_ENABLE_MESH,
     ACTIVITY_RESTORE_SERVICES,
     ACTIVITY_WAIT_UNLISTED,
-    CandidateCheck,
-    CandidateChecks,
     CheckCandidatesInput,
     DisableMeshInput,
     DrainedServices,
@@ -29,14 +36,7 @@ from engine.domain.network import (
     EnableMeshInput,
     EnableMeshResult,
     MemberId,
-    MemberOutcome,
-    MemberResult,
-    MembershipRule,
-    NetworkMember,
-    NetworkStatus,
-    OperationResult,
     PeersInput,
-    PendingOperation,
     RestoreServicesInput,
     WaitUnlistedInput,
 )
@@ -85,7 +85,7 @@ class NetworkMembership(NetworkHealth):
                 elif not check.ok:
                     results[check.cluster] = _rejected(
                         check.cluster,
-                        MembershipRule(check.failed[0].rule.value),
+                        check.failed[0].rule,
                         "; ".join(f"{f.rule.value}: {f.message}" for f in check.failed),
                     )
                 else:
@@ -111,7 +111,7 @@ class NetworkMembership(NetworkHealth):
             for member in newcomers:
                 results[member.name] = MemberResult(
                     cluster=member.name,
-                    outcome=MemberOutcome.FAILED,
+                    outcome=MembershipOutcome.FAILED,
                     cluster_id=member.cluster_id,
                     message=f"the mesh is enabled but connecting it failed: {failure}; "
                     "it is recorded as a member (remove it to clean up)",
@@ -130,7 +130,7 @@ class NetworkMembership(NetworkHealth):
             )
             results[member.name] = MemberResult(
                 cluster=member.name,
-                outcome=MemberOutcome.JOINED,
+                outcome=MembershipOutcome.JOINED,
                 cluster_id=member.cluster_id,
                 message=note
                 + (" (cluster id assigned by the network)" if member.cluster_id_assigned else ""),
@@ -170,12 +170,14 @@ class NetworkMembership(NetworkHealth):
             name = check.cluster
             if isinstance(outcome, BaseException):
                 results[name] = MemberResult(
-                    cluster=name, outcome=MemberOutcome.FAILED, message=failure_text(outcome)
+                    cluster=name, outcome=MembershipOutcome.FAILED, message=failure_text(outcome)
                 )
             elif not outcome.succeeded:
                 results[name] = MemberResult(
                     cluster=name,
-                    outcome=MemberOutcome.REJECTED if outcome.rule else MemberOutcome.FAILED,
+                    outcome=MembershipOutcome.REJECTED
+                    if outcome.rule
+                    else MembershipOutcome.FAILED,
                     rule=outcome.rule,
                     message=outcome.message,
                 )
@@ -240,14 +242,14 @@ class NetworkMembership(NetworkHealth):
             if failed is not None:
                 results[name] = MemberResult(
                     cluster=name,
-                    outcome=MemberOutcome.FAILED,
+                    outcome=MembershipOutcome.FAILED,
                     message=f"not attempted: removing {failed!r} failed first",
                 )
             elif self.state.member(name) is None:
                 results[name] = _rejected(name, MembershipRule.MEMBERSHIP, "not a member")
             else:
                 results[name] = await self._remove_member(op, name)
-                if results[name].outcome is MemberOutcome.FAILED:
+                if results[name].outcome is MembershipOutcome.FAILED:
                     failed = name
         return results
 
@@ -304,7 +306,7 @@ class NetworkMembership(NetworkHealth):
             message = failure_text(error)
             self._set_status(NetworkStatus.FAILED, f"removing {name!r} failed: {message}")
             self._log("failed", message, op, name)
-            return MemberResult(cluster=name, outcome=MemberOutcome.FAILED, message=message)
+            return MemberResult(cluster=name, outcome=MembershipOutcome.FAILED, message=message)
         member = self.state.member(name)
         self.state.members = [m for m in self.state.members if m.name != name]
         self._log("removed", "disconnected from every peer; mesh disabled", op, name)
@@ -328,7 +330,7 @@ class NetworkMembership(NetworkHealth):
                 self._log("warning", note, op, name)
         return MemberResult(
             cluster=name,
-            outcome=MemberOutcome.REMOVED,
+            outcome=MembershipOutcome.REMOVED,
             cluster_id=member.cluster_id if member else None,
             message=note,
         )
@@ -354,4 +356,6 @@ class NetworkMembership(NetworkHealth):
 
 
 def _rejected(cluster: str, rule: MembershipRule, message: str) -> MemberResult:
-    return MemberResult(cluster=cluster, outcome=MemberOutcome.REJECTED, rule=rule, message=message)
+    return MemberResult(
+        cluster=cluster, outcome=MembershipOutcome.REJECTED, rule=rule, message=message
+    )

@@ -10,13 +10,13 @@ from temporalio import workflow
 
 from engine.domain.network import (
     MAX_KEPT_RESULTS,
-    MemberOutcome,
     MemberResult,
-    OperationKind,
+    MembershipChange,
+    MembershipOutcome,
     OperationResult,
     PendingOperation,
-    queue_problem,
 )
+from engine.domain.network_requests import queue_problem
 from workflows.network_core import NetworkCore
 
 
@@ -28,7 +28,7 @@ class NetworkQueue(NetworkCore):
         return [problem] if problem else []
 
     def _accept(
-        self, kind: OperationKind, members: Sequence[str], *, force: bool = False
+        self, kind: MembershipChange, members: Sequence[str], *, force: bool = False
     ) -> PendingOperation:
         op = PendingOperation(
             id=f"op-{self.state.next_operation}",
@@ -40,7 +40,7 @@ class NetworkQueue(NetworkCore):
         )
         self.state.next_operation += 1
         self.state.pending.append(op)
-        if kind is OperationKind.DELETE:
+        if kind is MembershipChange.DELETE:
             self.state.deleting = True
         behind = f", queued behind update run {op.queued_behind!r}" if op.queued_behind else ""
         what = f"{kind.value} {', '.join(members)}".strip()
@@ -79,7 +79,7 @@ class NetworkQueue(NetworkCore):
             queued=True,
             holder=holder,
             members=[
-                MemberResult(cluster=m, outcome=MemberOutcome.QUEUED, message=message)
+                MemberResult(cluster=m, outcome=MembershipOutcome.QUEUED, message=message)
                 for m in op.members
             ],
             status=self.state.status,

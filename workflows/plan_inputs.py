@@ -12,7 +12,11 @@ from temporalio import workflow
 
 from engine.domain import run as contract
 from engine.domain.member import Member
-from engine.domain.network import ACTIVITY_LIST_SERVICES, GlobalServices, ListServicesInput
+from engine.domain.network_activities import (
+    ACTIVITY_LIST_SERVICES,
+    GlobalServices,
+    ListServicesInput,
+)
 from engine.domain.preview import PLAN_INPUTS_WORKFLOW, PlanInputs, PlanInputsRequest
 from workflows.policies import QUICK_READ, READ_RETRY
 

@@ -306,7 +306,7 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
                 )
             )
         )
-        if stage.state.finished or self._halted() or not all(d.state.done for d in deps):
+        if stage.state.finished or self._halted() or not all(d.state.satisfied for d in deps):
             return
         stage.state = State.RUNNING
         stage.start_time = stage.start_time or workflow.now()

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from pydantic import Field, ValidationError
 
-from engine.domain.backend import ANNOTATION_SERVICE_SHARED
 from engine.domain.model import DomainModel
+from engine.domain.services import ANNOTATION_SERVICE_SHARED
 
 __all__ = ["ANNOTATION_DRAINED", "AnnotationPlan", "PreDrainAnnotations", "plan_annotations"]
 

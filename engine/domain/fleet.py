@@ -1,17 +1,16 @@
 """The simulated-fleet file (``kind: SimulatedFleet``): users' model of their own fleet.
 
 Users write these to rehearse strategies before touching production, so the
-shape is a contract: see the README's "Rehearse your strategy" section.
+shape is a contract: see the README's "Rehearse your strategy" section. The
+document comes in already parsed (:func:`parse_fleet`); reading the file is
+``engine.runtime.fleet_file``'s job.
 """
 
 from __future__ import annotations
 
 import enum
-import re
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from engine.domain.durations import Duration
@@ -19,8 +18,6 @@ from engine.domain.errors import FieldError, InvalidInputError, field_errors_fro
 from engine.domain.member import Member
 from engine.domain.model import DomainModel
 from engine.domain.names import ClusterNameStr, ResourceNameStr
-
-API_VERSION = "meshfleet.io/v1alpha1"
 
 
 class NetworkMode(str, enum.Enum):
@@ -190,44 +187,3 @@ def parse_fleet(document: object, source: str | None = None) -> SimulatedFleet:
     if problems:
         raise InvalidInputError(problems, source=source)
     return fleet
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false, so ``on:`` stays a key."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
-def parse_yaml(text: str) -> object:
-    """Parse YAML (or JSON) text with YAML 1.2 booleans."""
-    return yaml.load(text, Loader=_Yaml12Loader)
-
-
-def load_yaml_document(path: Path) -> object:
-    """Read one YAML (or JSON) document, with a clear error for unreadable files."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InvalidInputError(
-            [FieldError(path="", message=f"cannot read file: {error.strerror}")], source=str(path)
-        ) from None
-    try:
-        return parse_yaml(text)
-    except yaml.YAMLError as error:
-        raise InvalidInputError(
-            [FieldError(path="", message=f"not valid YAML or JSON: {error}")], source=str(path)
-        ) from None
-
-
-def load_fleet(path: Path) -> SimulatedFleet:
-    """Read and validate a fleet file."""
-    return parse_fleet(load_yaml_document(path), source=str(path))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, NewType
+from typing import Annotated
 
 from pydantic import AfterValidator
 
@@ -21,12 +21,6 @@ RESERVED_CLUSTER_NAMES = frozenset({"default"})
 MAX_NETWORK_MEMBERS = 255
 MIN_CLUSTER_ID = 1
 MAX_CLUSTER_ID = 255
-
-ClusterName = NewType("ClusterName", str)
-NetworkName = NewType("NetworkName", str)
-RunName = NewType("RunName", str)
-StageName = NewType("StageName", str)
-GroupName = NewType("GroupName", str)
 
 
 def resource_name_problem(value: str) -> str | None:

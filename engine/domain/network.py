@@ -1,59 +1,32 @@
-"""A cross-cluster network: its workflow's contract, its state, and the rules that need no I/O.
+"""A cross-cluster network: its workflow's name and messages, its state, its results.
 
 One entity workflow per network (id ``network/<name>``) owns the membership.
-Everything that talks to it is declared here: the workflow, update, query and
-activity names (workflows call activities by these names and never import
-them), the input and result models of every boundary, and the pure rules the
-update validators apply before anything reaches history.
+Its requests and the rules they must pass are in
+:mod:`engine.domain.network_requests`, its activities' contracts in
+:mod:`engine.domain.network_activities`, the membership rules in
+:mod:`engine.domain.membership`.
 
-Pure data and rules: no I/O, no clock, no Temporal.
+Pure data: no I/O, no clock, no Temporal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TypeAlias
 
 from pydantic import Field
 
 from engine.domain import search_attributes
-from engine.domain.backend import (
-    ANNOTATION_NAMESPACE_GLOBAL,
-    ANNOTATION_SERVICE_GLOBAL,
-    AnnotationChange,
-    FailedRule,
-    GlobalService,
-    JoinRule,
-    MemberDescription,
-    NotReadyLink,
-    join_prerequisite_failures,
-)
 from engine.domain.durations import Duration
 from engine.domain.errors import MeshfleetError
+from engine.domain.membership import MembershipRule
+from engine.domain.mesh import NotReadyLink
 from engine.domain.model import DomainModel
-from engine.domain.names import (
-    MAX_CLUSTER_ID,
-    MAX_NETWORK_MEMBERS,
-    MIN_CLUSTER_ID,
-    cluster_name_problem,
-    resource_name_problem,
-)
+from engine.domain.names import MAX_CLUSTER_ID, MIN_CLUSTER_ID, resource_name_problem
 
 __all__ = [
-    "ACTIVITY_CHECK_CANDIDATES",
-    "ACTIVITY_CONNECT_PEERS",
-    "ACTIVITY_DISABLE_MESH",
-    "ACTIVITY_DISCONNECT_PEERS",
-    "ACTIVITY_DRAIN_SERVICES",
-    "ACTIVITY_ENABLE_MESH",
-    "ACTIVITY_LIST_SERVICES",
-    "ACTIVITY_LOOK_AT_HOLDER",
-    "ACTIVITY_RESTORE_SERVICES",
-    "ACTIVITY_WAIT_MESH_READY",
-    "ACTIVITY_WAIT_UNLISTED",
-    "ACTIVITY_WATCH_HOLDER",
     "MAX_KEPT_RESULTS",
     "MAX_LEFT_DRAINED",
     "MAX_QUEUED_OPERATIONS",
@@ -70,105 +43,74 @@ __all__ = [
     "UPDATE_REMOVE",
     "UPDATE_REPORT_LEFT_DRAINED",
     "UPDATE_SERVICES",
-    "AcquireRequest",
-    "CandidateCheck",
-    "CandidateChecks",
-    "CheckCandidatesInput",
-    "ClearDrainedRequest",
-    "DeleteRequest",
     "DeleteResult",
-    "DisableMeshInput",
-    "DrainServicesInput",
-    "DrainedServices",
-    "EnableMeshInput",
-    "EnableMeshResult",
-    "GlobalServices",
-    "HolderEnd",
     "HolderExecution",
-    "JoinRequest",
     "JoinResult",
     "LeftDrained",
-    "ListServicesInput",
     "LogEntry",
     "LogSummary",
-    "MemberId",
-    "MemberOutcome",
     "MemberResult",
-    "MembershipRule",
-    "MeshReadiness",
+    "MembershipChange",
+    "MembershipOutcome",
     "NetworkDescription",
     "NetworkExistsError",
     "NetworkInput",
     "NetworkMember",
     "NetworkRequestError",
-    "NetworkService",
     "NetworkSettings",
     "NetworkState",
     "NetworkStatus",
     "NetworkSummary",
-    "OperationKind",
-    "OperationRequest",
     "OperationResult",
-    "OperatorReleaseRequest",
-    "PeersInput",
     "PendingOperation",
-    "ReleaseRequest",
-    "RemoveRequest",
     "RemoveResult",
-    "ReportLeftDrainedRequest",
-    "RestoreServicesInput",
-    "ServiceInCluster",
-    "ServicesReport",
-    "ServicesRequest",
-    "WaitMeshReadyInput",
-    "WaitUnlistedInput",
-    "WatchHolderInput",
-    "acquire_problem",
-    "delete_problem",
-    "evaluate_candidates",
-    "join_problems",
-    "lowest_free_cluster_id",
-    "member_list_problems",
     "network_name_problem",
     "network_workflow_id",
-    "operator_release_problem",
-    "queue_problem",
-    "remove_problems",
-    "services_report",
 ]
 
-# --- names: the workflow, its messages, its activities --------------------------------------
+# --- names: the workflow and its messages ------------------------------------------------
+
 
 NETWORK_WORKFLOW = "Network"
+
+
 #: The Keyword search attribute every network (and update run) carries.
 NETWORK_SEARCH_ATTRIBUTE = search_attributes.NETWORK.name
 
+
 UPDATE_JOIN = "join"
+
+
 UPDATE_REMOVE = "remove"
+
+
 UPDATE_DELETE = "delete"
+
+
 UPDATE_ACQUIRE = "acquire"
+
+
 UPDATE_RELEASE = "release"
+
+
 UPDATE_SERVICES = "services"
+
+
 UPDATE_OPERATOR_RELEASE = "operatorRelease"
+
+
 UPDATE_OPERATION = "operation"
+
+
 #: A run reports a member its restore left drained (or, with no services, restored since).
 UPDATE_REPORT_LEFT_DRAINED = "reportLeftDrained"
+
+
 #: An operator clears a member from the left-drained list (recorded with who and why).
 UPDATE_CLEAR_DRAINED = "clearDrained"
-QUERY_DESCRIBE = "describe"
 
-ACTIVITY_CHECK_CANDIDATES = "network.check_candidates"
-ACTIVITY_ENABLE_MESH = "network.enable_mesh"
-ACTIVITY_CONNECT_PEERS = "network.connect_peers"
-ACTIVITY_WAIT_MESH_READY = "network.wait_mesh_ready"
-ACTIVITY_DRAIN_SERVICES = "network.drain_services"
-ACTIVITY_DISCONNECT_PEERS = "network.disconnect_peers"
-ACTIVITY_WAIT_UNLISTED = "network.wait_unlisted"
-ACTIVITY_DISABLE_MESH = "network.disable_mesh"
-ACTIVITY_RESTORE_SERVICES = "network.restore_services"
-ACTIVITY_LIST_SERVICES = "network.list_services"
-ACTIVITY_WATCH_HOLDER = "network.watch_holder"
-ACTIVITY_LOOK_AT_HOLDER = "network.look_at_holder"
+
+QUERY_DESCRIBE = "describe"
 
 
 def network_workflow_id(name: str) -> str:
@@ -209,34 +151,12 @@ class NetworkStatus(str, enum.Enum):
     FAILED = "Failed"
 
 
-class OperationKind(str, enum.Enum):
+class MembershipChange(str, enum.Enum):
     """A membership change; they run one at a time, in the order they were accepted."""
 
     JOIN = "join"
     REMOVE = "remove"
     DELETE = "delete"
-
-
-class MembershipRule(str, enum.Enum):
-    """Every rule a member can be rejected for: the backend's join rules, plus our own."""
-
-    KUBERNETES_VERSION = JoinRule.KUBERNETES_VERSION.value
-    CILIUM_DATAPLANE = JoinRule.CILIUM_DATAPLANE.value
-    FLAT_NETWORK = JoinRule.FLAT_NETWORK.value
-    NO_SELF_MANAGED_MESH = JoinRule.NO_SELF_MANAGED_MESH.value
-    CLUSTER_NAME = JoinRule.CLUSTER_NAME.value
-    CLUSTER_ID = JoinRule.CLUSTER_ID.value
-    POD_CIDRS = JoinRule.POD_CIDRS.value
-    SINGLE_NETWORK = JoinRule.SINGLE_NETWORK.value
-    API_AVAILABLE = JoinRule.API_AVAILABLE.value
-    #: The cluster is not known to the backend.
-    CLUSTER_KNOWN = "clusterKnown"
-    #: The network would exceed 255 members.
-    MEMBER_LIMIT = "memberLimit"
-    #: Already a member (or not one, for a removal) by the time the operation ran.
-    MEMBERSHIP = "membership"
-    #: A delete without ``force`` found members.
-    NETWORK_EMPTY = "networkEmpty"
 
 
 class NetworkMember(DomainModel):
@@ -255,7 +175,7 @@ class PendingOperation(DomainModel):
     """A membership change accepted and waiting for its turn (or running)."""
 
     id: str
-    kind: OperationKind
+    kind: MembershipChange
     members: list[str] = Field(default_factory=list)
     force: bool = False
     requested_at: dt.datetime
@@ -293,8 +213,12 @@ class LogSummary(DomainModel):
 
 #: At most this many membership operations wait in a network's queue.
 MAX_QUEUED_OPERATIONS = 100
+
+
 #: At most this many results of handed-over operations wait for their callers.
 MAX_KEPT_RESULTS = 50
+
+
 #: At most this many members are listed as left drained (the oldest entries go first).
 MAX_LEFT_DRAINED = 100
 
@@ -347,24 +271,6 @@ class LeftDrained(DomainModel):
     at: dt.datetime
 
 
-class ReportLeftDrainedRequest(DomainModel):
-    """A run says what its restore left drained on ``member`` (no services: restored since)."""
-
-    run_id: str
-    member: str
-    services: list[str] = Field(default_factory=list)
-
-
-class ClearDrainedRequest(DomainModel):
-    """An operator says ``member`` is no longer drained (restored by hand, or removed)."""
-
-    member: str = Field(min_length=1, max_length=200)
-    #: Who clears it (``user@host`` by default), recorded in the network's log.
-    identity: str = Field(min_length=1, max_length=200)
-    #: Why, recorded in the network's log.
-    reason: str = Field(min_length=1, max_length=1000)
-
-
 class NetworkState(DomainModel):
     """Everything the network workflow knows, in one object (carried by continue-as-new)."""
 
@@ -404,7 +310,7 @@ class NetworkState(DomainModel):
         """Member names in joining order."""
         return [m.name for m in self.members]
 
-    def queued(self, kind: OperationKind) -> list[str]:
+    def queued(self, kind: MembershipChange) -> list[str]:
         """Members named by queued (and the running) operations of ``kind``."""
         ops = [*([self.current] if self.current else []), *self.pending]
         return [name for op in ops if op.kind is kind for name in op.members]
@@ -472,79 +378,10 @@ class NetworkSummary(DomainModel):
     started_at: dt.datetime | None = None
 
 
-# --- requests and results -----------------------------------------------------------------
+# --- results ------------------------------------------------------------------------------
 
 
-class JoinRequest(DomainModel):
-    """Join these clusters (in this order)."""
-
-    members: list[str]
-
-
-class RemoveRequest(DomainModel):
-    """Remove these members (one at a time, in this order)."""
-
-    members: list[str]
-
-
-class DeleteRequest(DomainModel):
-    """Delete the network: only an empty one, unless ``force`` removes every member first."""
-
-    force: bool = False
-
-
-class AcquireRequest(DomainModel):
-    """An update run takes the network; membership changes wait until it releases it."""
-
-    run_id: str
-    #: The holder's workflow execution (its acquire activity reads them from its own
-    #: info). With them the hold is a lease: it ends when that execution closes.
-    holder_workflow_id: str | None = None
-    holder_run_id: str | None = None
-
-    def execution(self) -> HolderExecution | None:
-        """The execution to watch, when the request named one."""
-        if self.holder_workflow_id and self.holder_run_id:
-            return HolderExecution(workflow_id=self.holder_workflow_id, run_id=self.holder_run_id)
-        return None
-
-
-class ReleaseRequest(DomainModel):
-    """The update run gives the network back; queued membership changes then run."""
-
-    run_id: str
-
-
-class OperatorReleaseRequest(DomainModel):
-    """An operator frees a network whose holder is gone (refused while the holder lives)."""
-
-    #: Who asks (``user@host`` by default), recorded in the network's log.
-    identity: str = Field(min_length=1, max_length=200)
-    #: Why, recorded in the network's log.
-    reason: str = Field(min_length=1, max_length=1000)
-
-
-class WatchHolderInput(DomainModel):
-    """Wait until the holder's execution chain closes, or ``period`` passes."""
-
-    holder: HolderExecution
-    period: Duration
-
-
-class HolderEnd(DomainModel):
-    """How a watch (or a one-off look) at the holder's execution ended."""
-
-    #: The execution chain is closed (or gone): the hold has no holder left.
-    ended: bool
-    #: How it closed (completed, failed, terminated, canceled, timed out, not found).
-    how: str | None = None
-
-
-class ServicesRequest(DomainModel):
-    """List the network's global services (nothing to say yet; a model for compatibility)."""
-
-
-class MemberOutcome(str, enum.Enum):
+class MembershipOutcome(str, enum.Enum):
     """What happened to one member of a request."""
 
     JOINED = "joined"
@@ -558,7 +395,7 @@ class MemberResult(DomainModel):
     """One member's outcome; ``rule`` names the broken rule when rejected."""
 
     cluster: str
-    outcome: MemberOutcome
+    outcome: MembershipOutcome
     rule: MembershipRule | None = None
     message: str | None = None
     cluster_id: int | None = None
@@ -569,7 +406,7 @@ class OperationResult(DomainModel):
 
     network: str
     operation: str
-    kind: OperationKind
+    kind: MembershipChange
     #: True when an update run holds the network: the change waits and runs on release.
     queued: bool = False
     #: The run holding the network when queued.
@@ -587,373 +424,10 @@ class OperationResult(DomainModel):
     continued: bool = False
 
 
-class OperationRequest(DomainModel):
-    """Ask for the result of an operation whose caller was handed over (``continued``)."""
-
-    id: str
-
-
 JoinResult: TypeAlias = OperationResult
+
+
 RemoveResult: TypeAlias = OperationResult
+
+
 DeleteResult: TypeAlias = OperationResult
-
-
-# --- rules that need no I/O (update validators; the client checks them too) --------------
-
-
-def member_list_problems(members: Sequence[str]) -> list[str]:
-    """Why a list of cluster names cannot be a request: empty, a bad name, a duplicate."""
-    problems: list[str] = []
-    if not members:
-        problems.append("name at least one cluster")
-    seen: set[str] = set()
-    for name in members:
-        problem = cluster_name_problem(name)
-        if problem:
-            problems.append(f"cluster name {name!r} {problem}")
-        if name in seen:
-            problems.append(f"{name!r} appears more than once in the request")
-        seen.add(name)
-    return problems
-
-
-def _deleting_problem(state: NetworkState) -> str | None:
-    if state.deleted or state.deleting:
-        return f"network {state.name!r} is being deleted"
-    return None
-
-
-def queue_problem(state: NetworkState) -> str | None:
-    """Why no further membership operation can be queued now (None: it can)."""
-    if len(state.pending) >= MAX_QUEUED_OPERATIONS:
-        return (
-            f"network {state.name!r} already has {len(state.pending)} queued operations "
-            f"(at most {MAX_QUEUED_OPERATIONS}): wait until they have run"
-        )
-    return None
-
-
-def join_problems(state: NetworkState, members: Sequence[str]) -> list[str]:
-    """Why joining ``members`` must be rejected before it is accepted (empty: accept)."""
-    problems = member_list_problems(members)
-    deleting = _deleting_problem(state)
-    if deleting:
-        problems.append(deleting)
-    queued = set(state.queued(OperationKind.JOIN))
-    for name in dict.fromkeys(members):
-        if state.member(name) is not None:
-            problems.append(f"{name!r} is already a member of {state.name!r}")
-        elif name in queued:
-            problems.append(f"{name!r} is already queued to join {state.name!r}")
-    newcomers = [m for m in dict.fromkeys(members) if state.member(m) is None and m not in queued]
-    total = len(state.members) + len(queued) + len(newcomers)
-    if total > MAX_NETWORK_MEMBERS:
-        problems.append(
-            f"a network has at most {MAX_NETWORK_MEMBERS} members: {state.name!r} has "
-            f"{len(state.members)} (and {len(queued)} queued to join); "
-            f"{len(newcomers)} more would make {total}"
-        )
-    return problems
-
-
-def remove_problems(state: NetworkState, members: Sequence[str]) -> list[str]:
-    """Why removing ``members`` must be rejected before it is accepted (empty: accept)."""
-    problems = member_list_problems(members)
-    deleting = _deleting_problem(state)
-    if deleting:
-        problems.append(deleting)
-    joining = set(state.queued(OperationKind.JOIN))
-    leaving = set(state.queued(OperationKind.REMOVE))
-    for name in dict.fromkeys(members):
-        if state.member(name) is None and name not in joining:
-            problems.append(f"{name!r} is not a member of {state.name!r}")
-        elif name in leaving:
-            problems.append(f"{name!r} is already queued to leave {state.name!r}")
-    return problems
-
-
-def delete_problem(state: NetworkState, force: bool) -> str | None:
-    """Why a delete must be rejected before it is accepted (None: accept)."""
-    deleting = _deleting_problem(state)
-    if deleting:
-        return deleting
-    joining = state.queued(OperationKind.JOIN)
-    if not force and (state.members or joining):
-        count = len(state.members) + len(joining)
-        return (
-            f"network {state.name!r} has {count} member(s) (joined or queued); "
-            "remove them first or delete with force"
-        )
-    return None
-
-
-def acquire_problem(state: NetworkState, run_id: str) -> str | None:
-    """Why ``run_id`` cannot take the network now (None: it can, or already holds it)."""
-    if not run_id:
-        return "a run id is required"
-    deleting = _deleting_problem(state)
-    if deleting:
-        return deleting
-    if state.holder is not None and state.holder != run_id:
-        return f"network {state.name!r} is held by update run {state.holder!r}"
-    return None
-
-
-def operator_release_problem(state: NetworkState) -> str | None:
-    """Why an operator's release must be refused before I/O (None: look at the holder)."""
-    if state.holder is None:
-        return f"network {state.name!r} is not held by any update run"
-    return None
-
-
-def lowest_free_cluster_id(used: Iterable[int]) -> int | None:
-    """The lowest cluster id in 1..255 not in ``used`` (None when all are taken)."""
-    taken = set(used)
-    return next((i for i in range(MIN_CLUSTER_ID, MAX_CLUSTER_ID + 1) if i not in taken), None)
-
-
-# --- activity boundaries ------------------------------------------------------------------
-
-
-class MemberId(DomainModel):
-    """A member's name and the cluster id the network knows it by."""
-
-    name: str
-    cluster_id: int
-
-
-class CheckCandidatesInput(DomainModel):
-    """Check newcomers against the rules that need I/O, in order, against the members."""
-
-    network: str
-    candidates: list[str]
-    members: list[MemberId]
-
-
-class CandidateCheck(DomainModel):
-    """One candidate's verdict: the rules it breaks, and the cluster id it would get."""
-
-    cluster: str
-    failed: list[FailedRule] = Field(default_factory=list)
-    #: The id to join with (kept when valid and free, else the lowest free one).
-    cluster_id: int | None = None
-    cluster_id_assigned: bool = False
-    #: Set when the backend does not know the cluster.
-    unknown: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """May join."""
-        return not self.failed and self.unknown is None and self.cluster_id is not None
-
-
-class CandidateChecks(DomainModel):
-    """Every candidate's verdict, in request order."""
-
-    checks: list[CandidateCheck]
-
-
-def evaluate_candidates(
-    network: str,
-    candidates: Sequence[MemberDescription],
-    members: Sequence[tuple[MemberDescription, int]],
-) -> list[CandidateCheck]:
-    """Check each candidate against the members and the candidates accepted before it.
-
-    ``members`` pairs each member's description with the id the network knows
-    it by. A candidate keeps its own cluster id when it is valid and free;
-    otherwise it gets the lowest free id (so a missing or clashing id is not a
-    reason to reject). Pod CIDRs and every other rule are the backend's shared
-    rules (:func:`join_prerequisite_failures`).
-    """
-    peers = [d.model_copy(update={"cluster_id": cid}) for d, cid in members]
-    checks: list[CandidateCheck] = []
-    for candidate in candidates:
-        used = {p.cluster_id for p in peers if p.cluster_id is not None}
-        failed = [
-            f
-            for f in join_prerequisite_failures(candidate, network, peers)
-            if f.rule is not JoinRule.CLUSTER_ID
-        ]
-        own = candidate.cluster_id
-        cluster_id: int | None
-        if own is not None and MIN_CLUSTER_ID <= own <= MAX_CLUSTER_ID and own not in used:
-            cluster_id, assigned = own, False
-        else:
-            cluster_id, assigned = lowest_free_cluster_id(used), True
-        if cluster_id is None:
-            failed.append(
-                FailedRule(rule=JoinRule.CLUSTER_ID, message="no free cluster id in 1..255")
-            )
-        check = CandidateCheck(
-            cluster=candidate.name,
-            failed=failed,
-            cluster_id=cluster_id,
-            cluster_id_assigned=assigned,
-        )
-        checks.append(check)
-        if check.ok:
-            peers.append(candidate.model_copy(update={"cluster_id": cluster_id}))
-    return checks
-
-
-class EnableMeshInput(DomainModel):
-    """Deploy the mesh on a newcomer, recording the network, and wait until it is done."""
-
-    cluster: str
-    network: str
-    idempotency_key: str
-    timeout: Duration
-    #: The id the network allocated (the cluster's own, or one assigned); None in
-    #: histories recorded before it was passed (the backend then keeps the cluster's own).
-    cluster_id: int | None = None
-
-
-class EnableMeshResult(DomainModel):
-    """Whether the mesh came up on the newcomer; ``rule`` when it turned out to break one."""
-
-    cluster: str
-    succeeded: bool
-    rule: MembershipRule | None = None
-    message: str | None = None
-
-
-class PeersInput(DomainModel):
-    """Connect (or disconnect) ``cluster`` to ``peers``, one direction."""
-
-    cluster: str
-    peers: list[str]
-    idempotency_key: str
-
-
-class WaitMeshReadyInput(DomainModel):
-    """Wait until every member sees every other ready, or ``timeout`` passes."""
-
-    members: list[str]
-    timeout: Duration
-
-
-class MeshReadiness(DomainModel):
-    """How a wait for the mesh ended: ready, or the links still not ready."""
-
-    ready: bool
-    not_ready_links: list[NotReadyLink] = Field(default_factory=list)
-    observed_at: dt.datetime | None = None
-
-
-class DrainServicesInput(DomainModel):
-    """Stop ``cluster`` exporting its global services; wait until ``peers`` stop routing to it."""
-
-    cluster: str
-    peers: list[str]
-    idempotency_key: str
-    timeout: Duration
-
-
-class DrainedServices(DomainModel):
-    """The annotation changes a drain made (restoring sets ``previous`` back)."""
-
-    changes: list[AnnotationChange] = Field(default_factory=list)
-
-
-class WaitUnlistedInput(DomainModel):
-    """Wait until none of ``peers`` lists ``cluster`` as a peer any more."""
-
-    cluster: str
-    peers: list[str]
-    timeout: Duration
-
-
-class RestoreServicesInput(DomainModel):
-    """Put back the annotations a drain changed."""
-
-    changes: list[AnnotationChange]
-    idempotency_key: str
-
-
-class ListServicesInput(DomainModel):
-    """List the global services of these members."""
-
-    members: list[str]
-
-
-class DisableMeshInput(DomainModel):
-    """Remove the mesh components and the network record from a cluster."""
-
-    cluster: str
-    idempotency_key: str
-
-
-class GlobalServices(DomainModel):
-    """What the backend reports about the members' global services."""
-
-    services: list[GlobalService] = Field(default_factory=list)
-
-
-# --- global services report ---------------------------------------------------------------
-
-
-class ServiceInCluster(DomainModel):
-    """One cluster's copy of a service: endpoints and whether it is really shared."""
-
-    cluster: str
-    ready_endpoints: int
-    endpoints: int
-    service_global: bool
-    namespace_global: bool
-    shared: bool
-
-    @property
-    def effective(self) -> bool:
-        """Shared with the mesh: both annotations, and not drained."""
-        return self.service_global and self.namespace_global and self.shared
-
-
-class NetworkService(DomainModel):
-    """A service annotated global in at least one member."""
-
-    namespace: str
-    name: str
-    clusters: list[ServiceInCluster] = Field(default_factory=list)
-    #: Mistakes worth a person's attention (e.g. a global service in a non-global namespace).
-    problems: list[str] = Field(default_factory=list)
-
-
-class ServicesReport(DomainModel):
-    """Every global service of a network, with endpoints per cluster and flagged mistakes."""
-
-    network: str
-    services: list[NetworkService] = Field(default_factory=list)
-
-
-def services_report(network: str, services: Sequence[GlobalService]) -> ServicesReport:
-    """Summarize the backend's view and flag global services in non-global namespaces.
-
-    With ``clustermesh-default-global-namespace: false`` a service annotated
-    global in a namespace without ``clustermesh.cilium.io/global: "true"`` is
-    silently not shared: the mistake this report exists to catch.
-    """
-    report = ServicesReport(network=network)
-    for service in sorted(services, key=lambda s: (s.namespace, s.name)):
-        entry = NetworkService(namespace=service.namespace, name=service.name)
-        for cluster, state in sorted(service.per_cluster.items()):
-            in_cluster = ServiceInCluster(
-                cluster=cluster,
-                ready_endpoints=state.ready_endpoints,
-                endpoints=state.endpoints,
-                service_global=state.annotations.get(ANNOTATION_SERVICE_GLOBAL) == "true",
-                namespace_global=(
-                    state.namespace_annotations.get(ANNOTATION_NAMESPACE_GLOBAL) == "true"
-                ),
-                shared=state.shared,
-            )
-            entry.clusters.append(in_cluster)
-            if in_cluster.service_global and not in_cluster.namespace_global:
-                entry.problems.append(
-                    f"in {cluster!r} the service is annotated {ANNOTATION_SERVICE_GLOBAL}="
-                    f'"true" but namespace {service.namespace!r} lacks '
-                    f'{ANNOTATION_NAMESPACE_GLOBAL}="true": it is not shared '
-                    "(clustermesh-default-global-namespace is false)"
-                )
-        report.services.append(entry)
-    return report

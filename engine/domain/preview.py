@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from engine.domain.backend import GlobalService
 from engine.domain.member import Member
 from engine.domain.model import DomainModel
+from engine.domain.services import GlobalService
 
 PLAN_INPUTS_WORKFLOW = "ReadPlanInputs"
 

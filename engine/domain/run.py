@@ -12,11 +12,12 @@ import enum
 
 from pydantic import Field
 
-from engine.domain.backend import AnnotationChange, NotReadyLink
 from engine.domain.member import Member
+from engine.domain.mesh import NotReadyLink
 from engine.domain.model import DomainModel
 from engine.domain.plan import Plan, VersionPair
 from engine.domain.runspec import RunSpec, UpgradeType
+from engine.domain.services import AnnotationChange
 from engine.domain.strategy import GateType, UpdateStrategy
 
 UPDATE_RUN_WORKFLOW = "UpdateRun"
@@ -92,8 +93,8 @@ class State(str, enum.Enum):
         return self in (State.STOPPED, State.SKIPPED, State.FAILED, State.COMPLETED)
 
     @property
-    def done(self) -> bool:
-        """Finished well: a dependent stage may start."""
+    def satisfied(self) -> bool:
+        """Finished well (Completed or Skipped): a stage that depends on it may start."""
         return self in (State.SKIPPED, State.COMPLETED)
 
 
@@ -111,11 +112,12 @@ class GateKind(str, enum.Enum):
 
 
 class GateState(str, enum.Enum):
+    """A gate waits (Pending) until a person or the clock completes it, or its owner is skipped."""
+
     NOT_STARTED = "NotStarted"
     PENDING = "Pending"
     COMPLETED = "Completed"
     SKIPPED = "Skipped"
-    FAILED = "Failed"
 
 
 class GateStatus(DomainModel):

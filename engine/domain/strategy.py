@@ -19,11 +19,6 @@ from engine.domain.durations import Duration
 from engine.domain.model import DomainModel
 from engine.domain.windows import DayOfWeek
 
-STRATEGY_API_VERSION = "meshfleet.io/v1alpha1"
-STRATEGY_KIND = "UpdateStrategy"
-
-#: ``"N"`` or ``"P%"`` as written (maxConcurrency, maxAllowedFailures); checked by validation.
-QuantityText = NewType("QuantityText", str)
 #: A Kubernetes label selector as written (``region in (eu,us),ring!=canary``).
 SelectorText = NewType("SelectorText", str)
 
@@ -35,8 +30,10 @@ def _quantity_text(value: object) -> object:
     return value
 
 
-#: A pydantic field type for ``"N"`` / ``"P%"`` values that also accepts a bare integer.
-Quantity = Annotated[str, BeforeValidator(_quantity_text)]
+#: ``"N"`` or ``"P%"`` as written (maxConcurrency, maxAllowedFailures), a bare integer
+#: accepted; ``strategies.validation`` checks it and ``strategies.concurrency`` parses it
+#: into a ``Quantity``.
+QuantityText = Annotated[str, BeforeValidator(_quantity_text)]
 
 
 class GateType(str, enum.Enum):
@@ -70,8 +67,8 @@ class GroupSpec(DomainModel):
     name: str
     members: list[str] | None = None
     selector: SelectorText | None = None
-    max_concurrency: Quantity | None = None
-    max_allowed_failures: Quantity | None = None
+    max_concurrency: QuantityText | None = None
+    max_allowed_failures: QuantityText | None = None
     before_gates: list[Gate] = Field(default_factory=list)
     after_gates: list[Gate] = Field(default_factory=list)
 
@@ -81,8 +78,8 @@ class StageSpec(DomainModel):
 
     name: str
     depends_on: list[str] | None = None
-    max_concurrency: Quantity | None = None
-    max_allowed_failures: Quantity | None = None
+    max_concurrency: QuantityText | None = None
+    max_allowed_failures: QuantityText | None = None
     after_stage_wait: Duration | None = None
     before_gates: list[Gate] = Field(default_factory=list)
     after_gates: list[Gate] = Field(default_factory=list)

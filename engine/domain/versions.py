@@ -72,13 +72,6 @@ class Version:
         return f"Version({str(self)!r})"
 
 
-def minor_distance(a: Minor, b: Minor) -> int:
-    """How many minors ``b`` is above ``a`` (negative when below); majors must match."""
-    if a.major != b.major:
-        raise ValueError(f"cannot compare minors across majors: {a} and {b}")
-    return b.minor - a.minor
-
-
 def _version_str(value: str) -> str:
     Version.parse(value)
     return value.lstrip("v")

@@ -29,11 +29,11 @@ from engine.domain.network import (
     NetworkSettings,
     NetworkSummary,
     RemoveResult,
-    ServicesReport,
 )
 from engine.domain.run import RunTimings, State
 from engine.domain.runspec import RunSpec
 from engine.domain.schedule import AutoUpgradeProfile, ProfileStatus
+from engine.domain.services import ServicesReport
 from engine.runtime import networks, runs, schedules
 from engine.runtime.connection import Connection, ConnectionSettings, connect
 from engine.runtime.networks import default_network_settings

@@ -32,6 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from engine.domain import search_attributes
 from engine.domain.errors import MeshfleetError, NotFoundError, UnavailableError
+from engine.domain.membership import member_list_problems
 from engine.domain.model import DomainModel
 from engine.domain.network import (
     NETWORK_SEARCH_ATTRIBUTE,
@@ -44,10 +45,7 @@ from engine.domain.network import (
     UPDATE_OPERATOR_RELEASE,
     UPDATE_REMOVE,
     UPDATE_SERVICES,
-    ClearDrainedRequest,
-    DeleteRequest,
     DeleteResult,
-    JoinRequest,
     JoinResult,
     NetworkDescription,
     NetworkExistsError,
@@ -55,17 +53,21 @@ from engine.domain.network import (
     NetworkRequestError,
     NetworkSettings,
     NetworkSummary,
-    OperationRequest,
     OperationResult,
-    OperatorReleaseRequest,
-    RemoveRequest,
     RemoveResult,
-    ServicesReport,
-    ServicesRequest,
-    member_list_problems,
     network_name_problem,
     network_workflow_id,
 )
+from engine.domain.network_requests import (
+    ClearDrainedRequest,
+    DeleteRequest,
+    JoinRequest,
+    OperationRequest,
+    OperatorReleaseRequest,
+    RemoveRequest,
+    ServicesRequest,
+)
+from engine.domain.services import ServicesReport
 from engine.runtime import runs
 from engine.runtime import settings as runtime_settings
 

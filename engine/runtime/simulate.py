@@ -44,7 +44,7 @@ from temporalio.client import Client, WorkflowHistory
 
 from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.errors import FieldError, InvalidInputError, MeshfleetError
-from engine.domain.fleet import SimulatedFleet, load_fleet
+from engine.domain.fleet import SimulatedFleet
 from engine.domain.member import Member
 from engine.domain.network import NetworkSettings, network_name_problem, network_workflow_id
 from engine.domain.plan import Plan
@@ -63,6 +63,7 @@ from engine.domain.versions import Version
 from engine.runtime import devserver
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.connection import ConnectionSettings, connect_client
+from engine.runtime.fleet_file import load_fleet
 from engine.runtime.preview import preview
 from engine.runtime.report_html import StepSpan, Timeline
 from engine.runtime.runs import UpdateRunHandle, new_run_name

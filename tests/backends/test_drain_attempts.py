@@ -20,7 +20,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import drain
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
-from engine.domain.backend import AnnotationChange, ClusterUnavailableError
+from engine.domain.backend import ClusterUnavailableError
+from engine.domain.services import AnnotationChange
 from tests.backends.conftest import MEMBERS, NAMESPACE, SERVICE, SHARED, FakeClock, LoadWorld
 
 

@@ -21,9 +21,9 @@ from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from activities.member_steps import MemberStepActivities
 from activities.network import NetworkActivities
 from activities.run_steps import RunStepActivities
-from engine.domain.backend import AnnotationChange, ClusterUnavailableError
+from engine.domain.backend import ClusterUnavailableError
 from engine.domain.errors import NotFoundError
-from engine.domain.network import DrainServicesInput
+from engine.domain.network_activities import DrainServicesInput
 from engine.domain.plan import VersionPair
 from engine.domain.run import (
     DrainRecord,
@@ -33,6 +33,7 @@ from engine.domain.run import (
     ServiceEndpointsRequest,
 )
 from engine.domain.runspec import UpgradeType
+from engine.domain.services import AnnotationChange
 from tests.backends.conftest import (
     CHECKOUT,
     MEMBERS,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
-from engine.domain.backend import ANNOTATION_NAMESPACE_GLOBAL, GlobalService
 from engine.domain.fleet import Fault, FaultKind
+from engine.domain.services import ANNOTATION_NAMESPACE_GLOBAL, GlobalService
 from tests.backends.conftest import CHECKOUT, MEMBERS, NAMESPACE, SERVICE, SHARED, FakeClock
 
 

@@ -6,17 +6,10 @@ import datetime as dt
 
 from activities.backends.kubernetes._objects import remote_cluster_status
 from activities.backends.simulated import SimulatedFleetBackend
-from engine.domain.backend import (
-    REASON_CONFIG_NOT_FOUND,
-    REASON_MISSING,
-    FleetBackend,
-    JoinRule,
-    MemberDescription,
-    MemberMeshView,
-    MeshHealth,
-    join_prerequisite_failures,
-)
+from engine.domain.backend import FleetBackend
 from engine.domain.fleet import NetworkMode
+from engine.domain.membership import MemberDescription, MembershipRule, join_prerequisite_failures
+from engine.domain.mesh import REASON_CONFIG_NOT_FOUND, REASON_MISSING, MemberMeshView, MeshHealth
 from tests.backends.conftest import LoadWorld, cluster
 
 #: The shapes of reference/samples/cilium-dbg-status.cluster-mesh.degraded.json.
@@ -94,12 +87,12 @@ def test_join_rules_report_every_broken_rule_at_once() -> None:
     )
     failed = {f.rule for f in join_prerequisite_failures(candidate, "prod-mesh", [member])}
     assert failed == {
-        JoinRule.KUBERNETES_VERSION,
-        JoinRule.CILIUM_DATAPLANE,
-        JoinRule.FLAT_NETWORK,
-        JoinRule.NO_SELF_MANAGED_MESH,
-        JoinRule.CLUSTER_ID,
-        JoinRule.POD_CIDRS,
+        MembershipRule.KUBERNETES_VERSION,
+        MembershipRule.CILIUM_DATAPLANE,
+        MembershipRule.FLAT_NETWORK,
+        MembershipRule.NO_SELF_MANAGED_MESH,
+        MembershipRule.CLUSTER_ID,
+        MembershipRule.POD_CIDRS,
     }
 
 
@@ -118,5 +111,5 @@ async def test_a_cluster_of_another_network_cannot_join(load_world: LoadWorld) -
         ],
     )
     check = await backend.check_join_prerequisites("delta", "prod-mesh", ["alpha", "bravo"])
-    assert [f.rule for f in check.failed] == [JoinRule.SINGLE_NETWORK]
+    assert [f.rule for f in check.failed] == [MembershipRule.SINGLE_NETWORK]
     assert not check.ok

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from activities.backends.simulated import SimulatedFleetBackend
-from engine.domain.fleet import load_fleet
 from engine.runtime import devserver
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.connection import ConnectionSettings, connect_client
+from engine.runtime.fleet_file import load_fleet
 from engine.runtime.worker import build_worker
 
 REPO = Path(__file__).resolve().parents[2]

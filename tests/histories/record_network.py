@@ -26,11 +26,11 @@ from activities.run_steps import RunStepActivities
 from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.network import (
     UPDATE_ACQUIRE,
-    AcquireRequest,
     NetworkDescription,
     NetworkStatus,
     network_workflow_id,
 )
+from engine.domain.network_requests import AcquireRequest
 from engine.domain.schedule import Channel, TriggerStatus, schedule_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker

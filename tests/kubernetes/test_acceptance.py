@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from temporalio.client import Client
 
 from activities.network import NetworkActivities
-from engine.domain.network import MemberOutcome, NetworkSettings, network_workflow_id
+from engine.domain.network import MembershipOutcome, NetworkSettings, network_workflow_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
 from tests.kubernetes.caaph import (
@@ -78,21 +78,21 @@ async def test_create_join_and_remove_configure_every_member_and_leak_no_secret(
                 name, [ALPHA, BRAVO, CHARLIE], settings=SETTINGS
             )
             assert created is not None
-            assert [m.outcome for m in created.members] == [MemberOutcome.JOINED] * 3, created
+            assert [m.outcome for m in created.members] == [MembershipOutcome.JOINED] * 3, created
             assert created.mesh_ready, created.not_ready_links  # every agent, every peer
             for member in (ALPHA, BRAVO, CHARLIE):
                 assert peers_of(caaph_fleet, member) == sorted({ALPHA, BRAVO, CHARLIE} - {member})
             assert peers_of(caaph_fleet, DELTA) == []
 
             joined = await meshfleet.join(name, [DELTA])
-            assert [m.outcome for m in joined.members] == [MemberOutcome.JOINED], joined
+            assert [m.outcome for m in joined.members] == [MembershipOutcome.JOINED], joined
             assert joined.mesh_ready, joined.not_ready_links
             for member in CAAPH_MEMBERS:
                 assert peers_of(caaph_fleet, member) == sorted(set(CAAPH_MEMBERS) - {member})
             secrets |= secret_strings(caaph_fleet)  # while all four hold connection Secrets
 
             removed = await meshfleet.remove(name, [BRAVO])
-            assert [m.outcome for m in removed.members] == [MemberOutcome.REMOVED], removed
+            assert [m.outcome for m in removed.members] == [MembershipOutcome.REMOVED], removed
             assert removed.mesh_ready, removed.not_ready_links
             rest = {ALPHA, CHARLIE, DELTA}
             for member in rest:

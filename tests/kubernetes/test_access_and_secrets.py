@@ -19,8 +19,8 @@ from activities.backends.kubernetes import (
     rbac_rules,
 )
 from activities.backends.kubernetes._api import ClusterApi
-from engine.domain.backend import ANNOTATION_SERVICE_SHARED
 from engine.domain.errors import InvalidInputError
+from engine.domain.services import ANNOTATION_SERVICE_SHARED
 from tests.kubernetes.emulated_fleet import Fleet, walk_strings
 from tests.kubernetes.seeds import CAPI_MEMBER, FLEET_NAMESPACE, MEMBERS, OFFLINE, b64
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.domain.backend import JoinRule
 from engine.domain.errors import NotFoundError
 from engine.domain.fleet import NetworkMode
+from engine.domain.membership import MembershipRule
 from tests.kubernetes.emulated_fleet import Fleet
 from tests.kubernetes.seeds import OFFLINE
 
@@ -79,7 +79,7 @@ async def test_a_member_in_tunnel_mode_is_rejected_at_join_with_the_flat_network
     )
 
     assert not check.ok
-    assert [f.rule for f in check.failed] == [JoinRule.FLAT_NETWORK]
+    assert [f.rule for f in check.failed] == [MembershipRule.FLAT_NETWORK]
     assert "overlay" in check.failed[0].message
 
 
@@ -96,10 +96,10 @@ async def test_a_member_with_a_mesh_meshfleet_did_not_record_is_self_managed(
 
     check = await fleet.backend().check_join_prerequisites("ap-south-1", "prod", ["us-east-1"])
 
-    assert JoinRule.NO_SELF_MANAGED_MESH in [f.rule for f in check.failed]
+    assert MembershipRule.NO_SELF_MANAGED_MESH in [f.rule for f in check.failed]
 
 
 async def test_a_member_of_another_network_cannot_join(fleet: Fleet) -> None:
     check = await fleet.backend().check_join_prerequisites("us-east-1", "staging", ["ap-south-1"])
 
-    assert [f.rule for f in check.failed] == [JoinRule.SINGLE_NETWORK]
+    assert [f.rule for f in check.failed] == [MembershipRule.SINGLE_NETWORK]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from activities.backends.kubernetes import ANNOTATION_DRAINED
-from engine.domain.backend import ANNOTATION_SERVICE_SHARED, OperationConflictError
+from engine.domain.backend import OperationConflictError
 from engine.domain.errors import NotFoundError
+from engine.domain.services import ANNOTATION_SERVICE_SHARED
 from tests.kubernetes.emulated_fleet import Fleet
 from tests.kubernetes.seeds import MEMBERS, OFFLINE
 

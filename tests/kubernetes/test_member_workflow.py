@@ -26,7 +26,6 @@ from structlog.testing import capture_logs
 from temporalio.client import Client
 
 from activities.backends.kubernetes import ANNOTATION_DRAINED
-from engine.domain.backend import ANNOTATION_SERVICE_SHARED
 from engine.domain.plan import VersionPair
 from engine.domain.run import (
     MemberOutcome,
@@ -36,6 +35,7 @@ from engine.domain.run import (
     RunTimings,
 )
 from engine.domain.runspec import UpgradeType
+from engine.domain.services import ANNOTATION_SERVICE_SHARED
 from engine.runtime.worker import build_worker
 from tests.kubernetes.emulated_fleet import Fleet, walk_strings
 from tests.kubernetes.emulator import ClusterEmulator

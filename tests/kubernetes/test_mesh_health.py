@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.domain.backend import (
+from engine.domain.mesh import (
     REASON_CONFIG_NOT_FOUND,
     REASON_CONFIG_UNKNOWN,
     REASON_FAILURES_GREW,

@@ -15,8 +15,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.backends.kubernetes._objects import owner_of, parse_service_table
 from activities.network import NetworkActivities
-from engine.domain.backend import ANNOTATION_SERVICE_SHARED, GlobalService
-from engine.domain.network import DrainServicesInput
+from engine.domain.network_activities import DrainServicesInput
+from engine.domain.services import ANNOTATION_SERVICE_SHARED, GlobalService
 from tests.kubernetes.agents import SAMPLES, service_table
 from tests.kubernetes.emulated_fleet import Fleet
 

@@ -17,7 +17,16 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.network import HolderActivities
+from engine.domain.membership import CandidateCheck, CandidateChecks, lowest_free_cluster_id
 from engine.domain.network import (
+    MAX_QUEUED_OPERATIONS,
+    UPDATE_ACQUIRE,
+    MembershipOutcome,
+    NetworkDescription,
+    NetworkRequestError,
+    network_workflow_id,
+)
+from engine.domain.network_activities import (
     ACTIVITY_CHECK_CANDIDATES,
     ACTIVITY_CONNECT_PEERS,
     ACTIVITY_DISABLE_MESH,
@@ -27,28 +36,19 @@ from engine.domain.network import (
     ACTIVITY_RESTORE_SERVICES,
     ACTIVITY_WAIT_MESH_READY,
     ACTIVITY_WAIT_UNLISTED,
-    MAX_QUEUED_OPERATIONS,
-    UPDATE_ACQUIRE,
-    AcquireRequest,
-    CandidateCheck,
-    CandidateChecks,
     CheckCandidatesInput,
     DisableMeshInput,
     DrainedServices,
     DrainServicesInput,
     EnableMeshInput,
     EnableMeshResult,
-    MemberOutcome,
     MeshReadiness,
-    NetworkDescription,
-    NetworkRequestError,
     PeersInput,
     RestoreServicesInput,
     WaitMeshReadyInput,
     WaitUnlistedInput,
-    lowest_free_cluster_id,
-    network_workflow_id,
 )
+from engine.domain.network_requests import AcquireRequest
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
 from tests.network.conftest import SETTINGS
@@ -163,9 +163,9 @@ async def test_a_network_that_processed_2000_joins_and_removals_keeps_every_hist
             name = f"m-{index}"
             async with slots:
                 joined = await meshfleet.join(network_name, [name])
-                assert [m.outcome for m in joined.members] == [MemberOutcome.JOINED]
+                assert [m.outcome for m in joined.members] == [MembershipOutcome.JOINED]
                 removed = await meshfleet.remove(network_name, [name])
-                assert [m.outcome for m in removed.members] == [MemberOutcome.REMOVED]
+                assert [m.outcome for m in removed.members] == [MembershipOutcome.REMOVED]
 
         await asyncio.gather(*(join_then_remove(i) for i in range(OPERATIONS // 2)))
         described = await meshfleet.describe_network(network_name)

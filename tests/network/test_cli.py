@@ -17,11 +17,10 @@ from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.network import (
     UPDATE_ACQUIRE,
     UPDATE_REPORT_LEFT_DRAINED,
-    AcquireRequest,
     NetworkDescription,
-    ReportLeftDrainedRequest,
     network_workflow_id,
 )
+from engine.domain.network_requests import AcquireRequest, ReportLeftDrainedRequest
 from engine.runtime import devserver
 from tests.network.conftest import cluster, fleet
 from tests.runtime.serverproc import MESHFLEET

@@ -20,13 +20,12 @@ from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.network import (
     UPDATE_ACQUIRE,
     UPDATE_RELEASE,
-    AcquireRequest,
-    MemberOutcome,
+    MembershipOutcome,
     NetworkDescription,
     NetworkStatus,
-    ReleaseRequest,
     network_workflow_id,
 )
+from engine.domain.network_requests import AcquireRequest, ReleaseRequest
 from engine.runtime import devserver
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.connection import ConnectionSettings, connect_client
@@ -109,7 +108,7 @@ async def test_sigkilling_the_worker_mid_join_then_a_new_one_completes_the_join_
     async with worker_process(address, task_queue, state_dir):
         result = await asyncio.wait_for(join, timeout=60)
 
-    assert [(m.cluster, m.outcome) for m in result.members] == [("slow", MemberOutcome.JOINED)]
+    assert [(m.cluster, m.outcome) for m in result.members] == [("slow", MembershipOutcome.JOINED)]
     assert result.status is NetworkStatus.CONNECTED
     assert len(joined_events(backend, "slow")) == 1
     enables = [

@@ -20,7 +20,7 @@ from activities.backends.simulated import SimulatedFleetBackend
 from activities.network import HolderActivities, NetworkActivities
 from activities.run_steps import RunStepActivities
 from engine.domain.fleet import Fault, FaultKind, FaultTrigger
-from engine.domain.network import MemberOutcome, NetworkDescription
+from engine.domain.network import MembershipOutcome, NetworkDescription
 from engine.domain.run import State
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
@@ -208,7 +208,7 @@ async def test_an_acquire_granted_after_its_run_ended_is_no_phantom_hold(
     await holder.terminate("gave up waiting for the network")
     queued_removal = asyncio.create_task(meshfleet.remove(network_name, ["a"]))
     backend.clear_faults("b")
-    assert [m.outcome for m in (await joining).members] == [MemberOutcome.JOINED]
+    assert [m.outcome for m in (await joining).members] == [MembershipOutcome.JOINED]
 
     described = await _freed_and_removed(meshfleet, network_name, "a")
     events = [e.event for e in described.log]

@@ -7,7 +7,8 @@ import datetime as dt
 from temporalio.worker import Worker
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
-from engine.domain.network import MemberOutcome, MembershipRule, NetworkStatus
+from engine.domain.membership import MembershipRule
+from engine.domain.network import MembershipOutcome, NetworkStatus
 from engine.runtime.client import MeshfleetClient
 from tests.network.conftest import SETTINGS, cluster, eventually, fleet, joined_events, names
 
@@ -21,14 +22,14 @@ async def test_creating_a_network_of_five_and_joining_two_more_converges_to_conn
 
     created = await meshfleet.create_network(network_name, clusters[:5], settings=SETTINGS)
     assert created is not None
-    assert [m.outcome for m in created.members] == [MemberOutcome.JOINED] * 5
+    assert [m.outcome for m in created.members] == [MembershipOutcome.JOINED] * 5
     assert created.status is NetworkStatus.CONNECTED
     assert created.mesh_ready is True
 
     joined = await meshfleet.join(network_name, clusters[5:])
     assert [(m.cluster, m.outcome) for m in joined.members] == [
-        ("c-6", MemberOutcome.JOINED),
-        ("c-7", MemberOutcome.JOINED),
+        ("c-6", MembershipOutcome.JOINED),
+        ("c-7", MembershipOutcome.JOINED),
     ]
     assert joined.status is NetworkStatus.CONNECTED
 
@@ -65,9 +66,9 @@ async def test_an_overlay_cluster_is_rejected_with_the_rule_named_while_the_othe
     result = await meshfleet.join(network_name, ["b", "tunnel", "c"])
 
     outcomes = {m.cluster: m for m in result.members}
-    assert outcomes["b"].outcome is MemberOutcome.JOINED
-    assert outcomes["c"].outcome is MemberOutcome.JOINED
-    assert outcomes["tunnel"].outcome is MemberOutcome.REJECTED
+    assert outcomes["b"].outcome is MembershipOutcome.JOINED
+    assert outcomes["c"].outcome is MembershipOutcome.JOINED
+    assert outcomes["tunnel"].outcome is MembershipOutcome.REJECTED
     assert outcomes["tunnel"].rule is MembershipRule.FLAT_NETWORK
     assert "overlay" in (outcomes["tunnel"].message or "")
     described = await meshfleet.describe_network(network_name)
@@ -94,9 +95,9 @@ async def test_a_cluster_already_in_another_network_is_rejected(
 
     assert result is not None
     outcomes = {m.cluster: m for m in result.members}
-    assert outcomes["b"].outcome is MemberOutcome.JOINED
+    assert outcomes["b"].outcome is MembershipOutcome.JOINED
     for name, owner in (("x", other), ("y", "legacy")):
-        assert outcomes[name].outcome is MemberOutcome.REJECTED
+        assert outcomes[name].outcome is MembershipOutcome.REJECTED
         assert outcomes[name].rule is MembershipRule.SINGLE_NETWORK
         assert owner in (outcomes[name].message or "")
     assert (await backend.describe_member("x")).network == other
@@ -178,7 +179,7 @@ async def test_removing_a_member_drains_its_services_first_and_breaks_no_continu
 
     result = await meshfleet.remove(network_name, ["c"])
 
-    assert [(m.cluster, m.outcome) for m in result.members] == [("c", MemberOutcome.REMOVED)]
+    assert [(m.cluster, m.outcome) for m in result.members] == [("c", MembershipOutcome.REMOVED)]
     assert result.status is NetworkStatus.CONNECTED
     events = [(e.event, e.cluster) for e in backend.audit(after=before)]
     drained = events.index((AuditEvent.SERVICE_DRAINED, "c"))
@@ -215,7 +216,7 @@ async def test_a_mesh_that_does_not_converge_leaves_the_network_degraded_with_th
 
     result = await meshfleet.join(network_name, ["cut"])
 
-    assert result.members[0].outcome is MemberOutcome.JOINED
+    assert result.members[0].outcome is MembershipOutcome.JOINED
     assert "did not report ready" in (result.members[0].message or "")
     assert result.status is NetworkStatus.DEGRADED
     assert result.mesh_ready is False
@@ -280,8 +281,8 @@ async def test_delete_needs_force_for_a_network_with_members_and_force_removes_t
 
     assert result.deleted
     assert {m.cluster: m.outcome for m in result.members} == {
-        "a": MemberOutcome.REMOVED,
-        "b": MemberOutcome.REMOVED,
+        "a": MembershipOutcome.REMOVED,
+        "b": MembershipOutcome.REMOVED,
     }
     for name in ("a", "b"):
         assert (await backend.describe_member(name)).network is None
@@ -290,7 +291,7 @@ async def test_delete_needs_force_for_a_network_with_members_and_force_removes_t
     # The name is free again.
     again = await meshfleet.create_network(network_name, ["a"], settings=SETTINGS)
     assert again is not None
-    assert again.members[0].outcome is MemberOutcome.JOINED
+    assert again.members[0].outcome is MembershipOutcome.JOINED
     assert len(joined_events(backend, "a")) == 2
 
 
@@ -341,9 +342,9 @@ async def test_a_newcomer_whose_mesh_fails_to_come_up_is_reported_failed_and_lef
 
     assert result is not None
     outcomes = {m.cluster: m for m in result.members}
-    assert outcomes["a"].outcome is MemberOutcome.JOINED
-    assert outcomes["b"].outcome is MemberOutcome.JOINED
-    assert outcomes["flaky"].outcome is MemberOutcome.FAILED
+    assert outcomes["a"].outcome is MembershipOutcome.JOINED
+    assert outcomes["b"].outcome is MembershipOutcome.JOINED
+    assert outcomes["flaky"].outcome is MembershipOutcome.FAILED
     assert "apiserver crashloop" in (outcomes["flaky"].message or "")
     assert result.status is NetworkStatus.CONNECTED
     assert (await backend.describe_member("flaky")).network is None

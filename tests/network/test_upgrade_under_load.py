@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from engine.domain.fleet import parse_fleet
-from engine.domain.network import MemberOutcome, network_workflow_id
+from engine.domain.network import MembershipOutcome, network_workflow_id
 from engine.domain.run import State, member_workflow_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import all_activities, all_workflows, workflow_runner
@@ -121,5 +121,5 @@ async def test_a_worker_upgraded_mid_run_finishes_the_run_and_network_upgrading_
         e.cluster for e in backend.audit(event=AuditEvent.CONTROL_PLANE_UPGRADE_STARTED)
     )
     assert started == ["a-1", "a-2"]
-    assert MemberOutcome.QUEUED in [m.outcome for m in queued.members]
+    assert MembershipOutcome.QUEUED in [m.outcome for m in queued.members]
     await client.get_workflow_handle(network_workflow_id(network)).terminate("test finished")

@@ -14,11 +14,11 @@ from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.network import (
     NETWORK_WORKFLOW,
     UPDATE_JOIN,
-    JoinRequest,
     NetworkStatus,
     OperationResult,
     network_workflow_id,
 )
+from engine.domain.network_requests import JoinRequest
 from engine.runtime.client import MeshfleetClient
 from tests.network.conftest import cluster, eventually, fleet
 

@@ -18,9 +18,7 @@ from engine.domain.network import (
     UPDATE_ACQUIRE,
     UPDATE_JOIN,
     UPDATE_RELEASE,
-    AcquireRequest,
-    JoinRequest,
-    MemberOutcome,
+    MembershipOutcome,
     NetworkDescription,
     NetworkInput,
     NetworkMember,
@@ -28,9 +26,9 @@ from engine.domain.network import (
     NetworkState,
     NetworkStatus,
     OperationResult,
-    ReleaseRequest,
     network_workflow_id,
 )
+from engine.domain.network_requests import AcquireRequest, JoinRequest, ReleaseRequest
 from engine.runtime import networks
 from engine.runtime.client import MeshfleetClient
 from tests.network.conftest import SETTINGS, cluster, eventually, fleet, joined_events
@@ -158,7 +156,7 @@ async def test_a_join_queued_behind_a_holding_update_run_runs_when_it_is_release
 
     assert queued.queued
     assert queued.holder == "run-1"
-    assert [(m.cluster, m.outcome) for m in queued.members] == [("c", MemberOutcome.QUEUED)]
+    assert [(m.cluster, m.outcome) for m in queued.members] == [("c", MembershipOutcome.QUEUED)]
     assert "runs when the run releases it" in (queued.message or "")
     described = await meshfleet.describe_network(network_name)
     assert described.holder == "run-1"
@@ -225,7 +223,7 @@ async def test_acquire_waits_for_a_join_in_flight_and_queued_operations_stay_que
     assert [m.name for m in held.members] == ["a", "b"]  # b's join finished first
     assert held.current is None
     assert [p.members for p in held.pending] == [["c"]]
-    assert (await join_b).members[0].outcome is MemberOutcome.JOINED
+    assert (await join_b).members[0].outcome is MembershipOutcome.JOINED
     assert (await join_c).queued
 
     await handle.execute_update(

@@ -21,12 +21,12 @@ from engine.domain.network import (
     NETWORK_WORKFLOW,
     QUERY_DESCRIBE,
     UPDATE_JOIN,
-    JoinRequest,
     NetworkDescription,
     NetworkInput,
     NetworkSettings,
     network_workflow_id,
 )
+from engine.domain.network_requests import JoinRequest
 from engine.domain.run import RunStatus, RunTimings
 from engine.domain.runspec import RunSpec
 from engine.runtime.runs import UpdateRunHandle, start_update_run

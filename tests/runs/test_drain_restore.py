@@ -18,10 +18,10 @@ from typing import Any
 from temporalio.client import Client
 
 from activities.backends.simulated import SimulatedFleetBackend
-from engine.domain.backend import AnnotationChange
 from engine.domain.fleet import parse_fleet
 from engine.domain.run import MemberStep, RunTimings, State, member_workflow_id
 from engine.domain.runspec import RunSpec
+from engine.domain.services import AnnotationChange
 from engine.runtime.runs import UpdateRunHandle, start_update_run
 from engine.runtime.worker import build_worker
 from strategies import parse_strategy

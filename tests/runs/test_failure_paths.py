@@ -181,8 +181,9 @@ async def test_a_resume_after_a_member_left_the_network_skips_it_with_a_reason(
 ) -> None:
     """Four members one at a time; stop after the first; remove d-3 (it runs once the
     network is free); resume: d-3 is Skipped with a reason and never touched."""
-    from engine.domain.network import UPDATE_REMOVE, OperationResult, RemoveRequest
+    from engine.domain.network import UPDATE_REMOVE, OperationResult
     from engine.domain.network import network_workflow_id as network_id
+    from engine.domain.network_requests import RemoveRequest
 
     clusters = [Cluster(f"d-{i}", group="all") for i in range(1, 5)]
     async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
@@ -272,8 +273,9 @@ class AcquireGrantedThenLost:
 
     @activity.defn(name=contract.ACQUIRE_NETWORK)
     async def acquire_network(self, lease: contract.NetworkLease) -> contract.LeasedNetwork:
-        from engine.domain.network import UPDATE_ACQUIRE, AcquireRequest, NetworkDescription
+        from engine.domain.network import UPDATE_ACQUIRE, NetworkDescription
         from engine.domain.network import network_workflow_id as network_id
+        from engine.domain.network_requests import AcquireRequest
 
         handle = self.client.get_workflow_handle(network_id(lease.network))
         await handle.execute_update(

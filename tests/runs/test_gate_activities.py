@@ -13,7 +13,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.run_steps import RunStepActivities
 from engine.domain import run as contract
-from engine.domain.backend import FleetBackend, NotReadyLink
+from engine.domain.backend import FleetBackend
+from engine.domain.mesh import NotReadyLink
 
 LINK = NotReadyLink(viewer="a", peer="b", reason="Waiting for initial connection")
 

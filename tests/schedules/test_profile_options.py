@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from engine.domain.errors import InvalidInputError
-from engine.domain.schedule import Channel, DayOfWeek
+from engine.domain.schedule import Channel
+from engine.domain.windows import DayOfWeek
 from engine.runtime import devserver
 from engine.runtime.schedules import ProfileOptions, profile_from_options
 from tests.runs.harness import strategy

@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from engine.domain.errors import InvalidInputError
-from engine.domain.fleet import load_fleet, load_yaml_document
 from engine.domain.plan import PlannedMemberState
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.domain.versions import Version
+from engine.runtime.fleet_file import load_fleet
 from strategies import (
     ReleaseCatalog,
     default_strategy,
@@ -24,6 +24,7 @@ from strategies import (
     strategy_to_fleet,
     validate_strategy,
 )
+from strategies.files import read_document
 from tests.strategies.conftest import EXAMPLES, member, strategy
 
 TARGET = Version.parse("1.33")
@@ -299,7 +300,7 @@ def test_the_dag_example_runs_the_two_regions_in_parallel_after_the_canary(
 
 
 def test_a_fleet_strategy_imports_and_exports_back_to_the_same_stages() -> None:
-    document = load_yaml_document(EXAMPLES / "strategy-fleet.json")
+    document = read_document(EXAMPLES / "strategy-fleet.json")
     imported = parse_strategy(document)
     assert imported.metadata.name == "staged-regions"
     exported = strategy_to_fleet(imported)

@@ -18,7 +18,7 @@ from activities.backends.kubernetes._access import ClusterClients, KubernetesAcc
 from activities.backends.kubernetes._api import KubeObject
 from activities.backends.kubernetes._exec import PodExec
 from activities.backends.kubernetes._objects import meta
-from engine.domain.backend import AnnotationChange
+from engine.domain.services import AnnotationChange
 
 #: Label selector and container of the Cilium agent pods (``cilium-dbg`` runs there).
 AGENT_SELECTOR = "k8s-app=cilium"

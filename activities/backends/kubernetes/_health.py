@@ -46,16 +46,9 @@ from activities.backends.kubernetes._objects import (
     parse_agent_status,
     pod_cidrs,
 )
-from engine.domain.backend import (
-    ClusterUnavailableError,
-    JoinCheck,
-    MemberDescription,
-    MemberMeshView,
-    MeshHealth,
-    NotReadyLink,
-    RemoteClusterStatus,
-    join_prerequisite_failures,
-)
+from engine.domain.backend import ClusterUnavailableError
+from engine.domain.membership import JoinCheck, MemberDescription, join_prerequisite_failures
+from engine.domain.mesh import MemberMeshView, MeshHealth, NotReadyLink, RemoteClusterStatus
 
 log = structlog.get_logger(__name__)
 

@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from activities.backends.kubernetes._values import PeerEndpoint
-from engine.domain.backend import (
+from engine.domain.fleet import NetworkMode
+from engine.domain.mesh import (
     RemoteClusterConfig,
     RemoteClusterStatus,
     RemoteClusterSynced,
     RolloutStatus,
 )
-from engine.domain.fleet import NetworkMode
 
 KubeObject = Mapping[str, Any]
 

@@ -49,9 +49,9 @@ from engine.domain.backend import (
     OperationKind,
     OperationProgress,
     OperationState,
-    RolloutStatus,
 )
 from engine.domain.errors import MeshfleetError, NotFoundError
+from engine.domain.mesh import RolloutStatus
 from engine.domain.model import DomainModel
 from engine.domain.versions import Version
 

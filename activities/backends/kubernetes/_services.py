@@ -33,17 +33,16 @@ from activities.backends.kubernetes._objects import (
     parse_service_table,
     pod_cidrs,
 )
-from engine.domain.backend import (
+from engine.domain.backend import ClusterUnavailableError, OperationConflictError
+from engine.domain.drain import plan_annotations
+from engine.domain.errors import NotFoundError
+from engine.domain.services import (
     AnnotationChange,
     BackendSource,
     ClusterServiceState,
-    ClusterUnavailableError,
     GlobalService,
-    OperationConflictError,
     RoutingView,
 )
-from engine.domain.drain import plan_annotations
-from engine.domain.errors import NotFoundError
 
 log = structlog.get_logger(__name__)
 

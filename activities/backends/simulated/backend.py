@@ -29,19 +29,12 @@ from activities.backends.simulated.world import (
     ViolationRecord,
     World,
 )
-from engine.domain.backend import (
-    AnnotationChange,
-    GlobalService,
-    JoinCheck,
-    MemberDescription,
-    MeshHealth,
-    NotReadyLink,
-    OperationKind,
-    OperationProgress,
-    join_prerequisite_failures,
-)
+from engine.domain.backend import OperationKind, OperationProgress
 from engine.domain.errors import MeshfleetError, NotFoundError
 from engine.domain.fleet import Fault, SimulatedFleet
+from engine.domain.membership import JoinCheck, MemberDescription, join_prerequisite_failures
+from engine.domain.mesh import MeshHealth, NotReadyLink
+from engine.domain.services import AnnotationChange, GlobalService
 
 T = TypeVar("T")
 

@@ -27,29 +27,12 @@ from typing import Any, NamedTuple
 from pydantic import Field
 
 from engine.domain.backend import (
-    ANNOTATION_NAMESPACE_GLOBAL,
-    ANNOTATION_SERVICE_GLOBAL,
-    ANNOTATION_SERVICE_SHARED,
-    AnnotationChange,
-    BackendSource,
-    ClusterServiceState,
     ClusterUnavailableError,
-    GlobalService,
-    MemberDescription,
-    MemberMeshView,
-    MeshHealth,
-    NotReadyLink,
     OperationConflictError,
     OperationInProgressError,
     OperationKind,
     OperationProgress,
     OperationState,
-    RemoteClusterConfig,
-    RemoteClusterStatus,
-    RemoteClusterSynced,
-    RolloutStatus,
-    RoutingView,
-    view_problems,
 )
 from engine.domain.drain import plan_annotations
 from engine.domain.errors import NotFoundError
@@ -61,7 +44,28 @@ from engine.domain.fleet import (
     SimulatedCluster,
     SimulatedFleet,
 )
+from engine.domain.membership import MemberDescription
+from engine.domain.mesh import (
+    MemberMeshView,
+    MeshHealth,
+    NotReadyLink,
+    RemoteClusterConfig,
+    RemoteClusterStatus,
+    RemoteClusterSynced,
+    RolloutStatus,
+    view_problems,
+)
 from engine.domain.model import DomainModel
+from engine.domain.services import (
+    ANNOTATION_NAMESPACE_GLOBAL,
+    ANNOTATION_SERVICE_GLOBAL,
+    ANNOTATION_SERVICE_SHARED,
+    AnnotationChange,
+    BackendSource,
+    ClusterServiceState,
+    GlobalService,
+    RoutingView,
+)
 from engine.domain.versions import Version
 
 #: How long the API server is unavailable during a control-plane upgrade (simulated s).

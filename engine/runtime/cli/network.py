@@ -17,12 +17,12 @@ from rich.table import Table
 
 from engine.domain.errors import FieldError, InvalidInputError
 from engine.domain.network import (
-    MemberOutcome,
+    MembershipOutcome,
     NetworkDescription,
     NetworkSummary,
     OperationResult,
-    ServicesReport,
 )
+from engine.domain.services import ServicesReport
 from engine.runtime.cli.common import (
     OutputFormat,
     print_json,
@@ -43,17 +43,19 @@ network_app = typer.Typer(
 
 _OUTPUT_HELP = "table or json (overrides the global --output)."
 _OUTCOME_STYLE = {
-    MemberOutcome.JOINED: "green",
-    MemberOutcome.REMOVED: "green",
-    MemberOutcome.QUEUED: "yellow",
-    MemberOutcome.REJECTED: "red",
-    MemberOutcome.FAILED: "red",
+    MembershipOutcome.JOINED: "green",
+    MembershipOutcome.REMOVED: "green",
+    MembershipOutcome.QUEUED: "yellow",
+    MembershipOutcome.REJECTED: "red",
+    MembershipOutcome.FAILED: "red",
 }
 
 
 def _all_rejected(result: OperationResult) -> bool:
     """Every member of the operation broke a rule (nothing joined, nothing failed or queued)."""
-    return bool(result.members) and all(m.outcome is MemberOutcome.REJECTED for m in result.members)
+    return bool(result.members) and all(
+        m.outcome is MembershipOutcome.REJECTED for m in result.members
+    )
 
 
 def _print_result(
@@ -91,7 +93,7 @@ def _print_result(
             stdout.print(f"  {result.message}", markup=False, highlight=False)
         if result.deleted:
             stdout.print(f"network {result.network} deleted", highlight=False)
-    bad = (MemberOutcome.REJECTED, MemberOutcome.FAILED)
+    bad = (MembershipOutcome.REJECTED, MembershipOutcome.FAILED)
     if (exit_on_failure and any(m.outcome in bad for m in result.members)) or (
         not result.members and result.message and not result.deleted and not result.queued
     ):

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.domain.errors import FieldError, InvalidInputError
-from engine.domain.fleet import SimulatedFleet, load_fleet
+from engine.domain.fleet import SimulatedFleet
 from engine.domain.plan import GroupPlan, Plan, PlannedMemberState, StagePlan
 from engine.domain.strategy import Gate, GateType, UpdateStrategy
 from engine.domain.versions import Version
@@ -34,6 +34,7 @@ from engine.runtime.cli.common import (
     with_client,
 )
 from engine.runtime.client import MeshfleetClient
+from engine.runtime.fleet_file import load_fleet
 from engine.runtime.preview import PlanPreview, preview, preview_network
 from strategies import ReleaseCatalog, load_catalog, load_strategy
 from strategies.continuity import copies_from_fleet

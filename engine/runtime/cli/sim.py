@@ -23,7 +23,7 @@ from activities.backends.simulated import (
     example_text,
 )
 from engine.domain.errors import FieldError, InvalidInputError, field_errors_from_pydantic
-from engine.domain.fleet import Fault, FaultKind, FaultTrigger, load_fleet
+from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.runtime.cli.common import (
     OutputFormat,
     print_json,
@@ -31,6 +31,7 @@ from engine.runtime.cli.common import (
     run_command,
     stdout,
 )
+from engine.runtime.fleet_file import load_fleet
 from engine.runtime.settings import state_dir as default_state_dir
 
 sim_app = typer.Typer(
