@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -79,7 +80,12 @@ async def test_a_run_completes_across_a_server_restart_with_each_control_plane_u
             assert server.pid is not None
             os.killpg(server.pid, signal.SIGKILL)
             server.stop()
-            await asyncio.sleep(1)
+
+            def released() -> bool:
+                with socket.socket() as probe:
+                    return probe.connect_ex(("127.0.0.1", ports.grpc)) != 0
+
+            await eventually(released, what="the killed server's port to be free again")
             server = await _start(server_dir, ports)
 
             final = await asyncio.wait_for(handle.result(), timeout=120)
