@@ -201,10 +201,16 @@ async def wait_until(
 ) -> RunStatus:
     """Poll the run's status until ``check(status)`` holds, and return that status."""
 
+    last: list[RunStatus] = []
+
     async def holds() -> RunStatus | None:
         status = await handle.status()
+        last[:] = [status]
         return status if check(status) else None
 
-    status = await eventually(holds, timeout=timeout, what=f"the run's status to pass {check}")
+    try:
+        status = await eventually(holds, timeout=timeout, what="the run's status to pass")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the run was {last[0].state if last else None}") from None
     assert status is not None
     return status
