@@ -61,8 +61,14 @@ typecheck: $(VENV)/.installed-dev
 layers: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
+# Most tests wait (on timers, dev servers, subprocesses), not compute: pytest-xdist runs
+# them on several workers, each with its own Temporal dev server on free ports and its
+# own temporary directories; two workers for two cores keeps the wall-clock budgets some
+# tests assert (the walkthrough's three minutes) safe. `make pytest PYTEST_WORKERS=0`
+# runs them in one process. pytest's exit code 5 (no tests collected) still fails.
+PYTEST_WORKERS ?= 2
 pytest: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck layers pytest
 

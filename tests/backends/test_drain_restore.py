@@ -43,6 +43,7 @@ from tests.backends.conftest import (
     FakeClock,
     LoadWorld,
 )
+from tests.polling import eventually
 
 ORIGINAL = {"service.cilium.io/global": "true"}
 
@@ -226,10 +227,11 @@ async def test_a_removal_drain_cancelled_once_it_annotated_restores_what_it_anno
     )
     environment = ActivityEnvironment()
     draining = asyncio.ensure_future(environment.run(activities.drain_services, request))
-    for _ in range(1000):
-        if backend.audit(event=AuditEvent.SERVICE_DRAINED, cluster="alpha"):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: backend.audit(event=AuditEvent.SERVICE_DRAINED, cluster="alpha"),
+        interval=0.01,
+        what="alpha's service to be drained",
+    )
     environment.cancel()
     with pytest.raises(asyncio.CancelledError):
         await draining

@@ -7,12 +7,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from activities.backends.simulated import DATABASE_NAME, AuditEvent, SimulatedFleetBackend
 from engine.domain.fleet import parse_fleet
 from tests.backends.conftest import MEMBERS, fleet_document
+
+REPO = Path(__file__).resolve().parents[2]
 
 #: Runs in a child process with the real clock (the production path).
 PRELUDE = """
@@ -30,6 +31,8 @@ def run_child(body: str, *args: str) -> subprocess.Popen[str]:
     code = PRELUDE + textwrap.dedent(body)
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
+        cwd=REPO,  # so that the child imports this repository's ``tests`` helpers
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -60,11 +63,15 @@ def test_the_world_survives_a_process_restart(world_dir: Path) -> None:
         json.dumps(document),
     )
     finish(writer)
-    time.sleep(0.2)  # 600 simulated seconds at timeScale 0.0001 are 0.06 real seconds
     reader = run_child(
         """
+        from tests.polling import eventually
         async def main():
-            op = await backend.get_operation("alpha", "cp")
+            async def finished():
+                op = await backend.get_operation("alpha", "cp")
+                return op if op.state.value != "Running" else None
+            # 600 simulated seconds at timeScale 0.0001: the upgrade ends 0.06 s after it began.
+            op = await eventually(finished, timeout=30, what="the stored upgrade to finish")
             member = await backend.describe_member("alpha")
             services = await backend.list_global_services(["alpha", "bravo", "charlie"])
             print(json.dumps({
@@ -89,12 +96,12 @@ def test_the_world_survives_a_process_restart(world_dir: Path) -> None:
 def test_two_processes_writing_at_once_corrupt_nothing(world_dir: Path) -> None:
     """Two writers interleave 40 annotation changes each: every one is kept, once, in order."""
     SimulatedFleetBackend(world_dir).load(parse_fleet(fleet_document(timeScale=0.001)))
-    start_at = time.time() + 1.0
     writers = [
         run_child(
             """
-            name, start_at = sys.argv[2], float(sys.argv[3])
-            time.sleep(max(0.0, start_at - time.time()))
+            name = sys.argv[2]
+            print("ready", flush=True)
+            sys.stdin.readline()  # "go": both writers are up, so their writes overlap
             async def main():
                 for i in range(40):
                     value = "false" if i % 2 == 0 else "true"
@@ -106,10 +113,16 @@ def test_two_processes_writing_at_once_corrupt_nothing(world_dir: Path) -> None:
             """,
             str(world_dir),
             name,
-            str(start_at),
         )
         for name in ("alpha", "bravo")
     ]
+    for writer in writers:  # a start barrier, not a guessed start time
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready", writer.stderr
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
     for writer in writers:
         finish(writer)
 

@@ -8,7 +8,6 @@ attributes the way a team's new Temporal cluster does.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -21,6 +20,7 @@ from temporalio.client import Client
 
 from engine.runtime import devserver
 from engine.runtime.connection import ConnectionSettings, connect_client
+from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -44,13 +44,14 @@ def fresh_namespace(temporal_server: devserver.EmbeddedServer) -> NamespaceFacto
                 namespace=name, workflow_execution_retention_period=Duration(seconds=86400)
             )
         )
-        for _ in range(50):  # registration is synchronous; this only guards slow disks
+
+        async def registered() -> bool:  # registration is synchronous; this guards slow disks
             described = await client.workflow_service.describe_namespace(
                 DescribeNamespaceRequest(namespace=name)
             )
-            if described.namespace_info.name == name:
-                break
-            await asyncio.sleep(0.1)
+            return bool(described.namespace_info.name == name)
+
+        await eventually(registered, timeout=5, what=f"namespace {name} to be described")
         return client
 
     return register

@@ -18,7 +18,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from engine.runtime.runs import start_update_run
 from strategies import parse_strategy
 from tests.deploy.conftest import COMPOSE, REPO
 from tests.deploy.test_compose import dotenv
+from tests.polling import eventually_blocking
 from tests.runs.harness import TIMINGS, Cluster, create_network, fleet_document, strategy
 from tests.runtime.serverproc import MESHFLEET
 
@@ -85,14 +85,14 @@ def _wait_exit(container: Any, timeout: float) -> None:
 
 
 def _wait_port(host: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as sock:
             sock.settimeout(1)
-            if sock.connect_ex((host, port)) == 0:
-                return
-        time.sleep(1)
-    raise AssertionError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+            return sock.connect_ex((host, port)) == 0
+
+    eventually_blocking(
+        listening, timeout=timeout, interval=1, what=f"something to listen on {host}:{port}"
+    )
 
 
 class Stack:
@@ -252,13 +252,11 @@ def test_a_worker_from_the_image_runs_a_simulated_update_end_to_end(stack: Stack
 def _wait_http(url: str, timeout: float) -> None:
     import urllib.request
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} did not answer 200 within {timeout:.0f}s")
+            return False
+
+    eventually_blocking(answers, timeout=timeout, interval=1, what=f"{url} to answer 200")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from engine.runtime import devserver
+from tests.polling import eventually_blocking
 from tests.runtime.serverproc import MESHFLEET, wait_gone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,12 +36,16 @@ def walkthrough_lines() -> list[list[str]]:
 
 
 def wait_for_port(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing listens on port {port}")
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    eventually_blocking(
+        listening,
+        timeout=max(0.0, deadline - time.monotonic()),
+        interval=0.2,
+        what=f"something to listen on port {port}",
+    )
 
 
 def test_the_readme_walkthrough_runs_to_a_completed_run_in_under_three_minutes(

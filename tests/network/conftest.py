@@ -9,11 +9,10 @@ that world. Simulated time runs 1000x faster than the wall clock, so a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from engine.domain.fleet import SimulatedFleet, parse_fleet
 from engine.domain.network import NetworkSettings, network_workflow_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
+from tests.polling import eventually as eventually  # tests/histories/record_network.py
 from workflows.network import NetworkWorkflow
 
 #: Real seconds per simulated second in these tests.
@@ -89,17 +89,6 @@ def joined_events(backend: SimulatedFleetBackend, cluster_name: str) -> list[Any
         for e in backend.audit(event=AuditEvent.MEMBER_JOINED, cluster=cluster_name)
         if not e.details.get("initial")
     ]
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "the condition"
-) -> None:
-    """Poll ``check`` until it holds (visibility and queued work are eventually consistent)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -33,42 +30,16 @@ from engine.runtime.worker import workflow_runner
 from tests.network.conftest import (
     SETTINGS,
     cluster,
-    eventually,
     fleet,
     joined_events,
     network_worker,
 )
+from tests.polling import eventually
+from tests.worker_process import worker_process
 from workflows.network import NetworkWorkflow
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@asynccontextmanager
-async def worker_process(
-    address: str, task_queue: str, state_dir: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A worker in its own process (killed, if still alive, when the block ends)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.network.worker_process",
-        address,
-        task_queue,
-        str(state_dir),
-        cwd=ROOT,
-        env={**os.environ, "MESHFLEET_POLL_INTERVAL": "50ms"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
-        assert line.strip() == b"ready", f"worker process said {line!r}"
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+#: The worker polls the simulated operations every 50 ms instead of every second.
+POLL_FAST = {"MESHFLEET_POLL_INTERVAL": "50ms"}
 
 
 async def test_sigkilling_the_worker_mid_join_then_a_new_one_completes_the_join_exactly_once(
@@ -82,30 +53,31 @@ async def test_sigkilling_the_worker_mid_join_then_a_new_one_completes_the_join_
 ) -> None:
     """The retried activity reuses its idempotency key: the audit shows one memberJoined."""
     backend.load(fleet([cluster("a", 1), cluster("b", 2), cluster("slow", 3)]))
-    # Enabling the mesh on "slow" takes about 3 s of wall time: long enough to kill in.
-    backend.add_fault("slow", Fault(kind=FaultKind.SLOW, on=FaultTrigger.JOIN, factor=300))
+    # Enabling the mesh on "slow" is held running until the fault is cleared: the kill
+    # lands in the middle of the join every time.
+    hang = backend.add_fault("slow", Fault(kind=FaultKind.HANG, on=FaultTrigger.JOIN))
     address = temporal_server.address
 
-    async with worker_process(address, task_queue, state_dir) as first:
+    def enabling() -> Any:
+        """The mesh enablement on "slow" the fault holds running (None: not started yet)."""
+        held = [op for op in backend.world().operations.values() if op.hung_by == hang.id]
+        return held[0] if held else None
+
+    async with worker_process(address, task_queue, state_dir, env=POLL_FAST) as first:
         await meshfleet.create_network(network_name, ["a", "b"], settings=SETTINGS)
         join = asyncio.create_task(meshfleet.join(network_name, ["slow"]))
-
-        async def enabling() -> bool:
-            operations = backend.world().operations.values()
-            return any(
-                op.cluster == "slow"
-                and op.kind is OperationKind.ENABLE_MESH
-                and op.state is OperationState.RUNNING
-                for op in operations
-            )
-
         await eventually(enabling, what="the join to be enabling the mesh on 'slow'")
         first.send_signal(signal.SIGKILL)
         await first.wait()
         assert first.returncode == -signal.SIGKILL
+    held = enabling()
+    assert held.kind is OperationKind.ENABLE_MESH
+    assert held.state is OperationState.RUNNING, "the join had finished before the kill"
+    assert not joined_events(backend, "slow")
     assert not join.done()
+    backend.clear_faults(fault_id=hang.id)
 
-    async with worker_process(address, task_queue, state_dir):
+    async with worker_process(address, task_queue, state_dir, env=POLL_FAST):
         result = await asyncio.wait_for(join, timeout=60)
 
     assert [(m.cluster, m.outcome) for m in result.members] == [("slow", MembershipOutcome.JOINED)]

@@ -24,8 +24,9 @@ from engine.domain.network import MembershipOutcome, NetworkDescription
 from engine.domain.run import State
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
-from tests.network.conftest import POLL, SETTINGS, cluster, eventually, fleet
+from tests.network.conftest import POLL, SETTINGS, cluster, fleet
 from tests.network.holder import END_SIGNAL, LeaseHolderWorkflow
+from tests.polling import eventually
 from tests.runs.harness import Cluster, running_fleet, strategy, wait_until
 from workflows.network import NetworkWorkflow
 

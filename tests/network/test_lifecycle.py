@@ -8,9 +8,13 @@ from temporalio.worker import Worker
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
 from engine.domain.membership import MembershipRule
-from engine.domain.network import MembershipOutcome, NetworkStatus
+from engine.domain.network import MembershipOutcome, NetworkStatus, network_workflow_id
 from engine.runtime.client import MeshfleetClient
-from tests.network.conftest import SETTINGS, cluster, eventually, fleet, joined_events, names
+from tests.network.conftest import SETTINGS, cluster, fleet, joined_events, names
+from tests.polling import eventually
+
+#: The summary the network gives the activity that re-reads a Degraded mesh.
+REREAD = b"re-read the degraded mesh"
 
 
 async def test_creating_a_network_of_five_and_joining_two_more_converges_to_connected(
@@ -232,8 +236,6 @@ async def test_a_degraded_network_becomes_connected_again_once_its_mesh_heals(
 ) -> None:
     """Idle and Degraded, the network reads its mesh again every interval; when the
     partition is cleared it is Connected, with no links left and the healing logged."""
-    import asyncio
-
     from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 
     backend.load(fleet([cluster("a", 1), cluster("b", 2), cluster("cut", 3)]))
@@ -247,8 +249,26 @@ async def test_a_degraded_network_becomes_connected_again_once_its_mesh_heals(
     backend.add_fault("cut", Fault(kind=FaultKind.MESH_PARTITION, on=FaultTrigger.JOIN))
     joined = await meshfleet.join(network_name, ["cut"])
     assert joined.status is NetworkStatus.DEGRADED
-    await asyncio.sleep(2.5)  # two re-reads of a mesh still partitioned
-    assert (await meshfleet.describe_network(network_name)).status is NetworkStatus.DEGRADED
+    network = meshfleet.temporal.get_workflow_handle(network_workflow_id(network_name))
+
+    async def read_twice() -> bool:
+        """Whether two re-reads of the degraded mesh have completed (from the history)."""
+        rereads: set[int] = set()
+        completed = 0
+        async for event in network.fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                if REREAD in event.user_metadata.summary.data:
+                    rereads.add(event.event_id)
+            elif event.HasField("activity_task_completed_event_attributes"):
+                done = event.activity_task_completed_event_attributes
+                completed += done.scheduled_event_id in rereads
+        return completed >= 2
+
+    await eventually(read_twice, what="two re-reads of the partitioned mesh")
+    # Read twice while still partitioned: still Degraded, the links still reported.
+    still = await meshfleet.describe_network(network_name)
+    assert still.status is NetworkStatus.DEGRADED
+    assert still.not_ready_links
 
     backend.clear_faults("cut")
 

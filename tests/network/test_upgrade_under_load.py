@@ -25,12 +25,12 @@ from engine.domain.network import MembershipOutcome, network_workflow_id
 from engine.domain.run import State, member_workflow_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import all_activities, all_workflows, workflow_runner
-from tests.network.conftest import eventually
 from tests.network.upgraded import (
     PATCH,
     UpgradedMemberUpdateWorkflow,
     UpgradedNetworkWorkflow,
 )
+from tests.polling import eventually
 from tests.runs.harness import Cluster, Fleet, create_network, fleet_document, strategy
 from workflows.member_update import MemberUpdateWorkflow
 from workflows.network import NetworkWorkflow

@@ -20,7 +20,8 @@ from engine.domain.network import (
 )
 from engine.domain.network_requests import JoinRequest
 from engine.runtime.client import MeshfleetClient
-from tests.network.conftest import cluster, eventually, fleet
+from tests.network.conftest import cluster, fleet
+from tests.polling import eventually
 
 
 async def test_a_network_started_before_the_degraded_recheck_still_heals_on_todays_code(

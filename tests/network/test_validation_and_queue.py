@@ -31,7 +31,8 @@ from engine.domain.network import (
 from engine.domain.network_requests import AcquireRequest, JoinRequest, ReleaseRequest
 from engine.runtime import networks
 from engine.runtime.client import MeshfleetClient
-from tests.network.conftest import SETTINGS, cluster, eventually, fleet, joined_events
+from tests.network.conftest import SETTINGS, cluster, fleet, joined_events
+from tests.polling import eventually
 
 UPDATE_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -32,6 +31,7 @@ from engine.domain.runspec import RunSpec
 from engine.runtime.runs import UpdateRunHandle, start_update_run
 from engine.runtime.worker import all_activities, build_worker
 from strategies import parse_strategy
+from tests.polling import eventually
 
 #: Fast enough for tests: a 600 s control-plane upgrade takes 0.3 s.
 TIME_SCALE = 0.0005
@@ -154,12 +154,14 @@ async def network_holder(fleet: Fleet) -> str | None:
 
 async def network_freed(fleet: Fleet, timeout: float = 30) -> bool:
     """Wait until no run holds the fleet's network (False: still held at the timeout)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while await network_holder(fleet) is not None:
-        if asyncio.get_running_loop().time() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+
+    async def free() -> bool:
+        return await network_holder(fleet) is None
+
+    try:
+        return await eventually(free, timeout=timeout, what=f"{fleet.network} to be freed")
+    except AssertionError:
+        return False
 
 
 @contextlib.asynccontextmanager
@@ -197,11 +199,18 @@ async def running_fleet(
 async def wait_until(
     handle: UpdateRunHandle, check: Callable[[RunStatus], bool], timeout: float = 60
 ) -> RunStatus:
-    """Poll the run's status until ``check(status)`` holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    """Poll the run's status until ``check(status)`` holds, and return that status."""
+
+    last: list[RunStatus] = []
+
+    async def holds() -> RunStatus | None:
         status = await handle.status()
-        if check(status):
-            return status
-        assert asyncio.get_running_loop().time() < deadline, f"timed out; last: {status.state}"
-        await asyncio.sleep(0.05)
+        last[:] = [status]
+        return status if check(status) else None
+
+    try:
+        status = await eventually(holds, timeout=timeout, what="the run's status to pass")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the run was {last[0].state if last else None}") from None
+    assert status is not None
+    return status

@@ -25,6 +25,7 @@ from engine.domain.services import AnnotationChange
 from engine.runtime.runs import UpdateRunHandle, start_update_run
 from engine.runtime.worker import build_worker
 from strategies import parse_strategy
+from tests.polling import eventually
 from tests.runs.harness import Cluster, Fleet, create_network, fleet_document, strategy, wait_until
 
 #: The service every test here drains: two ready endpoints in each cluster.
@@ -88,20 +89,20 @@ def annotations(fleet: Fleet, cluster: str, key: str = "shop/checkout") -> dict[
 async def _closed(client: Client, workflow_id: str) -> None:
     """Wait until ``workflow_id`` has closed, however it ended."""
     handle = client.get_workflow_handle(workflow_id)
-    for _ in range(1200):
-        if (await handle.describe()).close_time is not None:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{workflow_id} never closed")
+
+    async def closed() -> bool:
+        return (await handle.describe()).close_time is not None
+
+    await eventually(closed, timeout=60, what=f"{workflow_id} to close")
 
 
 async def _drained(fleet: Fleet, cluster: str) -> None:
     """Wait until the audit shows ``cluster``'s service drained."""
-    for _ in range(1200):
-        if any(e.cluster == cluster for e in fleet.audit("serviceDrained")):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{cluster} was never drained")
+    await eventually(
+        lambda: any(e.cluster == cluster for e in fleet.audit("serviceDrained")),
+        timeout=60,
+        what=f"{cluster}'s service to be drained",
+    )
 
 
 async def test_a_drain_whose_wait_times_out_is_restored_and_the_audit_shows_it(
@@ -289,9 +290,11 @@ async def test_a_member_cancelled_while_annotating_lets_the_drain_finish_and_res
 async def _cancel_requested(client: Client, workflow_id: str) -> None:
     """Wait until ``workflow_id``'s history holds the cancel request its parent's end sent."""
     handle = client.get_workflow_handle(workflow_id)
-    for _ in range(1200):
+
+    async def requested() -> bool:
         async for event in handle.fetch_history_events():
             if event.HasField("workflow_execution_cancel_requested_event_attributes"):
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{workflow_id} was never asked to cancel")
+                return True
+        return False
+
+    await eventually(requested, timeout=60, what=f"{workflow_id} to be asked to cancel")

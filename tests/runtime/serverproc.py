@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.polling import eventually_blocking
 
 MESHFLEET = str(Path(sys.executable).parent / "meshfleet")
 
@@ -24,12 +25,13 @@ def process_alive(pid: int) -> bool:
 
 def wait_gone(pid: int, timeout: float = 20.0) -> bool:
     """Wait until ``pid`` has exited; True when it has."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
+    try:
+        eventually_blocking(
+            lambda: not process_alive(pid), timeout=timeout, interval=0.1, what=f"{pid} to exit"
+        )
+    except AssertionError:
+        return False
+    return True
 
 
 class ServerProcess:

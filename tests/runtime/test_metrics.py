@@ -29,6 +29,7 @@ from engine.runtime.metrics import (
     network_status_collector,
 )
 from engine.runtime.telemetry import MeshfleetTracingInterceptor
+from tests.polling import eventually
 from tests.runs.harness import Cluster, running_fleet, strategy, wait_until
 
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -170,10 +171,11 @@ async def test_the_networks_gauge_counts_networks_by_status(
         running_fleet(client, task_queue, state_dir, [Cluster("gauge-1")]) as fleet,
         network_status_collector(client, metrics, interval=dt.timedelta(milliseconds=200)),
     ):
-        deadline = asyncio.get_running_loop().time() + 60
-        while value(scrape(port), "meshfleet_networks", status="Connected") < 1:
-            assert asyncio.get_running_loop().time() < deadline, "the gauge never showed it"
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: value(scrape(port), "meshfleet_networks", status="Connected") >= 1,
+            timeout=60,
+            what="the gauge to count the Connected network",
+        )
         listed = await MeshfleetClient(client, task_queue=fleet.task_queue).list_networks()
         text = scrape(port)
         assert value(text, "meshfleet_networks") == len(listed)
@@ -216,19 +218,17 @@ async def test_the_worker_command_serves_metrics_on_the_port_from_the_environmen
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        deadline = asyncio.get_running_loop().time() + 60
-        while True:
+
+        async def served() -> str | None:
             assert process.returncode is None, "the worker exited"
             try:
                 text = await asyncio.to_thread(scrape, port)
             except OSError:
-                assert asyncio.get_running_loop().time() < deadline, "no /metrics in time"
-                await asyncio.sleep(0.2)
-                continue
-            if "meshfleet_networks" in names(text) and "temporal_" in text:
-                break
-            assert asyncio.get_running_loop().time() < deadline, "no meshfleet metrics in time"
-            await asyncio.sleep(0.2)
+                return None  # not listening yet
+            return text if "meshfleet_networks" in names(text) and "temporal_" in text else None
+
+        text = await eventually(served, timeout=60, what="meshfleet metrics on /metrics")
+        assert text is not None
         assert any(name.startswith("temporal_") for name in names(text))
     finally:
         process.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from engine.domain.run import State, member_workflow_id
 from engine.runtime import devserver
 from strategies.details import details_markdown
+from tests.polling import eventually
 from tests.runs.harness import Cluster, running_fleet, strategy
 from tests.strategies.test_details import STATUS
 
@@ -61,12 +62,14 @@ async def test_the_web_ui_renders_the_run_details_as_a_table_whose_cells_stay_ap
 
 async def workflow_ids(client: Client, query: str, expected: set[str]) -> set[str]:
     """The ids the query lists, once visibility has caught up with ``expected`` (or 30 s)."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
+
+    async def caught_up() -> set[str] | None:
         found = {execution.id async for execution in client.list_workflows(query)}
-        if found >= expected or asyncio.get_running_loop().time() > deadline:
-            return found
-        await asyncio.sleep(0.2)
+        return found if found >= expected else None
+
+    found = await eventually(caught_up, timeout=30, what=f"{query!r} to list {sorted(expected)}")
+    assert found is not None
+    return found
 
 
 async def test_meshfleet_member_finds_every_run_and_member_update_that_touched_a_cluster(

@@ -15,6 +15,7 @@ import yaml
 from temporalio.client import Client
 
 from engine.runtime import devserver
+from tests.polling import eventually
 from tests.runs.harness import Cluster, strategy
 from tests.runtime.serverproc import MESHFLEET
 from tests.schedules.test_schedules import site
@@ -85,14 +86,12 @@ async def test_schedule_commands_create_list_show_pause_trigger_delete(
         assert len(document["nextActionTimes"]) == 10
 
         # `schedule list` shows the next times (table and JSON).
-        for _ in range(50):
-            listed = await cli("schedule", "list", "--output", "json")
-            entries = listed.json()
+        async def listed() -> Any:
+            entries = (await cli("schedule", "list", "--output", "json")).json()
             assert isinstance(entries, list)
-            if any(e["profile"]["name"] == name for e in entries):
-                break
-            await asyncio.sleep(0.2)
-        entry = next(e for e in entries if e["profile"]["name"] == name)
+            return next((e for e in entries if e["profile"]["name"] == name), None)
+
+        entry = await eventually(listed, what=f"schedule list to show {name}")
         first = dt.datetime.fromisoformat(entry["nextActionTimes"][0])
         assert first.astimezone(dt.UTC).hour in (0, 1)  # 02:00 Berlin, summer or winter
         table = await cli("schedule", "list")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from engine.runtime.simulate import ended_in_continue_as_new, history_chain
+from tests.polling import eventually_blocking
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "update_run.py"
 KEYS = {
@@ -130,11 +130,10 @@ def _children_of(pid: int) -> list[int]:
 
 def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+    try:
+        eventually_blocking(condition, timeout=timeout)
+    except AssertionError:
+        return False
     return True
 
 

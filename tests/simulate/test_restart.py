@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from engine.runtime.connection import ConnectionSettings, connect_client
 from engine.runtime.runs import start_update_run
 from engine.runtime.worker import build_worker
 from strategies import parse_strategy
+from tests.polling import eventually
 from tests.runs.harness import TIMINGS, Cluster, create_network, fleet_document, strategy
 
 #: A control-plane upgrade takes 1.2 s: long enough to kill the server in the middle of one.
@@ -67,21 +69,23 @@ async def test_a_run_completes_across_a_server_restart_with_each_control_plane_u
             )
             handle = await start_update_run(client, queue, spec, timings=TIMINGS)
 
-            async def upgrading() -> None:
-                """Until the first control-plane upgrade is under way."""
+            async def upgrading() -> bool:
+                """Whether the first control-plane upgrade is under way."""
                 event = AuditEvent.CONTROL_PLANE_UPGRADE_STARTED
-                while True:
-                    if await asyncio.to_thread(backend.audit, event=event):
-                        return
-                    await asyncio.sleep(0.05)
+                return bool(await asyncio.to_thread(backend.audit, event=event))
 
-            await asyncio.wait_for(upgrading(), timeout=60)
+            await eventually(upgrading, timeout=60, what="a control-plane upgrade to start")
             assert not (await handle.status()).state.finished
             # A crash, not a shutdown: the whole process group, at once.
             assert server.pid is not None
             os.killpg(server.pid, signal.SIGKILL)
             server.stop()
-            await asyncio.sleep(1)
+
+            def released() -> bool:
+                with socket.socket() as probe:
+                    return probe.connect_ex(("127.0.0.1", ports.grpc)) != 0
+
+            await eventually(released, what="the killed server's port to be free again")
             server = await _start(server_dir, ports)
 
             final = await asyncio.wait_for(handle.result(), timeout=120)
