@@ -31,14 +31,14 @@ from activities.backends.simulated.backend import (
     WorldNotLoadedError,
 )
 from activities.backends.simulated.examples import example_names, example_text
-from activities.backends.simulated.store import DATABASE_NAME
-from activities.backends.simulated.world import (
+from activities.backends.simulated.model import (
     AuditEntry,
     AuditEvent,
     FaultRecord,
     ViolationRecord,
     World,
 )
+from activities.backends.simulated.store import DATABASE_NAME
 
 __all__ = [
     "DATABASE_NAME",

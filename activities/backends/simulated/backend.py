@@ -20,15 +20,15 @@ from typing import TypeVar
 
 import structlog
 
-from activities.backends.simulated.store import DATABASE_NAME, WorldStore
-from activities.backends.simulated.world import (
+from activities.backends.simulated.model import (
     AuditEntry,
     AuditEvent,
     FaultRecord,
-    Simulation,
     ViolationRecord,
     World,
 )
+from activities.backends.simulated.store import DATABASE_NAME, WorldStore
+from activities.backends.simulated.world import Simulation
 from engine.domain.backend import (
     AnnotationChange,
     GlobalService,
