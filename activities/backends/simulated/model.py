@@ -80,6 +80,7 @@ class Condition(DomainModel):
     operation: str | None = None
 
     def active(self, t: float) -> bool:
+        """Whether the condition is in force at ``t``."""
         return self.start <= t and (self.end is None or t < self.end)
 
 
@@ -119,6 +120,8 @@ class SimOperation(DomainModel):
 
 
 class IdempotencyRecord(DomainModel):
+    """What the first call with an idempotency key did (its kind, cluster and result)."""
+
     kind: str
     cluster: str
     result: dict[str, Any] | None = None
@@ -188,4 +191,5 @@ class World(DomainModel):
 
 
 def service_key(namespace: str, name: str) -> str:
+    """A global service's key: ``namespace/name``."""
     return f"{namespace}/{name}"

@@ -56,6 +56,7 @@ class OperationSimulation(FaultSimulation):
     def remember(
         self, key: str, kind: str, cluster: str, result: dict[str, Any] | None = None
     ) -> None:
+        """Record what the first call with ``key`` did (``remembered`` reads it)."""
         self.world.idempotency[key] = IdempotencyRecord(kind=kind, cluster=cluster, result=result)
 
     def start_operation(

@@ -228,6 +228,7 @@ class TimelineSimulation(abc.ABC):
         return self._by_cluster.get(cluster, [])
 
     def api_available(self, cluster: str, t: float) -> bool:
+        """Whether the cluster's API server answers at ``t``."""
         return cluster not in self._at(t).api_down
 
     def _partitioned(self, viewer: str, peer: str, t: float) -> bool:

@@ -126,6 +126,7 @@ class Simulation(OperationSimulation):
     # --- mesh configuration --------------------------------------------------------------
 
     def disable_mesh(self, cluster: str) -> None:
+        """Take the cluster out of its network: its links and peers go at once."""
         state = self._require(cluster)
         self.require_api(cluster)
         network = state.network
@@ -138,6 +139,7 @@ class Simulation(OperationSimulation):
         self._step(self.world.now)
 
     def connect(self, cluster: str, peers: Sequence[str]) -> None:
+        """Configure ``peers`` on the cluster; the links converge after propagation."""
         state = self._require(cluster)
         self.require_api(cluster)
         for peer in peers:
@@ -152,6 +154,7 @@ class Simulation(OperationSimulation):
         self._step(self.world.now)
 
     def disconnect(self, cluster: str, peers: Sequence[str]) -> None:
+        """Remove ``peers`` from the cluster's configuration (and their backends)."""
         state = self._require(cluster)
         self.require_api(cluster)
         removed = [peer for peer in peers if state.peers.pop(peer, None) is not None]
@@ -219,6 +222,7 @@ class Simulation(OperationSimulation):
     # --- reads -------------------------------------------------------------------------
 
     def describe(self, cluster: str) -> MemberDescription:
+        """The member as its API and agents show it now."""
         state = self._require(cluster)
         t = self.world.now
         spec = state.spec
@@ -356,6 +360,7 @@ class Simulation(OperationSimulation):
         return cached
 
     def mesh_health(self, members: Sequence[str], focus: str | None = None) -> MeshHealth:
+        """Every member's view of the mesh now (``focus``: of that one peer)."""
         self._cilium_running = None  # operations may have changed since the last read
         views = [self.mesh_view(m, only=None if focus in (None, m) else focus) for m in members]
         return MeshHealth(observed_at=self.wall_at(self.world.now), members=views, focus=focus)
@@ -389,6 +394,7 @@ class Simulation(OperationSimulation):
         return found
 
     def global_services(self, members: Iterable[str]) -> list[GlobalService]:
+        """The global services the members hold, with their routing views."""
         t = self.world.now
         wanted = list(members)
         for member in wanted:
