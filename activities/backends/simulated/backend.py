@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import structlog
 
+from activities.backends.simulated import event_queue
 from activities.backends.simulated.model import (
     AuditEntry,
     AuditEvent,
@@ -129,7 +130,7 @@ class SimulatedFleetBackend:
         with nothing due, which leaves the world as it was) and the clock before."""
         wall = self._clock()
         target = self._target(world, wall)
-        quiet = reads and not (world.events and world.events[0].at <= target)
+        quiet = reads and not event_queue.is_due(world.events, target)
         now = world.now
         sim = Simulation(world, wall)
         sim.advance(target)
