@@ -10,18 +10,18 @@ Use::
     backend.add_fault("eu-west-1", Fault(kind=FaultKind.HANG, on=FaultTrigger.CILIUM_UPGRADE))
     backend.clear_faults("eu-west-1")
 
-The world is a lazily advanced discrete-event model (``world``), stored in one
-SQLite file (``store``) that every process opening the same state directory
-shares. Fault semantics:
+The world is a lazily advanced discrete-event model stored in one SQLite file
+(``store``) that every process opening the same state directory shares. Its
+modules, one job each:
 
-- ``meshPartition``, ``endpointsLost`` (``service`` is ``namespace/name``, or
-  every service) and ``apiUnavailable`` open a window when their trigger
-  happens, for ``duration`` or until cleared; ``times`` triggers at most.
-- ``fail``, ``hang`` and ``slow`` act on an operation: with ``on:
-  controlPlaneUpgrade | ciliumUpgrade | join`` on operations of that kind;
-  with ``on: afterUpgrade`` or ``atSimTime`` they arm at that moment and act
-  on the next operation of any kind on the cluster.
-- Clearing a fault closes its windows and resumes operations it hung.
+- ``model``: the persisted world document (``World``) and the audit log's entries;
+- ``event_queue``: the transitions scheduled to come, a heap on (time, order);
+- ``timeline``: advancing time, the mesh's links and caches, the continuity monitor;
+- ``faults``: fault semantics (which trigger fires what, hangs, clearing);
+- ``operations``: upgrades and joins, their timelines, progress and idempotency;
+- ``world``: ``Simulation`` (the layers above in one class), loading a fleet,
+  mesh configuration, annotations and the reads;
+- ``backend``: ``SimulatedFleetBackend``, one transaction per call.
 """
 
 from activities.backends.simulated.backend import (
@@ -31,14 +31,14 @@ from activities.backends.simulated.backend import (
     WorldNotLoadedError,
 )
 from activities.backends.simulated.examples import example_names, example_text
-from activities.backends.simulated.store import DATABASE_NAME
-from activities.backends.simulated.world import (
+from activities.backends.simulated.model import (
     AuditEntry,
     AuditEvent,
     FaultRecord,
     ViolationRecord,
     World,
 )
+from activities.backends.simulated.store import DATABASE_NAME
 
 __all__ = [
     "DATABASE_NAME",

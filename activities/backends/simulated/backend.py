@@ -20,15 +20,16 @@ from typing import TypeVar
 
 import structlog
 
-from activities.backends.simulated.store import DATABASE_NAME, WorldStore
-from activities.backends.simulated.world import (
+from activities.backends.simulated import event_queue
+from activities.backends.simulated.model import (
     AuditEntry,
     AuditEvent,
     FaultRecord,
-    Simulation,
     ViolationRecord,
     World,
 )
+from activities.backends.simulated.store import DATABASE_NAME, WorldStore
+from activities.backends.simulated.world import Simulation
 from engine.domain.backend import OperationKind, OperationProgress
 from engine.domain.errors import MeshfleetError, NotFoundError
 from engine.domain.fleet import Fault, SimulatedFleet
@@ -122,7 +123,7 @@ class SimulatedFleetBackend:
         with nothing due, which leaves the world as it was) and the clock before."""
         wall = self._clock()
         target = self._target(world, wall)
-        quiet = reads and not (world.events and world.events[0].at <= target)
+        quiet = reads and not event_queue.is_due(world.events, target)
         now = world.now
         sim = Simulation(world, wall)
         sim.advance(target)

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from activities.backends.simulated.world import AuditEntry, AuditEvent, World
+from activities.backends.simulated.model import AuditEntry, AuditEvent, World
 
 #: The file's name inside the state directory.
 DATABASE_NAME = "simulated-fleet.sqlite3"
