@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities import drain
 from activities.common import NON_RETRYABLE, WaitTimedOut, classified, wait_for
 from activities.planning import compute_plan
+from activities.roster import RosterReader, query_run
 from engine.domain import run as contract
 from engine.domain.backend import (
     FleetBackend,
@@ -72,6 +73,8 @@ class UpdateActivities:
     def __init__(self, backend: FleetBackend, client: Client) -> None:
         self._backend = backend
         self._client = client
+        #: The network's member list each member step reads (once per run and worker).
+        self._roster = RosterReader(query_run(client))
 
     # --- the run's own activities ---------------------------------------------------------
 
@@ -262,7 +265,8 @@ class UpdateActivities:
                     current=current,
                 )
             gone = {member.member, *member.in_flight}
-            services = await self._backend.list_global_services(member.network_members)
+            peers = await self._roster.members(member)
+            services = await self._backend.list_global_services(peers)
             for service in services:
                 if not _serves(service, member.member):
                     continue
@@ -298,7 +302,7 @@ class UpdateActivities:
             drained = await drain.annotate(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 step_key(member, "drain"),
             )
             log.info("member.drained", member=member.member, services=len(drained.changes))
@@ -314,7 +318,7 @@ class UpdateActivities:
             await drain.wait_unrouted(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 [f"{c.namespace}/{c.name}" for c in request.drain.changes],
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,
@@ -328,7 +332,7 @@ class UpdateActivities:
             drained = await drain.drain_and_wait(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 step_key(member, "drain"),
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,
@@ -415,16 +419,15 @@ class UpdateActivities:
         async with classified():
             member = request.member
             problems: list[str] = []
+            peers = await self._roster.members(member)
 
             async def verified() -> bool | None:
                 problems.clear()
-                links = await self._backend.not_ready_links(
-                    member.network_members, focus=member.member
-                )
+                links = await self._backend.not_ready_links(peers, focus=member.member)
                 problems.extend(f"{link.viewer} -> {link.peer}: {link.reason}" for link in links)
                 if not any(request.drain.ready_before.values()):
                     return True if not problems else None  # no endpoints of its own to wait for
-                services = await self._backend.list_global_services(member.network_members)
+                services = await self._backend.list_global_services(peers)
                 for service in services:
                     before = request.drain.ready_before.get(service.key)
                     state = service.per_cluster.get(member.member)
@@ -468,7 +471,7 @@ class UpdateActivities:
             await drain.wait_routed(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 request.drain.ready_before,
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,

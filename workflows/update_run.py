@@ -35,6 +35,7 @@ from engine.domain import search_attributes
 from engine.domain.errors import InvalidInputError
 from engine.domain.member import Member
 from engine.domain.plan import Plan, PlannedMemberState, VersionPair
+from engine.domain.roster import QUERY_ROSTER, RunRoster
 from engine.domain.run import (
     AfterStageWaitStatus,
     ApproveRequest,
@@ -82,6 +83,7 @@ from strategies.details import details_markdown
 from strategies.progress import MemberVersions
 from strategies.run_machine import budget_exceeded
 from workflows.failures import failure_reason
+from workflows.member_roster import member_roster
 
 T = TypeVar("T")
 
@@ -274,6 +276,11 @@ class UpdateRunWorkflow:
     def status(self) -> RunStatus:
         """The whole run: stages, groups, members, gates and the controls accepted."""
         return self._state.status
+
+    @workflow.query(name=QUERY_ROSTER)
+    def roster(self) -> RunRoster:
+        """The network's members as this run took them (what its members' steps read)."""
+        return RunRoster(run_instance=self._state.run_instance, members=self._state.network_members)
 
     @workflow.update(name=contract.APPROVE)
     def approve(self, request: ApproveRequest) -> RunStatus:
@@ -1039,6 +1046,7 @@ class UpdateRunWorkflow:
         status = self._state.status
         others = self._in_flight_before.pop(member.name, [])
         assert status.target is not None
+        listed, roster = member_roster(self._state.run_instance, self._state.network_members)
         request = MemberUpdateInput(
             run_id=self._input.run_id,
             network=status.network,
@@ -1048,7 +1056,8 @@ class UpdateRunWorkflow:
             upgrade_type=status.upgrade_type,
             hops=member.hops,
             target=status.target,
-            network_members=self._state.network_members,
+            network_members=listed,
+            roster=roster,
             in_flight=others,
             min_ready_endpoints=self._health.min_ready_endpoints,
             mesh_ready_timeout=self._health.mesh_ready_timeout,
