@@ -26,6 +26,10 @@ class HistoryStats:
     continued_as_new: int
     #: Activity tasks per worker identity (``pid@host``) that ran them.
     activities_by_worker: collections.Counter[str]
+    #: Bytes of each workflow's events (every run of its chain), by workflow id.
+    sizes: dict[str, int]
+    #: Bytes of the child-start events among them (what starting members stores).
+    child_start_bytes: int
 
 
 async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats:
@@ -41,6 +45,10 @@ async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats
 
     chains = await asyncio.gather(*(one(i) for i in workflow_ids))
     runs = [history for chain in chains for history in chain]
+    sizes = {
+        workflow_id: sum(e.ByteSize() for h in chain for e in h.events)
+        for workflow_id, chain in zip(workflow_ids, chains, strict=True)
+    }
     by_worker: collections.Counter[str] = collections.Counter(
         e.activity_task_started_event_attributes.identity
         for h in runs
@@ -58,6 +66,13 @@ async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats
         ),
         continued_as_new=sum(1 for h in runs if ended_in_continue_as_new(h)),
         activities_by_worker=by_worker,
+        sizes=sizes,
+        child_start_bytes=sum(
+            e.ByteSize()
+            for h in runs
+            for e in h.events
+            if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+        ),
     )
 
 

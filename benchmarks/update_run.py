@@ -49,7 +49,9 @@ and completed exactly once), ``cpuSeconds`` and ``cpuMillisecondsPerMember``
 (the workers' and the Temporal server's CPU, read from ``/proc``, for the run
 and for the floor; without ``--workers`` the worker's is this whole process's),
 ``historyEventsPerMember`` (all history events of the run, or the floor, over
-its members: what the server persists per member), plus ``networks`` and
+its members: what the server persists per member), ``historyKb`` (the same in
+kB of stored events, a member history's median size, and the bytes of one
+run workflow's child-start events: what a member's input costs), plus ``networks`` and
 ``activities`` (activity tasks of the run and of the floor, counted from their
 histories: they must be equal).
 
@@ -183,6 +185,12 @@ class Round:
     upgrades: dict[str, list[int]]
     #: The worker processes (none when this process is the worker).
     workers: list[WorkerFigures]
+    #: Bytes of the run's histories (run and members, no network) and of the floor's.
+    history_bytes: tuple[int, int] = (0, 0)
+    #: Bytes of each member's history, the run's members and the floor's.
+    member_bytes: tuple[list[int], list[int]] = ([], [])
+    #: Bytes of the child-start events in the run workflows' histories (all networks).
+    child_start_bytes: int = 0
 
 
 async def measure_round(
@@ -289,6 +297,12 @@ async def measure_round(
             for event in UPGRADE_EVENTS
         },
         workers=figures,
+        history_bytes=(sum(own.sizes.values()), sum(floor_stats.sizes.values())),
+        member_bytes=(
+            [size for workflow_id, size in own.sizes.items() if "/member/" in workflow_id],
+            [size for workflow_id, size in floor_stats.sizes.items() if "/member/" in workflow_id],
+        ),
+        child_start_bytes=own.child_start_bytes,
     )
 
 
@@ -447,6 +461,30 @@ async def benchmark(
             "run": round(statistics.median([r.events[0] for r in rounds]) / members / networks, 1),
             "floor": round(
                 statistics.median([r.events[1] for r in rounds]) / members / networks, 1
+            ),
+        },
+        #: History bytes (events as stored): per member, a member's (median), and the
+        #: child-start events of one network's run workflow (median over the rounds).
+        "historyKb": {
+            "perMember": {
+                side: round(
+                    statistics.median([r.history_bytes[i] for r in rounds])
+                    / members
+                    / networks
+                    / 1000,
+                    2,
+                )
+                for i, side in enumerate(("run", "floor"))
+            },
+            "memberMedian": {
+                side: round(
+                    statistics.median([b for r in rounds for b in r.member_bytes[i]] or [0]) / 1000,
+                    2,
+                )
+                for i, side in enumerate(("run", "floor"))
+            },
+            "runChildStarts": round(
+                statistics.median([r.child_start_bytes for r in rounds]) / networks / 1000, 1
             ),
         },
         "activities": {
