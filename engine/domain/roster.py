@@ -6,8 +6,9 @@ verify, restore) need that list, but copying it into every member's input put
 it into every member's history several times over (a 255-member network: a
 member history of 19.7 kB instead of 4.4 kB). So a member's input carries a
 :class:`RosterRef` instead: which run holds the list, how many members it has
-and a digest of it. The activities read the list from the run's
-:data:`QUERY_ROSTER` query once per worker and check it against the digest.
+and a digest of it. The activities read the list once per worker (from what the
+run's ``acquire_network`` returned in its history, else from its
+:data:`QUERY_ROSTER` query) and check it against the digest.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class RosterRef(DomainModel):
     """Where a member's steps read the network's member list, and how to know it is the one.
 
     In the Web UI a member's input reads as "the ``size`` members of the run
-    ``workflow_id`` (its ``roster`` query), whose list hashes to ``digest``".
+    ``workflow_id`` (instance ``run_instance``: what its ``acquire_network`` returned,
+    and what its ``roster`` query answers), whose list hashes to ``digest``".
     """
 
     #: The run workflow holding the list: its ``roster`` query answers it.

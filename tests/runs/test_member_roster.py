@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from activities.roster import RosterMismatchError, RosterReader
+from activities.roster import RosterMismatchError, RosterReader, acquired_roster
 from engine.domain.errors import UnavailableError
 from engine.domain.plan import VersionPair
 from engine.domain.roster import QUERY_ROSTER, RosterRef, RunRoster, roster_digest, roster_ref
@@ -80,6 +80,11 @@ async def test_a_members_history_names_the_runs_member_list_and_never_copies_it(
             QUERY_ROSTER, result_type=RunRoster
         )
         assert roster == RunRoster(run_instance=started["runInstance"], members=MEMBERS)
+        # The server alone answers it too: what the run's acquire returned, in its history.
+        ref = RosterRef.model_validate(started["roster"])
+        assert await acquired_roster(client, ref) == roster
+        other = ref.model_copy(update={"digest": roster_digest(["a-1", "a-2"]), "size": 2})
+        assert await acquired_roster(client, other) is None
 
 
 def _input(**fields: Any) -> MemberUpdateInput:
