@@ -17,10 +17,12 @@ from typing import Any
 
 import structlog
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities import drain
 from activities.common import classified, wait_for
+from activities.roster import RosterReader, query_run
 from engine.domain import run as contract
 from engine.domain.backend import FleetBackend, OperationProgress, OperationState
 from engine.domain.errors import NotFoundError, Retry
@@ -53,8 +55,10 @@ def _ready_elsewhere(service: GlobalService, gone: set[str]) -> int:
 class MemberStepActivities:
     """The steps of one member's update, bound to a fleet backend."""
 
-    def __init__(self, backend: FleetBackend) -> None:
+    def __init__(self, backend: FleetBackend, client: Client) -> None:
         self._backend = backend
+        #: The network's member list each member step reads (once per run and worker).
+        self._roster = RosterReader(query_run(client))
 
     @activity.defn(name=contract.PREFLIGHT)
     async def preflight_member(
@@ -99,7 +103,8 @@ class MemberStepActivities:
                     current=current,
                 )
             gone = {member.member, *member.in_flight}
-            services = await self._backend.list_global_services(member.network_members)
+            peers = await self._roster.members(member)
+            services = await self._backend.list_global_services(peers)
             for service in services:
                 if not _serves(service, member.member):
                     continue
@@ -135,7 +140,7 @@ class MemberStepActivities:
             drained = await drain.annotate(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 step_key(member, "drain"),
             )
             log.info("member.drained", member=member.member, services=len(drained.changes))
@@ -151,7 +156,7 @@ class MemberStepActivities:
             await drain.wait_unrouted(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 [f"{c.namespace}/{c.name}" for c in request.drain.changes],
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,
@@ -165,7 +170,7 @@ class MemberStepActivities:
             drained = await drain.drain_and_wait(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 step_key(member, "drain"),
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,
@@ -251,16 +256,15 @@ class MemberStepActivities:
         async with classified():
             member = request.member
             problems: list[str] = []
+            peers = await self._roster.members(member)
 
             async def verified() -> bool | None:
                 problems.clear()
-                links = await self._backend.not_ready_links(
-                    member.network_members, focus=member.member
-                )
+                links = await self._backend.not_ready_links(peers, focus=member.member)
                 problems.extend(f"{link.viewer} -> {link.peer}: {link.reason}" for link in links)
                 if not any(request.drain.ready_before.values()):
                     return True if not problems else None  # no endpoints of its own to wait for
-                services = await self._backend.list_global_services(member.network_members)
+                services = await self._backend.list_global_services(peers)
                 for service in services:
                     before = request.drain.ready_before.get(service.key)
                     state = service.per_cluster.get(member.member)
@@ -304,7 +308,7 @@ class MemberStepActivities:
             await drain.wait_routed(
                 self._backend,
                 member.member,
-                member.network_members,
+                await self._roster.members(member),
                 request.drain.ready_before,
                 timeout=member.timings.drain_timeout,
                 interval=member.timings.poll_interval,

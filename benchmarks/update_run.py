@@ -49,9 +49,16 @@ and completed exactly once), ``cpuSeconds`` and ``cpuMillisecondsPerMember``
 (the workers' and the Temporal server's CPU, read from ``/proc``, for the run
 and for the floor; without ``--workers`` the worker's is this whole process's),
 ``historyEventsPerMember`` (all history events of the run, or the floor, over
-its members: what the server persists per member), plus ``networks`` and
+its members: what the server persists per member), ``historyKb`` (the same in
+kB of stored events, a member history's median size, and the bytes of one
+run workflow's child-start events: what a member's input costs), plus ``networks`` and
 ``activities`` (activity tasks of the run and of the floor, counted from their
 histories: they must be equal).
+
+Its parts: ``bench_inputs.py`` (the fleets, the strategy, the networks),
+``bench_histories.py`` (what the histories say: sizes, activity tasks, gates,
+transitions), ``bench_processes.py`` (worker processes, CPU and memory from
+``/proc``), ``floor_workflows.py`` and ``worker_process.py``.
 
 The gates are read from the run's history: each health gate (the mesh before
 and after a stage, the endpoints after it, the soak's checks) from its
@@ -65,8 +72,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
-import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -76,23 +81,46 @@ import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from bench_histories import gate_intervals, history_stats, median, transition_latencies
+from bench_inputs import (
+    UPGRADE_EVENTS,
+    Network,
+    adopt_network,
+    member_names,
+    prepare_network,
+    service_holders,
+    stage_split,
+    strategy_document,
+    upgrade_counts,
+)
+from bench_processes import (
+    Cpu,
+    WorkerDiedError,
+    WorkerFigures,
+    cpu_seconds,
+    kill_children,
+    peak_rss_mb,
+    read_cpu,
+    start_workers,
+    stop_child,
+    stop_children,
+    unless_a_worker_dies,
+)
 from floor_workflows import FloorInput, FloorMemberWorkflow, FloorRunWorkflow, floor_noop
 
 if TYPE_CHECKING:
-    from temporalio.client import Client, WorkflowHistory
+    from temporalio.client import Client
 
-    from activities.backends.simulated import SimulatedFleetBackend
     from engine.domain.run import RunStatus
     from engine.runtime.devserver import EmbeddedServer
 
@@ -100,492 +128,6 @@ if TYPE_CHECKING:
 #: The run polls quickly and closes as soon as it ends (its result is then its final status).
 POLL_INTERVAL = timedelta(milliseconds=100)
 LINGER = timedelta(milliseconds=1)
-#: Three global services, each served by about five clusters spread over the stages.
-SERVICES = 3
-HOLDERS = 5
-
-
-# --- inputs ---------------------------------------------------------------------------------
-
-
-def member_names(count: int) -> list[str]:
-    return [f"m-{index:03d}" for index in range(count)]
-
-
-def stage_split(names: list[str], stages: int) -> list[list[str]]:
-    """Members split into ``stages`` consecutive, nearly equal parts."""
-    size, extra = divmod(len(names), stages)
-    parts, start = [], 0
-    for index in range(stages):
-        end = start + size + (1 if index < extra else 0)
-        parts.append(names[start:end])
-        start = end
-    return parts
-
-
-def service_holders(names: list[str]) -> list[list[str]]:
-    """The members serving each global service: about ``HOLDERS`` each."""
-    return [names[k :: max(1, len(names) // HOLDERS)] for k in range(SERVICES)]
-
-
-def fleet_document(network: str, names: list[str], stages: int, time_scale: float) -> object:
-    """A pre-joined network of ``names``; three global services, each on about five of them."""
-    stage_of = {n: i for i, part in enumerate(stage_split(names, stages)) for n in part}
-    return {
-        "apiVersion": "meshfleet.io/v1alpha1",
-        "kind": "SimulatedFleet",
-        "metadata": {"name": "bench"},
-        "spec": {
-            "timeScale": time_scale,
-            "clusters": [
-                {
-                    "name": name,
-                    "labels": {"stage": f"s{stage_of[name]}"},
-                    "kubernetesVersion": "1.32.6",
-                    "ciliumVersion": "1.17.9",
-                    "clusterId": index + 1,
-                    "podCIDRs": [f"10.{index // 256}.{index % 256}.0/24"],
-                }
-                for index, name in enumerate(names)
-            ],
-            "networks": [{"name": network, "members": names}],
-            "globalServices": [
-                {
-                    "namespace": "shop",
-                    "name": f"svc-{k}",
-                    "clusters": dict.fromkeys(holders, 2),
-                    "minReadyEndpoints": 1,
-                }
-                for k, holders in enumerate(service_holders(names))
-            ],
-        },
-    }
-
-
-def strategy_document(stages: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "meshfleet.io/v1alpha1",
-        "kind": "UpdateStrategy",
-        "metadata": {"name": "bench"},
-        "spec": {
-            "stages": [
-                {
-                    "name": f"s{index}",
-                    "maxConcurrency": "100%",
-                    "groups": [
-                        {
-                            "name": f"g{index}",
-                            "selector": f"stage=s{index}",
-                            "maxConcurrency": "100%",
-                        }
-                    ],
-                }
-                for index in range(stages)
-            ],
-            "health": {"meshReadyTimeout": "5m", "minReadyEndpoints": 0},
-        },
-    }
-
-
-# --- measuring ------------------------------------------------------------------------------
-
-
-@dataclass
-class HistoryStats:
-    """What the histories of a set of workflows (every run of each chain) say."""
-
-    max_events: int
-    #: Events of all of them together.
-    events: int
-    activities: int
-    continued_as_new: int
-    #: Activity tasks per worker identity (``pid@host``) that ran them.
-    activities_by_worker: collections.Counter[str]
-
-
-async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats:
-    """Largest history, activity tasks scheduled, continue-as-new events, over these
-    workflows and every run of their continue-as-new chains."""
-    from engine.runtime.simulate import ended_in_continue_as_new, history_chain
-
-    limit = asyncio.Semaphore(16)
-
-    async def one(workflow_id: str) -> list[WorkflowHistory]:
-        async with limit:
-            return await history_chain(client, workflow_id)
-
-    chains = await asyncio.gather(*(one(i) for i in workflow_ids))
-    runs = [history for chain in chains for history in chain]
-    by_worker: collections.Counter[str] = collections.Counter(
-        e.activity_task_started_event_attributes.identity
-        for h in runs
-        for e in h.events
-        if e.HasField("activity_task_started_event_attributes")
-    )
-    return HistoryStats(
-        max_events=max(len(h.events) for h in runs),
-        events=sum(len(h.events) for h in runs),
-        activities=sum(
-            1
-            for h in runs
-            for e in h.events
-            if e.HasField("activity_task_scheduled_event_attributes")
-        ),
-        continued_as_new=sum(1 for h in runs if ended_in_continue_as_new(h)),
-        activities_by_worker=by_worker,
-    )
-
-
-Interval = tuple[dt.datetime, dt.datetime]
-T = TypeVar("T")
-
-#: Timers of the run that belong to a gate: their summaries start so (workflows/update_run.py).
-GATE_TIMER_SUMMARIES = ("soak after stage ", "gate ")
-
-
-async def gate_intervals(client: Client, workflow_id: str) -> list[Interval]:
-    """When the run was in a gate or a soak, from its history: merged, in order.
-
-    A gate activity counts from its scheduled event to its closing one (all its
-    attempts); a soak or ScheduledStart timer from its start to its firing or
-    cancellation.
-    """
-    from engine.domain.run import CHECK_MESH_HEALTH, SERVICE_ENDPOINTS
-
-    gates = {CHECK_MESH_HEALTH, SERVICE_ENDPOINTS}
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    converter = client.data_converter.payload_converter
-    opened: dict[int, dt.datetime] = {}
-    found: list[Interval] = []
-    for event in history.events:
-        at = event.event_time.ToDatetime(tzinfo=dt.UTC)
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            name = event.activity_task_scheduled_event_attributes.activity_type.name
-            if name in gates:
-                opened[event.event_id] = at
-        elif event.HasField("timer_started_event_attributes"):
-            summary = event.user_metadata.summary
-            text = converter.from_payload(summary, str) if summary.data else ""
-            if text.startswith(GATE_TIMER_SUMMARIES):
-                opened[event.event_id] = at
-        else:
-            opening = _opening_event(event)
-            if opening in opened:
-                found.append((opened.pop(opening), at))
-    return merge(found)
-
-
-def _opening_event(event: Any) -> int | None:
-    """The id of the event that scheduled the activity or started the timer ``event`` closes."""
-    for field in (
-        "activity_task_completed_event_attributes",
-        "activity_task_failed_event_attributes",
-        "activity_task_timed_out_event_attributes",
-        "activity_task_canceled_event_attributes",
-    ):
-        if event.HasField(field):
-            return int(getattr(event, field).scheduled_event_id)
-    for field in ("timer_fired_event_attributes", "timer_canceled_event_attributes"):
-        if event.HasField(field):
-            return int(getattr(event, field).started_event_id)
-    return None
-
-
-def merge(intervals: list[Interval]) -> list[Interval]:
-    """Overlapping intervals joined, in order."""
-    merged: list[Interval] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def transition_latencies(status: RunStatus, excluded: list[Interval] | None = None) -> list[float]:
-    """Per consecutive stage pair: last member done -> first member of the next started.
-
-    ``excluded`` (merged, as ``gate_intervals`` returns them): time taken out of each window.
-    """
-    found = []
-    for before, after in zip(status.stages, status.stages[1:], strict=False):
-        ended = [m.completed_time for g in before.groups for m in g.members if m.completed_time]
-        started = [m.start_time for g in after.groups for m in g.members if m.start_time]
-        if ended and started:
-            start, end = max(ended), min(started)
-            seconds = (end - start).total_seconds()
-            for low, high in excluded or []:
-                overlap = (min(end, high) - max(start, low)).total_seconds()
-                seconds -= max(overlap, 0.0)
-            found.append(seconds)
-    return found
-
-
-def median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 3) if values else None
-
-
-@dataclass
-class Network:
-    name: str
-    members: list[str]
-    queue: str
-    state: Path
-    backend: SimulatedFleetBackend
-
-
-async def prepare_network(
-    state: Path, index: int, members: int, stages: int, time_scale: float, *, shared: bool
-) -> Network:
-    """A freshly loaded simulated fleet for network ``index``.
-
-    ``shared``: worker processes open the world too, so every access is a transaction;
-    otherwise the world is private to this process and stored at most once a second.
-    """
-    from activities.backends.simulated import SimulatedFleetBackend
-    from engine.domain.fleet import parse_fleet
-
-    name = f"bench-{index}"
-    names = member_names(members)
-    directory = state / f"fleet-{index}"
-    backend = SimulatedFleetBackend(directory, write_behind=None if shared else 1.0)
-    fleet = parse_fleet(fleet_document(name, names, stages, time_scale))
-    await asyncio.to_thread(backend.load, fleet, reset=True)
-    return Network(name, names, f"bench-{index}-{uuid.uuid4().hex[:6]}", directory, backend)
-
-
-async def adopt_network(client: Client, network: Network) -> None:
-    """Start the network's workflow already holding the members the fleet file joined.
-
-    The run is what is measured, not 255 joins: the workflow starts with the
-    state continue-as-new would carry for a connected network of these members.
-    """
-    from engine.domain.network import (
-        NETWORK_WORKFLOW,
-        QUERY_DESCRIBE,
-        NetworkDescription,
-        NetworkInput,
-        NetworkMember,
-        NetworkState,
-        NetworkStatus,
-        network_workflow_id,
-    )
-
-    now = dt.datetime.now(dt.UTC)
-    state = NetworkState(
-        name=network.name,
-        uid=uuid.uuid4().hex,
-        created_at=now,
-        status=NetworkStatus.CONNECTED,
-        members=[
-            NetworkMember(name=name, cluster_id=index + 1, joined_at=now, operation="op-1")
-            for index, name in enumerate(network.members)
-        ],
-    )
-    handle = await client.start_workflow(
-        NETWORK_WORKFLOW,
-        NetworkInput(name=network.name, state=state),
-        id=network_workflow_id(network.name),
-        task_queue=network.queue,
-    )
-    await handle.query(QUERY_DESCRIBE, result_type=NetworkDescription)
-
-
-# --- worker processes, CPU and memory -------------------------------------------------------
-
-WORKER_SCRIPT = Path(__file__).with_name("worker_process.py")
-#: How long a worker process may take to connect and poll before the benchmark gives up.
-WORKER_READY_TIMEOUT = 120.0
-#: How long a stopped worker process may take to leave before it is killed.
-WORKER_STOP_GRACE = 10.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-#: Worker processes started and not stopped yet (stopped on exit and on signals too).
-_children: set[subprocess.Popen[bytes]] = set()
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 onwards)."""
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds process ``pid`` has used so far."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def group_cpu_seconds(group: int) -> float:
-    """CPU seconds used so far by the live processes of process group ``group``."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = _stat_fields(int(entry.name))
-        except OSError:  # gone in between
-            continue
-        if int(fields[2]) == group:
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The peak resident memory of process ``pid`` (``VmHWM``), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
-def stop_child(child: subprocess.Popen[bytes]) -> None:
-    """Stop one worker process: SIGTERM, then SIGKILL after a grace period."""
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=WORKER_STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    _children.discard(child)
-
-
-def stop_children() -> None:
-    """Stop every worker process still running (at exit, on failure, on signals)."""
-    for child in list(_children):
-        stop_child(child)
-
-
-atexit.register(stop_children)
-
-
-class WorkerDiedError(RuntimeError):
-    """A worker process ended while the round still needed it."""
-
-
-def spawn_worker(command: list[str]) -> subprocess.Popen[bytes]:
-    """Start one worker process (it starts in well under a second; polling comes later)."""
-    child = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,  # "ready", then nothing: it logs on our stderr
-        start_new_session=True,  # Ctrl-C reaches the benchmark, which stops them
-    )
-    _children.add(child)
-    return child
-
-
-async def start_workers(
-    count: int, address: str, floor_queue: str, networks: list[Network]
-) -> list[subprocess.Popen[bytes]]:
-    """``count`` worker processes serving the floor and every network; once all poll."""
-    command = [
-        sys.executable,
-        str(WORKER_SCRIPT),
-        address,
-        floor_queue,
-        *(f"{n.queue}={n.state}" for n in networks),
-    ]
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        for _ in range(count):
-            started.append(spawn_worker(command))
-        for child in started:
-            assert child.stdout is not None
-            line = await asyncio.wait_for(
-                asyncio.to_thread(child.stdout.readline), timeout=WORKER_READY_TIMEOUT
-            )
-            if line.strip() != b"ready":  # it closed its output: it is ending
-                code = await asyncio.to_thread(child.wait)
-                raise WorkerDiedError(
-                    f"worker process {child.pid} ended (exit code {code}) before it was ready"
-                )
-    except BaseException:
-        for child in started:
-            stop_child(child)
-        raise
-    pids = " ".join(str(c.pid) for c in started)
-    print(f"worker processes ready: {pids}", file=sys.stderr, flush=True)
-    return started
-
-
-#: How often the benchmark looks whether its worker processes are still there.
-WORKER_WATCH_INTERVAL = 0.5
-
-
-async def unless_a_worker_dies(
-    children: list[subprocess.Popen[bytes]], work: Coroutine[Any, Any, T]
-) -> T:
-    """``work``'s result; but should a worker process end first, ``WorkerDiedError``
-    (the round would otherwise wait forever for tasks nobody polls)."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=WORKER_WATCH_INTERVAL)
-        if done:
-            return task.result()
-        ended = [c for c in children if c.poll() is not None]
-        if ended:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise WorkerDiedError(
-                ", ".join(f"worker process {c.pid} ended (exit code {c.returncode})" for c in ended)
-                + " before the round was over"
-            )
-
-
-@dataclass
-class Cpu:
-    """CPU seconds used so far by the workers and by the Temporal server."""
-
-    worker: float
-    server: float
-
-    def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(self.worker - other.worker, self.server - other.server)
-
-
-def read_cpu(server_pid: int, children: list[subprocess.Popen[bytes]]) -> Cpu:
-    """The workers' CPU (the worker processes', or this process's when it is the worker)
-    and the server's (its whole process group)."""
-    worker = sum(cpu_seconds(c.pid) for c in children) if children else time.process_time()
-    return Cpu(worker, group_cpu_seconds(server_pid))
-
-
-@dataclass
-class WorkerFigures:
-    """One worker process of a round: its peak memory, its CPU, the activity tasks it ran."""
-
-    pid: int
-    peak_rss_mb: float
-    cpu_seconds: float
-    activity_tasks: int = 0
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "peakRssMb": self.peak_rss_mb,
-            "cpuSeconds": round(self.cpu_seconds, 2),
-            "activityTasks": self.activity_tasks,
-        }
-
-
-#: Audit events of one member's upgrade, each expected exactly once per member.
-UPGRADE_EVENTS = (
-    "controlPlaneUpgradeStarted",
-    "controlPlaneUpgradeCompleted",
-    "ciliumUpgradeStarted",
-    "ciliumUpgradeCompleted",
-)
-
-
-async def upgrade_counts(network: Network) -> dict[str, dict[str, int]]:
-    """Per upgrade audit event, how many times each member of ``network`` has it."""
-    entries = await asyncio.to_thread(network.backend.audit)
-    counts = {event: dict.fromkeys(network.members, 0) for event in UPGRADE_EVENTS}
-    for entry in entries:
-        if entry.event.value in counts and entry.cluster in counts[entry.event.value]:
-            counts[entry.event.value][entry.cluster] += 1
-    return counts
 
 
 async def run_update(client: Client, network: Network, stages: int) -> tuple[RunStatus, float]:
@@ -643,6 +185,12 @@ class Round:
     upgrades: dict[str, list[int]]
     #: The worker processes (none when this process is the worker).
     workers: list[WorkerFigures]
+    #: Bytes of the run's histories (run and members, no network) and of the floor's.
+    history_bytes: tuple[int, int] = (0, 0)
+    #: Bytes of each member's history, the run's members and the floor's.
+    member_bytes: tuple[list[int], list[int]] = ([], [])
+    #: Bytes of the child-start events in the run workflows' histories (all networks).
+    child_start_bytes: int = 0
 
 
 async def measure_round(
@@ -749,6 +297,12 @@ async def measure_round(
             for event in UPGRADE_EVENTS
         },
         workers=figures,
+        history_bytes=(sum(own.sizes.values()), sum(floor_stats.sizes.values())),
+        member_bytes=(
+            [size for workflow_id, size in own.sizes.items() if "/member/" in workflow_id],
+            [size for workflow_id, size in floor_stats.sizes.items() if "/member/" in workflow_id],
+        ),
+        child_start_bytes=own.child_start_bytes,
     )
 
 
@@ -909,6 +463,30 @@ async def benchmark(
                 statistics.median([r.events[1] for r in rounds]) / members / networks, 1
             ),
         },
+        #: History bytes (events as stored): per member, a member's (median), and the
+        #: child-start events of one network's run workflow (median over the rounds).
+        "historyKb": {
+            "perMember": {
+                side: round(
+                    statistics.median([r.history_bytes[i] for r in rounds])
+                    / members
+                    / networks
+                    / 1000,
+                    2,
+                )
+                for i, side in enumerate(("run", "floor"))
+            },
+            "memberMedian": {
+                side: round(
+                    statistics.median([b for r in rounds for b in r.member_bytes[i]] or [0]) / 1000,
+                    2,
+                )
+                for i, side in enumerate(("run", "floor"))
+            },
+            "runChildStarts": round(
+                statistics.median([r.child_start_bytes for r in rounds]) / networks / 1000, 1
+            ),
+        },
         "activities": {
             "run": sum(r.activities[0] for r in rounds),
             "floor": sum(r.activities[1] for r in rounds),
@@ -965,9 +543,7 @@ def main() -> None:
     def interrupted(signum: int, _frame: object) -> None:
         # Stop our server, then leave at once: a graceful worker shutdown would wait on
         # activities that can no longer reach it.
-        for child in list(_children):
-            with contextlib.suppress(OSError):
-                child.kill()  # SIGKILL: no grace here, and PDEATHSIG follows anyway
+        kill_children()  # SIGKILL: no grace here, and PDEATHSIG follows anyway
         devserver._stop_all()
         os._exit(128 + signum)
 

@@ -27,6 +27,7 @@ from engine.domain.run import (
 from strategies import run_machine as machine
 from strategies.progress import MemberVersions
 from strategies.run_machine import budget_exceeded
+from workflows.member_roster import member_roster
 from workflows.policies import QUICK, RUN_RETRY
 from workflows.run_core import MEMBER_KEY, NETWORK_KEY
 from workflows.run_gates import RunGates
@@ -160,6 +161,7 @@ class RunMembers(RunGates):
         status = self._state.status
         others = self._in_flight_before.pop(member.name, [])
         assert status.target is not None
+        listed, roster = member_roster(self._state.run_instance, self._state.network_members)
         request = MemberUpdateInput(
             run_id=self._input.run_id,
             network=status.network,
@@ -169,7 +171,8 @@ class RunMembers(RunGates):
             upgrade_type=status.upgrade_type,
             hops=member.hops,
             target=status.target,
-            network_members=self._state.network_members,
+            network_members=listed,
+            roster=roster,
             in_flight=others,
             min_ready_endpoints=self._health.min_ready_endpoints,
             mesh_ready_timeout=self._health.mesh_ready_timeout,

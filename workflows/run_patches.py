@@ -49,3 +49,5 @@ PATCH_ONE_TIMER_PER_OPENING = "run-one-timer-per-opening"
 PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 #: Patch: the plan is computed by an activity and recorded, never recomputed on replay.
 PATCH_PLAN_RECORDED = "run-plan-recorded"
+#: Patch: members' inputs name the run's roster instead of copying the member list.
+PATCH_ROSTER_BY_REFERENCE = "run-member-roster-by-reference"

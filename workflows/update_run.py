@@ -21,6 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import FailureError
 
 from engine.domain import run as contract
+from engine.domain.roster import QUERY_ROSTER, RunRoster
 from engine.domain.run import (
     ApproveRequest,
     ControlAction,
@@ -92,6 +93,11 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
     def status(self) -> RunStatus:
         """The whole run: stages, groups, members, gates and the controls accepted."""
         return self._state.status
+
+    @workflow.query(name=QUERY_ROSTER)
+    def roster(self) -> RunRoster:
+        """The network's members as this run took them (what its members' steps read)."""
+        return RunRoster(run_instance=self._state.run_instance, members=self._state.network_members)
 
     @workflow.update(name=contract.APPROVE)
     def approve(self, request: ApproveRequest) -> RunStatus:

@@ -16,6 +16,7 @@ from engine.domain.member import Member
 from engine.domain.mesh import NotReadyLink
 from engine.domain.model import DomainModel
 from engine.domain.plan import Plan, VersionPair
+from engine.domain.roster import RosterRef
 from engine.domain.runspec import RunSpec, UpgradeType
 from engine.domain.services import AnnotationChange
 from engine.domain.strategy import GateType, UpdateStrategy
@@ -380,7 +381,11 @@ class MemberUpdateInput(DomainModel):
     upgrade_type: UpgradeType
     hops: list[VersionPair]
     target: VersionPair
-    network_members: list[str]
+    #: The network's members, copied in by runs started before issue 19 (older histories).
+    #: Since then empty: ``roster`` says where the steps read the list.
+    network_members: list[str] = Field(default_factory=list)
+    #: The run's member list by reference (read by the activities that look at peers).
+    roster: RosterRef | None = None
     #: Members in flight elsewhere in the run: their backends count as gone for continuity.
     in_flight: list[str] = Field(default_factory=list)
     min_ready_endpoints: int = 1
@@ -391,12 +396,14 @@ class MemberUpdateInput(DomainModel):
         """This input for a step after preflight: only the member lists the step reads.
 
         Every step's input is stored in the member's history, and both lists grow with
-        the network: ``in_flight`` only preflight reads; ``network_members`` only the
-        steps that look at peers (not the upgrade hops, ``reads_members=False``).
+        the network: ``in_flight`` only preflight reads; ``network_members`` (or the
+        ``roster`` naming them) only the steps that look at peers (not the upgrade hops,
+        ``reads_members=False``).
         """
         update: dict[str, object] = {"in_flight": []}
         if not reads_members:
             update["network_members"] = []
+            update["roster"] = None
         return self.model_copy(update=update)
 
 

@@ -60,7 +60,7 @@ def all_workflows() -> list[type[Any]]:
 def all_activities(backend: FleetBackend, client: Client) -> list[Callable[..., Any]]:
     """Every activity meshfleet runs, bound to the backend and the Temporal client."""
     run_steps = RunStepActivities(backend, client)
-    member_steps = MemberStepActivities(backend)
+    member_steps = MemberStepActivities(backend, client)
     network = NetworkActivities(backend, poll_interval=settings.poll_interval())
     auto_upgrade = AutoUpgradeActivities(backend, client, start_update_run)
     holders = HolderActivities(client)

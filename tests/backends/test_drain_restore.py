@@ -102,7 +102,7 @@ async def test_a_restore_after_two_drains_puts_back_exactly_the_annotations_from
 
 
 async def test_the_restore_continues_past_a_service_that_vanished_and_names_it(
-    backend: SimulatedFleetBackend,
+    backend: SimulatedFleetBackend, client: Client
 ) -> None:
     """A drained service deleted meanwhile is reported as vanished; the others are restored."""
     drained = await backend.set_service_annotations(
@@ -116,7 +116,7 @@ async def test_the_restore_continues_past_a_service_that_vanished_and_names_it(
         current={SHARED: "false"},
     )
     record = DrainRecord(member="alpha", changes=[gone, drained], ready_before={CHECKOUT: 3})
-    activities = MemberStepActivities(backend)
+    activities = MemberStepActivities(backend, client)
     result = await ActivityEnvironment().run(
         activities.restore_annotations, RestoreRequest(member=member_input(), drain=record)
     )
@@ -126,10 +126,10 @@ async def test_the_restore_continues_past_a_service_that_vanished_and_names_it(
 
 
 async def test_annotating_returns_the_record_without_waiting_for_the_peers(
-    backend: SimulatedFleetBackend,
+    backend: SimulatedFleetBackend, client: Client
 ) -> None:
     """The clock never moves, so no peer ever stops routing: annotating returns all the same."""
-    activities = MemberStepActivities(backend)
+    activities = MemberStepActivities(backend, client)
     record = await ActivityEnvironment().run(activities.annotate_drain, member_input())
     assert [(c.cluster, c.name, c.previous) for c in record.changes] == [
         ("alpha", SERVICE, {SHARED: None})
@@ -259,7 +259,7 @@ class _CheckoutDeletedOnDrain(SimulatedFleetBackend):
 
 
 async def test_annotating_skips_a_service_deleted_since_it_was_listed(
-    load_world: LoadWorld, world_dir: Path, clock: FakeClock
+    load_world: LoadWorld, world_dir: Path, clock: FakeClock, client: Client
 ) -> None:
     """The drain goes on with the services that exist; the record holds only those."""
     load_world(
@@ -269,7 +269,7 @@ async def test_annotating_skips_a_service_deleted_since_it_was_listed(
         ]
     )
     backend = _CheckoutDeletedOnDrain(world_dir, clock=clock)
-    activities = MemberStepActivities(backend)
+    activities = MemberStepActivities(backend, client)
     record = await ActivityEnvironment().run(activities.annotate_drain, member_input())
     assert [c.name for c in record.changes] == ["cart"]
     assert record.ready_before == {f"{NAMESPACE}/cart": 2}

@@ -126,7 +126,7 @@ async def site(
     activities = [
         health_check,
         *RunStepActivities(backend, client).all(),
-        *MemberStepActivities(backend).all(),
+        *MemberStepActivities(backend, client).all(),
         *NetworkActivities(backend, poll_interval=dt.timedelta(milliseconds=100)).all(),
         *HolderActivities(client).all(),
         *AutoUpgradeActivities(backend, client, start_run).all(),

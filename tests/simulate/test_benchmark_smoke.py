@@ -36,6 +36,7 @@ KEYS = {
     "cpuSeconds",
     "cpuMillisecondsPerMember",
     "historyEventsPerMember",
+    "historyKb",
 }
 
 
