@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from temporalio.client import Client
 
-from engine.domain.errors import MeshfleetError, UnavailableError
+from engine.domain.errors import MeshfleetError, Retry, UnavailableError
 from engine.domain.roster import QUERY_ROSTER, RosterRef, RunRoster, roster_digest
 from engine.domain.run import ACQUIRE_NETWORK, LeasedNetwork, MemberUpdateInput
 
@@ -34,6 +34,8 @@ Fetch = Callable[[RosterRef], Awaitable[RunRoster]]
 
 class RosterMismatchError(MeshfleetError):
     """The run answered a member list other than the one its member was started with."""
+
+    retry = Retry.NON_RETRYABLE  # asking again gives the same list: the step fails at once
 
 
 #: How many events of a run's first history are read for its acquire (ample: it is early).

@@ -56,6 +56,7 @@ PINNED = {
     "WorldAlreadyLoadedError": NON_RETRYABLE,
     "NamespaceNotReadyError": NON_RETRYABLE,
     "ControlRejectedError": NON_RETRYABLE,
+    "RosterMismatchError": NON_RETRYABLE,
 }
 
 
