@@ -4,7 +4,8 @@ Runs before the ``run-member-roster-by-reference`` patch copied the whole list
 into every member's input (``network_members``); their histories replay that
 way. Since the patch the input carries a :class:`~engine.domain.roster.RosterRef`
 naming this run, the list's size and digest, and the member's steps read the
-list from the run's ``roster`` query (``activities/roster.py``).
+list once per worker: from what the run's ``acquire_network`` returned in its
+history, else from its ``roster`` query (``activities/roster.py``).
 """
 
 from __future__ import annotations

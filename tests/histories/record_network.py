@@ -35,9 +35,10 @@ from engine.domain.schedule import Channel, TriggerStatus, schedule_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
 from tests.histories.record import record
-from tests.network.conftest import POLL, SETTINGS, cluster, eventually, fleet, network_worker
+from tests.network.conftest import POLL, SETTINGS, cluster, fleet, network_worker
 from tests.network.holder import LeaseHolderWorkflow
 from tests.network.test_bounded_history import InstantFleet
+from tests.polling import eventually
 from tests.schedules.test_schedules import fleet_at, site
 from workflows.network import NetworkWorkflow
 

@@ -28,7 +28,6 @@ from engine.domain.fleet import SimulatedFleet, parse_fleet
 from engine.domain.network import NetworkSettings, network_workflow_id
 from engine.runtime.client import MeshfleetClient
 from engine.runtime.worker import build_worker
-from tests.polling import eventually as eventually  # tests/histories/record_network.py
 from workflows.network import NetworkWorkflow
 
 #: Real seconds per simulated second in these tests.
