@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from activities.backends.simulated import SimulatedFleetBackend
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from activities.backends.simulated import SimulatedFleetBackend
+    from activities.backends.simulated.world import Simulation
+
+T = TypeVar("T")
+
+#: A private world (one worker process: this one) is stored when the round reads its audit
+#: log, not every second: storing a 255-cluster world writes about 2 MB (some 65 ms of CPU),
+#: and ten worlds stored once a second each took a third of the worker's CPU. That is the
+#: simulated fleet's cost, not meshfleet's: real clusters keep their own state.
+PRIVATE_WORLD_STORED = math.inf
 
 #: Three global services, each served by about five clusters spread over the stages.
 SERVICES = 3
@@ -106,13 +120,36 @@ def strategy_document(stages: int) -> dict[str, Any]:
     }
 
 
+class MeteredBackend(SimulatedFleetBackend):
+    """The simulated fleet, counting the CPU its accesses take (on whichever thread).
+
+    The benchmark's worker CPU includes the simulated clusters' own work, which
+    production (real clusters behind their API servers) does not pay: this figure
+    says how much of it that was.
+    """
+
+    def __init__(self, state_dir: Path, *, write_behind: float | None) -> None:
+        super().__init__(state_dir, write_behind=write_behind)
+        self.cpu_seconds = 0.0
+        self._cpu_lock = threading.Lock()
+
+    def _transact(self, action: Callable[[Simulation], T], *, reads: bool = False) -> T:
+        started = time.thread_time()
+        try:
+            return super()._transact(action, reads=reads)
+        finally:
+            spent = time.thread_time() - started
+            with self._cpu_lock:
+                self.cpu_seconds += spent
+
+
 @dataclass
 class Network:
     name: str
     members: list[str]
     queue: str
     state: Path
-    backend: SimulatedFleetBackend
+    backend: MeteredBackend
 
 
 async def prepare_network(
@@ -121,15 +158,15 @@ async def prepare_network(
     """A freshly loaded simulated fleet for network ``index``.
 
     ``shared``: worker processes open the world too, so every access is a transaction;
-    otherwise the world is private to this process and stored at most once a second.
+    otherwise the world is private to this process and stored when the round reads it
+    (``PRIVATE_WORLD_STORED``).
     """
-    from activities.backends.simulated import SimulatedFleetBackend
     from engine.domain.fleet import parse_fleet
 
     name = f"bench-{index}"
     names = member_names(members)
     directory = state / f"fleet-{index}"
-    backend = SimulatedFleetBackend(directory, write_behind=None if shared else 1.0)
+    backend = MeteredBackend(directory, write_behind=None if shared else PRIVATE_WORLD_STORED)
     fleet = parse_fleet(fleet_document(name, names, stages, time_scale))
     await asyncio.to_thread(backend.load, fleet, reset=True)
     return Network(name, names, f"bench-{index}-{uuid.uuid4().hex[:6]}", directory, backend)

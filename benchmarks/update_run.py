@@ -47,7 +47,11 @@ worker identities), ``exactlyOnce`` and ``upgradesPerMember`` (from the
 simulator's audit: every member's control plane and Cilium upgrade started
 and completed exactly once), ``cpuSeconds`` and ``cpuMillisecondsPerMember``
 (the workers' and the Temporal server's CPU, read from ``/proc``, for the run
-and for the floor; without ``--workers`` the worker's is this whole process's),
+and for the floor; without ``--workers`` the worker's is this whole process's,
+and the run's ``simulatedFleet`` is the part of it the simulated clusters' own
+work took: real clusters do that work behind their API servers), ``cpuRatio``
+(the run's worker and server CPU over the floor's, median of the rounds, and
+``withoutSimulatedFleet`` the same less the fleet's share),
 ``historyEventsPerMember`` (all history events of the run, or the floor, over
 its members: what the server persists per member), ``historyKb`` (the same in
 kB of stored events, a member history's median size, and the bytes of one
@@ -191,6 +195,8 @@ class Round:
     member_bytes: tuple[list[int], list[int]] = ([], [])
     #: Bytes of the child-start events in the run workflows' histories (all networks).
     child_start_bytes: int = 0
+    #: CPU seconds the simulated fleets' accesses took (in this process; None with workers).
+    simulator_cpu: float | None = None
 
 
 async def measure_round(
@@ -303,6 +309,7 @@ async def measure_round(
             [size for workflow_id, size in floor_stats.sizes.items() if "/member/" in workflow_id],
         ),
         child_start_bytes=own.child_start_bytes,
+        simulator_cpu=None if processes else sum(n.backend.cpu_seconds for n in fleets),
     )
 
 
@@ -369,7 +376,28 @@ def cpu_figures(rounds: list[Round], members: int) -> tuple[dict[str, Any], dict
             "worker": round(worker * 1000 / members, 1),
             "server": round(server * 1000 / members, 1),
         }
+    simulated = [r.simulator_cpu for r in rounds if r.simulator_cpu is not None]
+    if simulated:
+        # Part of the run's worker CPU: the simulated clusters' own work, which real
+        # clusters do behind their API servers.
+        seconds["run"]["simulatedFleet"] = round(statistics.median(simulated), 2)
+        per_member["run"]["simulatedFleet"] = round(
+            statistics.median(simulated) * 1000 / members, 1
+        )
     return seconds, per_member
+
+
+def cpu_ratios(rounds: list[Round]) -> dict[str, float | None]:
+    """The run's CPU (worker and server) over the floor's, the median of the rounds' own;
+    and the same without the simulated fleet's share (None with worker processes)."""
+    totals, without = [], []
+    for r in rounds:
+        floor = r.cpu[0].worker + r.cpu[0].server
+        run = r.cpu[1].worker + r.cpu[1].server
+        totals.append(run / floor)
+        if r.simulator_cpu is not None:
+            without.append((run - r.simulator_cpu) / floor)
+    return {"total": median(totals), "withoutSimulatedFleet": median(without)}
 
 
 async def benchmark(
@@ -456,6 +484,8 @@ async def benchmark(
         },
         "cpuSeconds": cpu_seconds,
         "cpuMillisecondsPerMember": cpu_per_member,
+        #: CPU, not wall time: on a shared VM it moves far less from round to round.
+        "cpuRatio": cpu_ratios(rounds),
         #: History events per member, all workflows of the run (or the floor) together.
         "historyEventsPerMember": {
             "run": round(statistics.median([r.events[0] for r in rounds]) / members / networks, 1),

@@ -56,6 +56,12 @@ def test_the_benchmark_prints_its_figures_as_one_json_object_and_leaves_no_serve
     # Gates and soaks are taken out of the transitions, never more than the window held.
     without_gates = result["stageTransitionLatencyMedianSeconds"]
     assert 0 <= without_gates <= result["stageTransitionWithGatesMedianSeconds"]
+    # The simulated fleet's own CPU is a part of the run's worker CPU, and says how large.
+    run_cpu = result["cpuSeconds"]["run"]
+    assert 0 < run_cpu["simulatedFleet"] < run_cpu["worker"]
+    assert "simulatedFleet" not in result["cpuSeconds"]["floor"]  # the floor has no fleet
+    ratios = result["cpuRatio"]
+    assert 0 < ratios["withoutSimulatedFleet"] < ratios["total"]
     print(json.dumps(result))  # the figures, for whoever reads the test log
     # Its own server went with it (a benchmark's server left behind would be an orphan).
     leftovers = subprocess.run(
@@ -111,6 +117,10 @@ def test_two_worker_processes_share_the_work_and_upgrade_every_member_exactly_on
         per_member = result["cpuMillisecondsPerMember"][side]["server"]
         assert per_member == round(result["cpuSeconds"][side]["server"] * 1000 / 6, 1)
     assert result["continuedAsNew"] == 0  # nothing in a 6-member run continues as new
+    # The fleet's accesses ran in the worker processes: this process did not meter them.
+    assert "simulatedFleet" not in result["cpuSeconds"]["run"]
+    assert result["cpuRatio"]["total"] > 0
+    assert result["cpuRatio"]["withoutSimulatedFleet"] is None
     print(json.dumps(result))
     for process in processes:  # stopped, not orphaned
         assert not Path(f"/proc/{process['pid']}").exists()
