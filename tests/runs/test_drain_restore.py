@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
 from activities.backends.simulated import SimulatedFleetBackend
 from engine.domain.fleet import parse_fleet
-from engine.domain.run import MemberStep, RunTimings, State, member_workflow_id
+from engine.domain.run import DRAIN_WAIT, MemberStep, RunTimings, State, member_workflow_id
 from engine.domain.runspec import RunSpec
 from engine.domain.services import AnnotationChange
 from engine.runtime.runs import UpdateRunHandle, start_update_run
@@ -147,11 +149,32 @@ async def test_a_drain_whose_wait_times_out_is_restored_and_the_audit_shows_it(
             assert annotations(fleet, name) == {"service.cilium.io/global": "true"}
 
 
+class _StoppedMesh(SimulatedFleetBackend):
+    """The simulated fleet on a clock the test can stop: while it is stopped, simulated
+    time stands still, so no change crosses the mesh (a drain is never seen by the peers)."""
+
+    #: The wall-clock time the clock is stopped at (None: it runs).
+    stopped_at: float | None = None
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir, clock=self.now)
+
+    @classmethod
+    def now(cls) -> float:
+        return cls.stopped_at if cls.stopped_at is not None else time.time()
+
+
 async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_member(
     client: Client, task_queue: str, state_dir: Path
 ) -> None:
     """Terminating the run cancels its member (parent close policy REQUEST_CANCEL); the
-    member, cancelled in the middle of its drain's wait, puts the annotations back."""
+    member, cancelled in the middle of its drain's wait, puts the annotations back.
+
+    The simulated clock is stopped once the network is connected: the drain's change never
+    reaches the peers, so its wait is still on when the run is terminated, however slow the
+    machine (no wall-clock budget decides it). The clock runs again once the annotations
+    are back, and the member closes."""
+    _StoppedMesh.stopped_at = None
     clusters = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
     async with drain_fleet(
         client,
@@ -159,15 +182,53 @@ async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_m
         state_dir,
         clusters,
         [service_in("a-1", "a-2")],
-        mesh_propagation="40000s",  # 20 s of wall time: the wait is still on when we end it
+        backend_type=_StoppedMesh,
     ) as fleet:
-        run = await start_run(fleet, strategy([{"name": "all", "groups": [{"name": "all"}]}]))
-        status = await run.status()
-        await _drained(fleet, "a-1")
-        await client.get_workflow_handle(run.workflow_id).terminate(reason="test")
-        await _closed(client, member_workflow_id(fleet.network, status.run_id, "a-1"))
+        _StoppedMesh.stopped_at = time.time()
+        # A short heartbeat timeout: the cancelled wait hears of its cancellation within a
+        # second or two and ends (a worker shutting down would otherwise wait for it until
+        # the drain timeout).
+        timings = FAST.model_copy(update={"heartbeat_timeout": dt.timedelta(seconds=2)})
+        try:
+            run = await start_run(
+                fleet, strategy([{"name": "all", "groups": [{"name": "all"}]}]), timings
+            )
+            status = await run.status()
+            member = member_workflow_id(fleet.network, status.run_id, "a-1")
+            await _drained(fleet, "a-1")
+            await _running(client, member, DRAIN_WAIT)
+            await client.get_workflow_handle(run.workflow_id).terminate(reason="test")
+            await _restored(fleet, "a-1")
+            assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
+        finally:
+            _StoppedMesh.stopped_at = None  # time moves on: the restore's wait can end
+        await _closed(client, member)
         assert [e.cluster for e in fleet.audit("serviceRestored")] == ["a-1"]
         assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
+
+
+async def _running(client: Client, workflow_id: str, activity: str) -> None:
+    """Wait until ``workflow_id`` has ``activity`` started and still running."""
+    handle = client.get_workflow_handle(workflow_id)
+
+    async def started() -> bool:
+        pending = (await handle.describe()).raw_description.pending_activities
+        return any(
+            p.activity_type.name == activity
+            and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            for p in pending
+        )
+
+    await eventually(started, timeout=60, what=f"{workflow_id} to be running {activity}")
+
+
+async def _restored(fleet: Fleet, cluster: str) -> None:
+    """Wait until the audit shows ``cluster``'s service restored."""
+    await eventually(
+        lambda: any(e.cluster == cluster for e in fleet.audit("serviceRestored")),
+        timeout=60,
+        what=f"{cluster}'s service to be restored",
+    )
 
 
 async def test_a_restore_that_cannot_complete_fails_the_member_naming_what_is_left_drained(
