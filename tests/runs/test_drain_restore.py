@@ -98,12 +98,12 @@ async def _closed(client: Client, workflow_id: str) -> None:
     await eventually(closed, timeout=60, what=f"{workflow_id} to close")
 
 
-async def _drained(fleet: Fleet, cluster: str) -> None:
-    """Wait until the audit shows ``cluster``'s service drained."""
+async def _audited(fleet: Fleet, event: str, cluster: str) -> None:
+    """Wait until the audit log holds ``event`` for ``cluster`` (``serviceDrained``, ...)."""
     await eventually(
-        lambda: any(e.cluster == cluster for e in fleet.audit("serviceDrained")),
+        lambda: any(e.cluster == cluster for e in fleet.audit(event)),
         timeout=60,
-        what=f"{cluster}'s service to be drained",
+        what=f"{event} for {cluster} in the audit log",
     )
 
 
@@ -195,10 +195,10 @@ async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_m
             )
             status = await run.status()
             member = member_workflow_id(fleet.network, status.run_id, "a-1")
-            await _drained(fleet, "a-1")
+            await _audited(fleet, "serviceDrained", "a-1")
             await _running(client, member, DRAIN_WAIT)
             await client.get_workflow_handle(run.workflow_id).terminate(reason="test")
-            await _restored(fleet, "a-1")
+            await _audited(fleet, "serviceRestored", "a-1")
             assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
         finally:
             _StoppedMesh.stopped_at = None  # time moves on: the restore's wait can end
@@ -220,15 +220,6 @@ async def _running(client: Client, workflow_id: str, activity: str) -> None:
         )
 
     await eventually(started, timeout=60, what=f"{workflow_id} to be running {activity}")
-
-
-async def _restored(fleet: Fleet, cluster: str) -> None:
-    """Wait until the audit shows ``cluster``'s service restored."""
-    await eventually(
-        lambda: any(e.cluster == cluster for e in fleet.audit("serviceRestored")),
-        timeout=60,
-        what=f"{cluster}'s service to be restored",
-    )
 
 
 async def test_a_restore_that_cannot_complete_fails_the_member_naming_what_is_left_drained(
