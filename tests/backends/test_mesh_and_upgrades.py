@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from activities.backends.simulated import AuditEvent, SimulatedFleetBackend
+from activities.backends.simulated.model import Condition, ConditionKind, World
 from engine.domain.backend import ClusterUnavailableError, OperationState
+from engine.domain.fleet import parse_fleet
 from tests.backends.conftest import (
     CHECKOUT,
     MEMBERS,
@@ -15,6 +17,7 @@ from tests.backends.conftest import (
     FakeClock,
     LoadWorld,
     cluster,
+    fleet_document,
 )
 
 
@@ -184,3 +187,42 @@ async def test_a_focused_mesh_read_sees_only_the_links_of_its_member(
 
     on_bravo = await backend.mesh_health(MEMBERS, focus=bravo)
     assert (bravo, charlie) in {(link.viewer, link.peer) for link in on_bravo.not_ready_links()}
+
+
+def _condition(ident: int, start: float, end: float | None) -> Condition:
+    return Condition(
+        id=ident, kind=ConditionKind.AGENT_RESTART, cluster="alpha", start=start, end=end
+    )
+
+
+def test_an_instant_skips_only_the_conditions_that_had_all_ended_before_it() -> None:
+    """``ended_before`` lets an instant skip the leading conditions that are over; it stops
+    at the first still open, and an instant earlier than the last one asked skips none."""
+    world = World(
+        fleet=parse_fleet(fleet_document()),
+        loaded_wall=0.0,
+        conditions=[_condition(1, 0, 5), _condition(2, 1, 10), _condition(3, 2, None)],
+    )
+    world.conditions.append(_condition(4, 3, 4))
+
+    assert world.ended_before(7) == 1, "the second condition lasts until 10"
+    assert world.ended_before(12) == 2, "the third never ends: the fourth stays looked at"
+    assert world.ended_before(6) == 0, "an earlier instant looks at every condition"
+    world.conditions[2].end = 13  # a cleared fault: its end only ever moves earlier
+    assert world.ended_before(20) == 4
+
+
+async def test_a_member_upgraded_twice_restarts_again_after_its_first_restart_ended(
+    backend: SimulatedFleetBackend, clock: FakeClock
+) -> None:
+    """The first rollout's restart is over (and skipped from then on); the second one's
+    restart still drops the member's links."""
+    await backend.start_cilium_upgrade("alpha", "1.18.6", idempotency_key="first")
+    clock.advance(300)
+    assert (await backend.get_operation("alpha", "first")).done
+    assert (await backend.mesh_health(MEMBERS)).healthy()
+
+    await backend.start_cilium_upgrade("alpha", "1.18.7", idempotency_key="second")
+    clock.advance(31)
+    during = await backend.mesh_health(MEMBERS)
+    assert ("alpha", "bravo") in {(link.viewer, link.peer) for link in during.not_ready_links()}

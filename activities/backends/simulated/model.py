@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 from typing import Any
 
-from pydantic import Field, field_serializer
+from pydantic import Field, PrivateAttr, field_serializer
 
 from activities.backends.simulated.event_queue import Scheduled, in_order
 from engine.domain.backend import OperationKind, OperationState
@@ -179,6 +180,25 @@ class World(DomainModel):
     #: mesh of 255 has 64,770 of them, and every access reads it).
     links_ready: set[str] = Field(default_factory=set)
     violations: list[ViolationRecord] = Field(default_factory=list)
+    #: In memory only: ``(k, t)``, every one of the first ``k`` conditions had ended by
+    #: simulated time ``t`` (a condition's end only ever moves earlier), so an instant at
+    #: or after ``t`` need not look at them (``ended_before``).
+    _ended: tuple[int, float] = PrivateAttr(default=(0, -math.inf))
+
+    def ended_before(self, t: float) -> int:
+        """How many of the first conditions had all ended by ``t`` (0 before the last ``t``
+        asked: the index only moves forward in time)."""
+        count, as_of = self._ended
+        if t < as_of:
+            return 0
+        conditions = self.conditions
+        while count < len(conditions):
+            end = conditions[count].end
+            if end is None or end > t:
+                break
+            count += 1
+        self._ended = (count, t)
+        return count
 
     @property
     def time_scale(self) -> float:

@@ -130,6 +130,8 @@ class TimelineSimulation(abc.ABC):
         self._specs = {
             service_key(s.namespace, s.name): s for s in world.fleet.spec.global_services
         }
+        #: cluster -> the services it can export (``_sources_of``).
+        self._sources: dict[str, list[str]] | None = None
         self._config_changed = False
         self._configs: dict[str, RemoteClusterConfig] = {}
         #: How long a change takes to cross the mesh (simulated seconds).
@@ -207,8 +209,19 @@ class TimelineSimulation(abc.ABC):
     def _at(self, t: float) -> _Instant:
         """Which disturbances are active at ``t`` (computed once per instant)."""
         if self._instant is None or self._instant.t != t:
-            self._instant = _Instant(t, self.world.conditions)
+            conditions = self.world.conditions
+            self._instant = _Instant(t, conditions[self.world.ended_before(t) :])
         return self._instant
+
+    def _sources_of(self, cluster: str) -> list[str]:
+        """The services ``cluster`` can ever export (``_is_source``), in declaration order."""
+        if self._sources is None:
+            index: dict[str, list[str]] = {}
+            for key, spec in self._specs.items():
+                for name in spec.clusters:
+                    index.setdefault(name, []).append(key)
+            self._sources = index
+        return self._sources.get(cluster, [])
 
     def _is_source(self, cluster: str, key: str) -> bool:
         """Whether ``cluster`` can ever export the service: only its declared clusters carry
@@ -312,13 +325,34 @@ class TimelineSimulation(abc.ABC):
 
     def _link_ready(self, viewer: str, peer: str, t: float) -> bool:
         """Whether ``viewer -> peer`` is ready at ``t`` (the fast path of ``link``)."""
-        instant = self._at(t)
-        if viewer in instant.restarting or peer in instant.restarting:
+        return self._ready_in(self._at(t), viewer, peer)
+
+    def _ready_in(self, instant: _Instant, viewer: str, peer: str) -> bool:
+        """``_link_ready`` at ``instant`` (``_ready_at`` inlined: settling calls it for every
+        link of every cluster that changed)."""
+        restarting = instant.restarting
+        if viewer in restarting or peer in restarting:
             return False
-        ready_at = self._ready_at(viewer, peer)
-        if ready_at is None or t < ready_at:
+        clusters = self.world.clusters
+        v = clusters[viewer]
+        p = clusters.get(peer)
+        joined = v.peers.get(peer)
+        if p is None or joined is None:
             return False
-        return not self._partitioned(viewer, peer, t)
+        v_enabled, p_enabled = v.mesh_enabled_at, p.mesh_enabled_at
+        if v_enabled is None or p_enabled is None:
+            return False
+        delay = self._propagation
+        ready = max(joined, v_enabled, p_enabled) + delay
+        if p_enabled > v_enabled:
+            back = p.peers.get(viewer)
+            if back is not None:
+                ready = max(ready, max(back, p_enabled, v_enabled) + delay + delay)
+        if instant.t < ready:
+            return False
+        if instant.cut_off or instant.cut:
+            return not self._partitioned(viewer, peer, instant.t)
+        return True
 
     def _disturbed(self, cluster: str, t: float) -> tuple[int, float | None, bool]:
         """(agent restarts begun by ``t``, the last one's start, any partition begun by ``t``)."""
@@ -383,38 +417,41 @@ class TimelineSimulation(abc.ABC):
         keys = self._service_keys()
         dirty = self._dirty
         self._dirty = set()
+        instant = self._at(t)
+        ready_in = self._ready_in
         if dirty is None:
             ready_now = {
                 f"{v}|{p}"
                 for v, state in world.clusters.items()
                 for p in state.peers
-                if self._link_ready(v, p, t)
+                if ready_in(instant, v, p)
             }
             added = ready_now - self._links_ready
             self._links_ready = world.links_ready = ready_now
         else:
             # Only links touching a cluster that changed can have changed.
             candidates = [(v, p) for v in dirty for p in world.clusters[v].peers]
-            candidates += [
-                (v, p)
-                for v, state in world.clusters.items()
-                if v not in dirty
-                for p in dirty
-                if p in state.peers
-            ]
+            if dirty:
+                candidates += [
+                    (v, p)
+                    for v, state in world.clusters.items()
+                    if v not in dirty
+                    for p in dirty
+                    if p in state.peers
+                ]
             added = set()
+            links_ready = self._links_ready
             for viewer, peer in candidates:
                 link = f"{viewer}|{peer}"
-                if not self._link_ready(viewer, peer, t):
-                    self._links_ready.discard(link)
-                elif link not in self._links_ready:
-                    self._links_ready.add(link)
+                if not ready_in(instant, viewer, peer):
+                    links_ready.discard(link)
+                elif link not in links_ready:
+                    links_ready.add(link)
                     added.add(link)
         for link in sorted(added):
             viewer, peer = link.split("|")
-            for key in keys:  # a (re)connected agent resynchronizes everything
-                if self._is_source(peer, key):
-                    self._cache_set(key, viewer, peer, self._export(peer, key, t), t)
+            for key in self._sources_of(peer):  # a (re)connected agent resynchronizes all
+                self._cache_set(key, viewer, peer, self._export(peer, key, t), t)
         if self._config_changed:
             # A peer removed from the configuration takes its backends with it.
             self._config_changed = False
@@ -449,14 +486,16 @@ class TimelineSimulation(abc.ABC):
 
     def routing_view(self, viewer: str, key: str, t: float) -> RoutingView:
         """Where ``viewer`` routes a service: local ready backends plus its cached remote ones."""
+        # Built without validation (every field given, of its type): the hot read path.
         local = self.ready_endpoints(viewer, key, t)
-        backends = [BackendSource(cluster=viewer, routable=local, ready=local)] if local else []
+        source = BackendSource.model_construct
+        backends = (
+            [source(cluster=viewer, routable=local, ready=local, stale=False)] if local else []
+        )
         for peer, routable, ready in self._remote_backends(viewer, key, t):
             stale = f"{viewer}|{peer}" not in self._links_ready
-            backends.append(
-                BackendSource(cluster=peer, routable=routable, ready=ready, stale=stale)
-            )
-        return RoutingView(viewer=viewer, backends=backends)
+            backends.append(source(cluster=peer, routable=routable, ready=ready, stale=stale))
+        return RoutingView.model_construct(viewer=viewer, backends=backends)
 
     def _remote_backends(self, viewer: str, key: str, t: float) -> list[tuple[str, int, int]]:
         """(source, routable, ready) for each peer whose backends ``viewer`` routes to."""

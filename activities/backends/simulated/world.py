@@ -417,7 +417,9 @@ class Simulation(OperationSimulation):
             )
             for member in holders:
                 state = self.world.clusters[member]
-                service.per_cluster[member] = ClusterServiceState(
+                # Built without validation (every field given, of its type): a 255-member
+                # read builds one per holder, and the drain and verify steps poll it.
+                service.per_cluster[member] = ClusterServiceState.model_construct(
                     cluster=member,
                     annotations=dict(state.service_annotations[key]),
                     namespace_annotations=dict(state.namespace_annotations.get(spec.namespace, {})),
