@@ -95,7 +95,9 @@ class MemberUpdateWorkflow:
         if preflight.outcome is PreflightOutcome.REFUSED:
             return self._ended(MemberOutcome.FAILED, preflight.message, preflight.current)
 
-        if not workflow.patched(DRAIN_RECORD_FIRST):
+        # The run says so (since ``run-member-record-first-by-input``): no patch call, so
+        # no marker and no search-attribute upsert. Older inputs ask, as recorded.
+        if not member.record_first and not workflow.patched(DRAIN_RECORD_FIRST):
             return await self._steps_before_record_first(member)
         return await self._steps(member)
 

@@ -34,6 +34,7 @@ from workflows.run_gates import RunGates
 from workflows.run_patches import (
     MEMBER_SEARCH_ATTRIBUTE_PATCH,
     PATCH_BUDGET_HALTS_RUN,
+    PATCH_MEMBER_RECORD_FIRST_BY_INPUT,
     PATCH_REPORT_LEFT_DRAINED,
     PATCH_SHARED_MEMBER_ORDER,
 )
@@ -177,6 +178,7 @@ class RunMembers(RunGates):
             min_ready_endpoints=self._health.min_ready_endpoints,
             mesh_ready_timeout=self._health.mesh_ready_timeout,
             timings=self._input.timings,
+            record_first=workflow.patched(PATCH_MEMBER_RECORD_FIRST_BY_INPUT),
         )
         # h-ops: histories recorded before the patch started children without it.
         member_attributes = (

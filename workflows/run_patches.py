@@ -51,3 +51,7 @@ PATCH_RELEASE_AFTER_FAILED_ACQUIRE = "run-release-after-failed-acquire"
 PATCH_PLAN_RECORDED = "run-plan-recorded"
 #: Patch: members' inputs name the run's roster instead of copying the member list.
 PATCH_ROSTER_BY_REFERENCE = "run-member-roster-by-reference"
+#: Patch: members' inputs say they drain by recording first (``record_first``), so the
+#: member workflow no longer asks its own patch (a marker and a search-attribute upsert
+#: per member).
+PATCH_MEMBER_RECORD_FIRST_BY_INPUT = "run-member-record-first-by-input"

@@ -391,6 +391,11 @@ class MemberUpdateInput(DomainModel):
     min_ready_endpoints: int = 1
     mesh_ready_timeout: dt.timedelta
     timings: RunTimings = Field(default_factory=RunTimings)
+    #: Set by runs since ``run-member-record-first-by-input``: the member drains by
+    #: recording first without asking ``workflow.patched("drain-record-first")``. Every
+    #: patch call records a marker and upserts ``TemporalChangeVersion``: two events and
+    #: a visibility write per member. False in older histories (they ask, as recorded).
+    record_first: bool = False
 
     def for_step(self, *, reads_members: bool = True) -> MemberUpdateInput:
         """This input for a step after preflight: only the member lists the step reads.

@@ -18,6 +18,7 @@ import pytest
 from temporalio.client import Client
 
 from activities.roster import RosterMismatchError, RosterReader, acquired_roster
+from engine.domain import run as contract
 from engine.domain.errors import UnavailableError
 from engine.domain.plan import VersionPair
 from engine.domain.roster import QUERY_ROSTER, RosterRef, RunRoster, roster_digest, roster_ref
@@ -85,6 +86,37 @@ async def test_a_members_history_names_the_runs_member_list_and_never_copies_it(
         assert await acquired_roster(client, ref) == roster
         other = ref.model_copy(update={"digest": roster_digest(["a-1", "a-2"]), "size": 2})
         assert await acquired_roster(client, other) is None
+
+
+async def test_a_member_of_todays_run_drains_record_first_without_a_patch_marker(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The run's input tells the member to record its drain first, so the member asks no
+    patch: its history has no marker and no ``TemporalChangeVersion`` upsert (two events
+    and a visibility write per member), and it still annotates before it waits."""
+    clusters = [Cluster(name, group="all") for name in MEMBERS]
+    async with drain_fleet(
+        client, task_queue, state_dir, clusters, [service_in("a-1", "a-2")]
+    ) as fleet:
+        run = await start_run(fleet, strategy(ONE_STAGE))
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+
+        member_id = member_workflow_id(fleet.network, status.run_id, "a-1")
+        events = (await client.get_workflow_handle(member_id).fetch_history()).to_json_dict()[
+            "events"
+        ]
+        assert _payload(events[0]["workflowExecutionStartedEventAttributes"])["recordFirst"]
+        kinds = {e["eventType"] for e in events}
+        assert "EVENT_TYPE_MARKER_RECORDED" not in kinds
+        assert "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES" not in kinds
+        steps = [
+            e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+            for e in events
+            if "activityTaskScheduledEventAttributes" in e
+        ]
+        assert steps[:3] == [contract.PREFLIGHT, contract.DRAIN_ANNOTATE, contract.DRAIN_WAIT]
+        assert contract.DRAIN not in steps
 
 
 def _input(**fields: Any) -> MemberUpdateInput:
