@@ -10,7 +10,9 @@ activities read it from the run, once per worker.
 
 ``MEMBERS_STATE`` names the files: ``members-listed`` on the code before the change
 (each member's input and its steps' inputs carry ``networkMembers``),
-``roster-by-reference`` after it.
+``roster-by-reference`` after it, and ``record-first-by-input`` after the run started
+telling its members to drain record-first (``run-member-record-first-by-input``: the
+member asks no patch, so its history has no marker and no search-attribute upsert).
 """
 
 from __future__ import annotations
