@@ -21,7 +21,6 @@ sequence (one activity annotating and waiting, one restoring and waiting).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
@@ -40,6 +39,7 @@ from engine.domain.run import (
     PreflightOutcome,
 )
 from engine.domain.runspec import UpgradeType
+from workflows.member_restore import Restored
 from workflows.policies import MARGIN, QUICK, RESTORE_RETRY, RESTORE_UNTIL_TIMEOUT, STEP_RETRY
 
 #: The patch that split drain and restore into "change, then wait" (see the module doc).
@@ -52,15 +52,6 @@ _STEP_ACTIVITIES = {
     MemberStep.VERIFY: contract.VERIFY,
 }
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Restored:
-    """How a restore ended: services it could not put back, a problem, notes to report."""
-
-    left_drained: list[str] = field(default_factory=list)
-    problem: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @workflow.defn(name=contract.MEMBER_UPDATE_WORKFLOW)
@@ -109,7 +100,7 @@ class MemberUpdateWorkflow:
         step_input = member.for_step()
         hop_input = member.for_step(reads_members=False)
         timings = member.timings
-        restored: _Restored | None = None
+        restored: Restored | None = None
         try:
             drain = await self._annotate(step_input)
             await self._waiting_step(
@@ -182,7 +173,7 @@ class MemberUpdateWorkflow:
 
     async def _restore_pair(
         self, member: MemberUpdateInput, drain: contract.DrainRecord
-    ) -> _Restored:
+    ) -> Restored:
         """Put the annotations back (retrying up to the restore timeout), then wait for peers."""
         self._step = MemberStep.RESTORE
         request = contract.RestoreRequest(member=member, drain=drain)
@@ -198,7 +189,7 @@ class MemberUpdateWorkflow:
             )
         except ActivityError as error:
             services = sorted(f"{c.namespace}/{c.name}" for c in drain.changes)
-            return _Restored(left_drained=services, problem=failure_text(error))
+            return Restored(left_drained=services, problem=failure_text(error))
         notes = []
         if result.vanished:
             notes.append(f"vanished before the restore: {', '.join(result.vanished)}")
@@ -212,15 +203,15 @@ class MemberUpdateWorkflow:
                 activity=contract.RESTORE_WAIT,
             )
         except ActivityError as error:
-            return _Restored(problem=failure_text(error), notes=notes)
-        return _Restored(notes=notes)
+            return Restored(problem=failure_text(error), notes=notes)
+        return Restored(notes=notes)
 
     def _outcome(
         self,
         member: MemberUpdateInput,
         failure: str | None,
         failed_step: MemberStep | None,
-        restored: _Restored | None,
+        restored: Restored | None,
     ) -> MemberUpdateResult:
         """The member's result: a restore that could not finish is said first and loudest."""
         notes = restored.notes if restored else []

@@ -39,8 +39,17 @@ from workflows.update_run import UpdateRunWorkflow
 log = structlog.get_logger(__name__)
 
 #: Our pure modules are deterministic: pass them through the sandbox instead of
-#: re-importing them for every workflow run.
-PASSTHROUGH_MODULES = ("engine.domain", "strategies", "yaml", "structlog")
+#: re-importing them for every workflow run. From ``workflows``, only the modules of
+#: plain values and data classes (no workflow API): the sandbox would otherwise run
+#: them again for each of a run's members.
+PASSTHROUGH_MODULES = (
+    "engine.domain",
+    "strategies",
+    "yaml",
+    "structlog",
+    "workflows.policies",
+    "workflows.member_restore",
+)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
