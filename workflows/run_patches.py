@@ -55,3 +55,5 @@ PATCH_ROSTER_BY_REFERENCE = "run-member-roster-by-reference"
 #: member workflow no longer asks its own patch (a marker and a search-attribute upsert
 #: per member).
 PATCH_MEMBER_RECORD_FIRST_BY_INPUT = "run-member-record-first-by-input"
+#: Patch: the mesh and endpoints checks after a stage run at once, not one after the other.
+PATCH_AFTER_CHECKS_TOGETHER = "run-after-checks-together"

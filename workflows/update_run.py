@@ -338,9 +338,7 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
         if self._halted() or any(not g.state.finished for g in stage.groups):
             return
         if stage.name not in self._state.checked_after:
-            if not await self._mesh_gate(stage, "after", timeout):
-                return
-            if not await self._endpoints_gate(stage, timeout):
+            if not await self._after_checks(stage, timeout):
                 return
             if self._can_while_waiting:
                 self._state.checked_after.append(stage.name)
