@@ -82,3 +82,24 @@ async def test_record_a_run_whose_plan_is_recorded(
             "compute_plan activity's recorded result."
         )
         await record(client, run.workflow_id, "UpdateRun", "completed-plan-recorded", note)
+
+
+async def test_record_a_run_checking_after_each_stage_at_once(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """A completed two-stage run whose mesh and endpoints checks after each stage were
+    scheduled in one workflow task (``run-after-checks-together``)."""
+    clusters = [Cluster("a-1", group="a"), Cluster("b-1", group="b")]
+    plan = strategy(
+        [{"name": "a", "groups": [{"name": "a"}]}, {"name": "b", "groups": [{"name": "b"}]}]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(plan)
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+        note = (
+            f"Recorded at {_commit()} by "
+            "recorders.py::test_record_a_run_checking_after_each_stage_at_once: after each "
+            "stage, check_mesh_health and service_endpoints are scheduled together."
+        )
+        await record(client, run.workflow_id, "UpdateRun", "completed-after-checks-together", note)
