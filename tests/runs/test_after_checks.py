@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from engine.domain import run as contract
 from engine.domain.mesh import NotReadyLink
-from engine.domain.run import State
+from engine.domain.run import RunStatus, State
 from tests.runs.harness import Cluster, running_fleet, strategy, wait_until
 
 TWO = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
@@ -61,24 +61,6 @@ class MeetingChecks:
         return contract.ServiceEndpointsResult(ready={})
 
 
-async def test_the_mesh_and_endpoints_checks_after_a_stage_are_asked_at_once(
-    client: Client, task_queue: str, state_dir: Path
-) -> None:
-    checks = MeetingChecks()
-    async with running_fleet(
-        client,
-        task_queue,
-        state_dir,
-        TWO,
-        replaced=[checks.check_mesh_health, checks.service_endpoints],
-    ) as fleet:
-        run = await fleet.start_run(ONE_STAGE)
-        done = await wait_until(run, lambda s: s.state.finished, timeout=60)
-        assert done.state is State.COMPLETED, done.error
-        assert checks.mesh_started.is_set()
-        assert checks.endpoints_started.is_set()
-
-
 class BothChecksFail:
     """After the stage, the mesh has a link down and a service is below its baseline."""
 
@@ -108,10 +90,10 @@ class BothChecksFail:
         )
 
 
-async def test_when_both_checks_after_a_stage_fail_the_stage_names_the_mesh(
-    client: Client, task_queue: str, state_dir: Path
-) -> None:
-    checks = BothChecksFail()
+async def _one_stage_ended(
+    client: Client, task_queue: str, state_dir: Path, checks: MeetingChecks | BothChecksFail
+) -> RunStatus:
+    """A one-stage run of two members with ``checks`` in place of the real ones, once ended."""
     async with running_fleet(
         client,
         task_queue,
@@ -120,8 +102,26 @@ async def test_when_both_checks_after_a_stage_fail_the_stage_names_the_mesh(
         replaced=[checks.check_mesh_health, checks.service_endpoints],
     ) as fleet:
         run = await fleet.start_run(ONE_STAGE)
-        failed = await wait_until(run, lambda s: s.state is State.FAILED, timeout=60)
-        message = failed.stages[0].message or ""
-        assert message == "mesh not healthy after the stage: a-1 -> a-2: etcd: 0/1 connected"
-        assert "mesh not healthy after the stage" in (failed.error or "")
-        assert checks.endpoints_asked, "the endpoints were not checked alongside the mesh"
+        return await wait_until(run, lambda s: s.state.finished, timeout=60)
+
+
+async def test_the_mesh_and_endpoints_checks_after_a_stage_are_asked_at_once(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    checks = MeetingChecks()
+    done = await _one_stage_ended(client, task_queue, state_dir, checks)
+    assert done.state is State.COMPLETED, done.error
+    assert checks.mesh_started.is_set()
+    assert checks.endpoints_started.is_set()
+
+
+async def test_when_both_checks_after_a_stage_fail_the_stage_names_the_mesh(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    checks = BothChecksFail()
+    failed = await _one_stage_ended(client, task_queue, state_dir, checks)
+    assert failed.state is State.FAILED
+    message = failed.stages[0].message or ""
+    assert message == "mesh not healthy after the stage: a-1 -> a-2: etcd: 0/1 connected"
+    assert "mesh not healthy after the stage" in (failed.error or "")
+    assert checks.endpoints_asked, "the endpoints were not checked alongside the mesh"
