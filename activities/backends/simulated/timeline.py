@@ -328,27 +328,13 @@ class TimelineSimulation(abc.ABC):
         return self._ready_in(self._at(t), viewer, peer)
 
     def _ready_in(self, instant: _Instant, viewer: str, peer: str) -> bool:
-        """``_link_ready`` at ``instant`` (``_ready_at`` inlined: settling calls it for every
-        link of every cluster that changed)."""
+        """``_link_ready`` at ``instant`` (settling asks it for every link of every cluster
+        that changed)."""
         restarting = instant.restarting
         if viewer in restarting or peer in restarting:
             return False
-        clusters = self.world.clusters
-        v = clusters[viewer]
-        p = clusters.get(peer)
-        joined = v.peers.get(peer)
-        if p is None or joined is None:
-            return False
-        v_enabled, p_enabled = v.mesh_enabled_at, p.mesh_enabled_at
-        if v_enabled is None or p_enabled is None:
-            return False
-        delay = self._propagation
-        ready = max(joined, v_enabled, p_enabled) + delay
-        if p_enabled > v_enabled:
-            back = p.peers.get(viewer)
-            if back is not None:
-                ready = max(ready, max(back, p_enabled, v_enabled) + delay + delay)
-        if instant.t < ready:
+        ready_at = self._ready_at(viewer, peer)
+        if ready_at is None or instant.t < ready_at:
             return False
         if instant.cut_off or instant.cut:
             return not self._partitioned(viewer, peer, instant.t)
