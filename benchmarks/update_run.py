@@ -385,10 +385,9 @@ def cpu_figures(rounds: list[Round], members: int) -> tuple[dict[str, Any], dict
     if simulated:
         # Part of the run's worker CPU: the simulated clusters' own work, which real
         # clusters do behind their API servers.
-        seconds["run"]["simulatedFleet"] = round(statistics.median(simulated), 2)
-        per_member["run"]["simulatedFleet"] = round(
-            statistics.median(simulated) * 1000 / members, 1
-        )
+        fleet = statistics.median(simulated)
+        seconds["run"]["simulatedFleet"] = round(fleet, 2)
+        per_member["run"]["simulatedFleet"] = round(fleet * 1000 / members, 1)
     return seconds, per_member
 
 

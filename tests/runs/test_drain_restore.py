@@ -153,15 +153,13 @@ class _StoppedMesh(SimulatedFleetBackend):
     """The simulated fleet on a clock the test can stop: while it is stopped, simulated
     time stands still, so no change crosses the mesh (a drain is never seen by the peers)."""
 
-    #: The wall-clock time the clock is stopped at (None: it runs).
-    stopped_at: float | None = None
-
     def __init__(self, state_dir: Path) -> None:
+        #: The wall-clock time the clock is stopped at (None: it runs).
+        self.stopped_at: float | None = None
         super().__init__(state_dir, clock=self.now)
 
-    @classmethod
-    def now(cls) -> float:
-        return cls.stopped_at if cls.stopped_at is not None else time.time()
+    def now(self) -> float:
+        return self.stopped_at if self.stopped_at is not None else time.time()
 
 
 async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_member(
@@ -174,7 +172,6 @@ async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_m
     reaches the peers, so its wait is still on when the run is terminated, however slow the
     machine (no wall-clock budget decides it). The clock runs again once the annotations
     are back, and the member closes."""
-    _StoppedMesh.stopped_at = None
     clusters = [Cluster("a-1", group="all"), Cluster("a-2", group="all")]
     async with drain_fleet(
         client,
@@ -184,7 +181,9 @@ async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_m
         [service_in("a-1", "a-2")],
         backend_type=_StoppedMesh,
     ) as fleet:
-        _StoppedMesh.stopped_at = time.time()
+        mesh = fleet.backend
+        assert isinstance(mesh, _StoppedMesh)
+        mesh.stopped_at = time.time()
         # A short heartbeat timeout: the cancelled wait hears of its cancellation within a
         # second or two and ends (a worker shutting down would otherwise wait for it until
         # the drain timeout).
@@ -201,7 +200,7 @@ async def test_a_run_terminated_while_a_member_waits_on_its_drain_restores_the_m
             await _audited(fleet, "serviceRestored", "a-1")
             assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}
         finally:
-            _StoppedMesh.stopped_at = None  # time moves on: the restore's wait can end
+            mesh.stopped_at = None  # time moves on: the restore's wait can end
         await _closed(client, member)
         assert [e.cluster for e in fleet.audit("serviceRestored")] == ["a-1"]
         assert annotations(fleet, "a-1") == {"service.cilium.io/global": "true"}

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ from engine.domain.plan import VersionPair
 from engine.domain.roster import QUERY_ROSTER, RosterRef, RunRoster, roster_digest, roster_ref
 from engine.domain.run import MemberUpdateInput, State, member_workflow_id
 from engine.domain.runspec import UpgradeType
-from tests.runs.harness import Cluster, strategy
+from engine.runtime.runs import UpdateRunHandle
+from tests.runs.harness import Cluster, Fleet, strategy
 from tests.runs.test_drain_restore import drain_fleet, service_in, start_run
 
 MEMBERS = ["a-1", "a-2", "a-3"]
@@ -43,11 +46,12 @@ def _member_input(payload: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else payload
 
 
-async def test_a_members_history_names_the_runs_member_list_and_never_copies_it(
+@contextlib.asynccontextmanager
+async def _completed_run(
     client: Client, task_queue: str, state_dir: Path
-) -> None:
-    """The member's input and every step's input carry no member list; the input names the
-    run, the list's size and its digest, and the run's roster query answers that list."""
+) -> AsyncIterator[tuple[Fleet, UpdateRunHandle, list[dict[str, Any]]]]:
+    """A one-stage run of ``MEMBERS`` (a-1 serving a global service with a-2) run to its
+    end: the fleet, the run and a-1's member history (its events, as JSON), worker still up."""
     clusters = [Cluster(name, group="all") for name in MEMBERS]
     async with drain_fleet(
         client, task_queue, state_dir, clusters, [service_in("a-1", "a-2")]
@@ -55,12 +59,20 @@ async def test_a_members_history_names_the_runs_member_list_and_never_copies_it(
         run = await start_run(fleet, strategy(ONE_STAGE))
         status = await run.result()
         assert status.state is State.COMPLETED, status.error
+        member_id = member_workflow_id(fleet.network, status.run_id, "a-1")
+        history = await client.get_workflow_handle(member_id).fetch_history()
+        yield fleet, run, history.to_json_dict()["events"]
+
+
+async def test_a_members_history_names_the_runs_member_list_and_never_copies_it(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """The member's input and every step's input carry no member list; the input names the
+    run, the list's size and its digest, and the run's roster query answers that list."""
+    async with _completed_run(client, task_queue, state_dir) as (fleet, run, events):
         # a-1 and a-2 serve the service: their drain, verify and restore read the peers.
         assert sorted(e.cluster for e in fleet.audit("serviceRestored")) == ["a-1", "a-2"]
 
-        member_id = member_workflow_id(fleet.network, status.run_id, "a-1")
-        history = (await client.get_workflow_handle(member_id).fetch_history()).to_json_dict()
-        events = history["events"]
         started = _payload(events[0]["workflowExecutionStartedEventAttributes"])
         assert started["networkMembers"] == []
         assert started["roster"] == {
@@ -94,18 +106,7 @@ async def test_a_member_of_todays_run_drains_record_first_without_a_patch_marker
     """The run's input tells the member to record its drain first, so the member asks no
     patch: its history has no marker and no ``TemporalChangeVersion`` upsert (two events
     and a visibility write per member), and it still annotates before it waits."""
-    clusters = [Cluster(name, group="all") for name in MEMBERS]
-    async with drain_fleet(
-        client, task_queue, state_dir, clusters, [service_in("a-1", "a-2")]
-    ) as fleet:
-        run = await start_run(fleet, strategy(ONE_STAGE))
-        status = await run.result()
-        assert status.state is State.COMPLETED, status.error
-
-        member_id = member_workflow_id(fleet.network, status.run_id, "a-1")
-        events = (await client.get_workflow_handle(member_id).fetch_history()).to_json_dict()[
-            "events"
-        ]
+    async with _completed_run(client, task_queue, state_dir) as (_, _run, events):
         assert _payload(events[0]["workflowExecutionStartedEventAttributes"])["recordFirst"]
         kinds = {e["eventType"] for e in events}
         assert "EVENT_TYPE_MARKER_RECORDED" not in kinds
