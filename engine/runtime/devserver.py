@@ -61,6 +61,31 @@ _PR_SET_PDEATHSIG = 1
 _STARTUP_TIMEOUT_S = 60.0
 _STOP_GRACE_S = 10.0
 _LOG_TAIL_LINES = 30
+#: How many times a server whose ports were all chosen here is started on fresh ones.
+_START_ATTEMPTS = 3
+#: Lines of a failed start's log that say why (a Go panic's or the CLI's own message).
+_REASON_PREFIXES = ("panic:", "Error:", "fatal error:")
+
+
+class ServerExitedWhileStarting(UnavailableError):
+    """The server's process ended before it answered: its exit code, and why if it said."""
+
+    def __init__(self, message: str, code: int, reason: str | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+def failure_reason(log_text: str) -> str | None:
+    """The line of a failed start's log that says why: the first panic or error line.
+
+    A Go panic prints its message first and then every goroutine's stack, so the
+    log's last lines are frames; the reason is further up.
+    """
+    for line in log_text.splitlines():
+        if line.lstrip().startswith(_REASON_PREFIXES) or "address already in use" in line:
+            return line.strip()
+    return None
 
 
 def temporal_binary() -> Path:
@@ -222,6 +247,7 @@ class EmbeddedServer:
         self.owned = False
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self._log_start = 0  # where this start's output begins in the (appended) log
 
     @property
     def address(self) -> str:
@@ -292,6 +318,7 @@ class EmbeddedServer:
         binary = temporal_binary()
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = self.config.log_path.open("ab")
+        self._log_start = self._log_file.tell()
         command = self.config.command(binary)
         self._process = subprocess.Popen(
             command,
@@ -328,9 +355,14 @@ class EmbeddedServer:
             code = self._process.poll()
             if code is not None:
                 self.stop()  # forgets the process: keep its exit code for the message
-                raise UnavailableError(
-                    f"the Temporal server exited with code {code} "
-                    f"while starting; its log ends:\n{self.log_tail()}"
+                output = self._start_output()
+                reason = failure_reason(output)
+                raise ServerExitedWhileStarting(
+                    f"the Temporal server exited with code {code} while starting"
+                    + (f" ({reason})" if reason else "")
+                    + f"; its log ({self.config.log_path}) ends:\n{self.log_tail()}",
+                    code,
+                    reason,
                 )
             if await probe_server(self.address, self.config.namespace) == "meshfleet" and (
                 not self.config.ui or _http_ok(self.config.ui_url)
@@ -351,6 +383,15 @@ class EmbeddedServer:
         if process is None:
             return None
         return await asyncio.to_thread(process.wait)
+
+    def _start_output(self) -> str:
+        """What the server wrote since this start spawned it."""
+        try:
+            with self.config.log_path.open("rb") as file:
+                file.seek(self._log_start)
+                return file.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines the server wrote, for error messages."""
@@ -431,13 +472,38 @@ async def start_embedded_server(
     dynamic_config: Mapping[str, str] | None = None,
     timeout: float = _STARTUP_TIMEOUT_S,
 ) -> EmbeddedServer:
-    """Start (or reuse) the embedded server; ``None`` for a port means a free one."""
-    config = ServerConfig(
-        state_dir=state_dir,
-        ports=ServerPorts.choose(grpc_port, ui_port, http_port, metrics_port),
-        ui=ui,
-        dynamic_config=dict(dynamic_config or {}),
+    """Start (or reuse) the embedded server; ``None`` for a port means a free one.
+
+    A port found free here can be taken before the server binds it (another
+    server starting at the same moment picks its internal ports the same way).
+    So when every port was chosen here and the server exits while starting, it
+    is started again on fresh ports, up to ``_START_ATTEMPTS`` times in all. A
+    port the caller named is never swapped for another.
+    """
+    all_chosen = all(port is None for port in (grpc_port, http_port, metrics_port)) and (
+        ui_port is None or not ui
     )
-    server = EmbeddedServer(config)
-    await server.start(timeout)
-    return server
+    attempts = _START_ATTEMPTS if all_chosen else 1
+    for attempt in range(1, attempts + 1):
+        config = ServerConfig(
+            state_dir=state_dir,
+            ports=ServerPorts.choose(grpc_port, ui_port, http_port, metrics_port),
+            ui=ui,
+            dynamic_config=dict(dynamic_config or {}),
+        )
+        server = EmbeddedServer(config)
+        try:
+            await server.start(timeout)
+        except ServerExitedWhileStarting as error:
+            if attempt == attempts:
+                raise
+            log.warning(
+                "embedded_server.start_retried",
+                attempt=attempt,
+                code=error.code,
+                reason=error.reason or "see the server log",
+                log=str(config.log_path),
+            )
+            continue
+        return server
+    raise AssertionError("unreachable: the last attempt returns or raises")

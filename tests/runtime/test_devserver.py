@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from engine.domain.errors import InvalidInputError, UnavailableError
 from engine.domain.health import HEALTH_CHECK_WORKFLOW, HealthCheckInput, HealthReport
@@ -159,3 +160,67 @@ async def test_a_restarted_server_on_the_same_state_dir_still_lists_earlier_runs
     finally:
         second.interrupt()
         second.kill()
+
+
+async def test_a_chosen_port_taken_before_the_server_binds_it_is_swapped_for_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process takes a port between our choice and the server's bind: start again."""
+    real_free_port = devserver.free_port
+    with socket.socket() as squatter:
+        squatter.bind((devserver.LOOPBACK, 0))  # bound, not listening: looks free to a probe
+        taken = squatter.getsockname()[1]
+        handed_out = iter([taken])
+        monkeypatch.setattr(
+            devserver, "free_port", lambda: next(handed_out, None) or real_free_port()
+        )
+        with structlog.testing.capture_logs() as logs:
+            server = await devserver.start_embedded_server(
+                tmp_path, grpc_port=None, ui_port=None, ui=False
+            )
+        try:
+            assert server.owned
+            assert taken not in server.config.ports.__dict__.values()
+            assert await devserver.probe_server(server.address) == "meshfleet"
+        finally:
+            server.stop()
+    retries = [entry for entry in logs if entry["event"] == "embedded_server.start_retried"]
+    assert len(retries) == 1
+    assert "address already in use" in retries[0]["reason"]
+
+
+async def test_a_named_port_that_is_taken_is_not_swapped_and_the_error_says_why(
+    tmp_path: Path,
+) -> None:
+    """Only ports chosen here are chosen again; the caller's own port fails with the reason."""
+    with socket.socket() as squatter:
+        squatter.bind((devserver.LOOPBACK, 0))
+        taken = squatter.getsockname()[1]
+        with (
+            structlog.testing.capture_logs() as logs,
+            pytest.raises(devserver.ServerExitedWhileStarting) as raised,
+        ):
+            await devserver.start_embedded_server(
+                tmp_path, grpc_port=None, ui_port=None, metrics_port=taken, ui=False
+            )
+    assert f"metrics port {taken}" in str(raised.value).splitlines()[0]
+    assert "address already in use" in str(raised.value).splitlines()[0]
+    assert not [entry for entry in logs if entry["event"] == "embedded_server.start_retried"]
+
+
+def test_the_reason_of_a_panicked_start_is_found_above_its_stack() -> None:
+    """A Go panic ends with goroutine frames; the line that says why comes first."""
+    text = "\n".join(
+        [
+            "time=... level=WARN msg=starting",
+            "panic: listen tcp 127.0.0.1:41234: bind: address already in use",
+            "",
+            "goroutine 1 [running]:",
+            "go.uber.org/fx.New(...)",
+            "\t/go/pkg/mod/go.uber.org/fx/app.go:498 +0x1f4",
+        ]
+    )
+    assert devserver.failure_reason(text) == (
+        "panic: listen tcp 127.0.0.1:41234: bind: address already in use"
+    )
+    assert devserver.failure_reason("goroutine 1 [running]:\nmain.main()") is None
