@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 __all__ = [
     "BEST_EFFORT_RETRY",
     "MARGIN",
+    "MESH_CHECK_FRESH_FOR",
     "NETWORK_RETRY",
     "NETWORK_RETRY_FOR",
     "ONE_TRY",
@@ -36,6 +37,9 @@ QUICK = timedelta(minutes=2)
 QUICK_READ = timedelta(seconds=30)
 #: Added to the time an activity may wait on the fleet, for the calls around the wait.
 MARGIN = timedelta(minutes=1)
+#: A stage's mesh check before it is met by a healthy one at most this old (the check after
+#: the stage it depends on), when no member has started since and the members are the same.
+MESH_CHECK_FRESH_FOR = timedelta(seconds=5)
 #: A network operation's transient failures (a cluster's API unreachable) are retried this long.
 NETWORK_RETRY_FOR = timedelta(minutes=15)
 

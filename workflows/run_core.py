@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
@@ -40,6 +41,16 @@ TARGET_KEY = search_attributes.TARGET_VERSION
 MEMBER_KEY = search_attributes.MEMBER
 
 
+@dataclass(frozen=True)
+class HealthyMesh:
+    """A mesh check that found the mesh healthy: when, after how many launches, of whom."""
+
+    at: dt.datetime
+    launches: int
+    #: The run's ``network_members`` list checked (a re-read replaces the list).
+    members: list[str]
+
+
 class RunCore:
     """What every part of the update run shares: its state and how a change is told."""
 
@@ -66,6 +77,10 @@ class RunCore:
     _shared_order: bool | None
     #: How the built-in health gates are tuned (the strategy's, else the defaults).
     _health: HealthSpec
+    #: Members launched by this execution (a healthy mesh check is fresh only before any).
+    _launches: int
+    #: This execution's latest mesh check that found the mesh healthy.
+    _healthy_mesh: HealthyMesh | None
     #: The search attributes last upserted (upsert only on change).
     _published: tuple[tuple[str, str], ...]
     #: Bumped by every publish; the Web UI's details are rendered once per batch of them.

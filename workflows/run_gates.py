@@ -27,10 +27,11 @@ from engine.domain.strategy import (
 )
 from engine.domain.windows import DayOfWeek
 from strategies import next_scheduled_start
-from workflows.policies import MARGIN, QUICK, RUN_RETRY
-from workflows.run_core import RunCore
+from workflows.policies import MARGIN, MESH_CHECK_FRESH_FOR, QUICK, RUN_RETRY
+from workflows.run_core import HealthyMesh, RunCore
 from workflows.run_patches import (
     PATCH_AFTER_CHECKS_TOGETHER,
+    PATCH_BEFORE_CHECK_REUSES_AFTER,
     PATCH_SKIPPED_STAGE_STAYS_SKIPPED,
     PATCH_SOAK_KEEPS_SERVED,
     PATCH_SOAK_ONLY_AFTER_UPGRADES,
@@ -88,12 +89,33 @@ class RunGates(RunCore):
         if isinstance(result, ActivityError):
             return self._check_broke(stage, f"mesh health {when} the stage", result)
         if result.healthy:
+            self._healthy_mesh = HealthyMesh(
+                workflow.now(), self._launches, self._state.network_members
+            )
             return True
         links = "; ".join(
             f"{link.viewer} -> {link.peer}: {link.reason}" for link in result.not_ready[:5]
         )
         self._fail_stage(stage, f"mesh not healthy {when} the stage: {links}")
         return False
+
+    def _mesh_still_healthy(self) -> bool:
+        """Whether this run's latest healthy mesh check still stands for a stage's check
+        before it: at most ``MESH_CHECK_FRESH_FOR`` old, no member started since or in
+        flight, the same members. That is the check after the stage this one follows,
+        when nothing (a soak, a gate, a stop) came between: asking the mesh again would
+        read the same links a moment later. Runs from before
+        ``run-before-check-reuses-after`` always asked again."""
+        healthy = self._healthy_mesh
+        if (
+            healthy is None
+            or self._in_flight
+            or healthy.launches != self._launches
+            or healthy.members is not self._state.network_members
+            or workflow.now() - healthy.at > MESH_CHECK_FRESH_FOR
+        ):
+            return False
+        return workflow.patched(PATCH_BEFORE_CHECK_REUSES_AFTER)
 
     async def _endpoints_gate(self, stage: StageStatus, timeout: timedelta) -> bool:
         """Built-in gate: every global service back to its baseline of ready endpoints."""

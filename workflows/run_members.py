@@ -154,6 +154,7 @@ class RunMembers(RunGates):
         self._in_flight_before[member.name] = sorted(self._in_flight)
         self._in_flight[member.name] = (stage.name, group.name)
         self._launched_at[member.name] = self._state.completions
+        self._launches += 1
         self._bump()
 
     async def _update_member(

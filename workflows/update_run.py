@@ -82,6 +82,8 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
         self._alarms_on = None
         self._shared_order = None
         self._health = spec.strategy.spec.health if spec.strategy else HealthSpec()
+        self._launches = 0
+        self._healthy_mesh = None
         self._published = ()
         self._status_edits = 0
         self._rendered_edits = -1
@@ -323,7 +325,9 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
             return
         timeout = self._health.mesh_ready_timeout
         if stage.name not in self._state.checked_before:
-            if not await self._mesh_gate(stage, "before", timeout):
+            if not self._mesh_still_healthy() and not await self._mesh_gate(
+                stage, "before", timeout
+            ):
                 return
             if self._can_while_waiting:
                 self._state.checked_before.append(stage.name)

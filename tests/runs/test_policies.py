@@ -31,6 +31,8 @@ RECORDED: dict[str, object] = {
     "QUICK": timedelta(minutes=2),
     "QUICK_READ": 30 * SECOND,
     "MARGIN": timedelta(minutes=1),
+    # Decides whether a stage asks the mesh before it (which commands the run records).
+    "MESH_CHECK_FRESH_FOR": 5 * SECOND,
     "NETWORK_RETRY_FOR": timedelta(minutes=15),
     "RUN_RETRY": RetryPolicy(maximum_attempts=5, maximum_interval=10 * SECOND),
     "BEST_EFFORT_RETRY": RetryPolicy(maximum_attempts=3, maximum_interval=5 * SECOND),
