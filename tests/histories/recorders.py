@@ -103,3 +103,24 @@ async def test_record_a_run_checking_after_each_stage_at_once(
             "stage, check_mesh_health and service_endpoints are scheduled together."
         )
         await record(client, run.workflow_id, "UpdateRun", "completed-after-checks-together", note)
+
+
+async def test_record_a_run_whose_second_stage_took_the_check_after_the_first(
+    client: Client, task_queue: str, state_dir: Path
+) -> None:
+    """A completed two-stage run whose second stage took the healthy mesh check after the
+    first as its check before (``run-before-check-reuses-after``)."""
+    clusters = [Cluster("a-1", group="a"), Cluster("b-1", group="b")]
+    plan = strategy(
+        [{"name": "a", "groups": [{"name": "a"}]}, {"name": "b", "groups": [{"name": "b"}]}]
+    )
+    async with running_fleet(client, task_queue, state_dir, clusters) as fleet:
+        run = await fleet.start_run(plan)
+        status = await run.result()
+        assert status.state is State.COMPLETED, status.error
+        note = (
+            f"Recorded at {_commit()} by "
+            "recorders.py::test_record_a_run_whose_second_stage_took_the_check_after_the_first: "
+            "no check_mesh_health before stage b; the check after stage a stands for it."
+        )
+        await record(client, run.workflow_id, "UpdateRun", "completed-before-check-reused", note)
