@@ -362,6 +362,7 @@ class UpdateRunWorkflow(RunPreparation, RunMembers):
         """Resume (``None``: every failed member) or retry (these): make them startable again."""
         self._state.stop_requested = False
         self._failed_reason = None
+        self._healthy_mesh = None  # a stage started again asks the mesh again
         reopened = machine.reopen(self._state.status, failed_members)
         self._reopens += 1
         # A stage that starts again checks the mesh again, before and after its groups.
