@@ -20,6 +20,7 @@ MODULES = [
     "engine.runtime.worker",
     "engine.runtime.runs",
     "engine.runtime.setup",
+    "engine.runtime.devserver",
     "activities.backends.kubernetes",
     "activities.backends.simulated",
 ]
@@ -57,6 +58,8 @@ PINNED = {
     "NamespaceNotReadyError": NON_RETRYABLE,
     "ControlRejectedError": NON_RETRYABLE,
     "RosterMismatchError": NON_RETRYABLE,
+    # Not raised by activities (the embedded server's start); an UnavailableError still.
+    "ServerExitedWhileStarting": RETRYABLE,
 }
 
 
