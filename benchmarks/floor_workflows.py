@@ -23,7 +23,10 @@ MEMBER_ACTIVITIES = 6
 RESTORE_ACTIVITIES = 2
 #: The run's own activities: before the first stage, around each stage, at the end.
 RUN_START_ACTIVITIES = 4  # acquire, read the members, plan, the baseline
+#: The mesh check before a stage: only the first stage's, as in the run since
+#: ``run-before-check-reuses-after`` (each next stage's is the check after the one before).
 STAGE_BEFORE_ACTIVITIES = 1
+#: The mesh and endpoints checks after a stage, at once (``run-after-checks-together``).
 STAGE_AFTER_ACTIVITIES = 2
 RUN_END_ACTIVITIES = 1
 
@@ -68,10 +71,19 @@ class FloorRunWorkflow:
             for index in range(count):
                 await workflow.execute_activity(floor_noop, f"{label}/{index}", **_OPTIONS)
 
+        async def together(count: int, label: str) -> None:
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity(floor_noop, f"{label}/{index}", **_OPTIONS)
+                    for index in range(count)
+                )
+            )
+
         await noops(RUN_START_ACTIVITIES, "start")
         done = 0
         for index, members in enumerate(request.stages):
-            await noops(STAGE_BEFORE_ACTIVITIES, f"stage{index}/before")
+            if index == 0:
+                await noops(STAGE_BEFORE_ACTIVITIES, f"stage{index}/before")
             results = await asyncio.gather(
                 *(
                     workflow.execute_child_workflow(
@@ -83,6 +95,6 @@ class FloorRunWorkflow:
                 )
             )
             done += len(results)
-            await noops(STAGE_AFTER_ACTIVITIES, f"stage{index}/after")
+            await together(STAGE_AFTER_ACTIVITIES, f"stage{index}/after")
         await noops(RUN_END_ACTIVITIES, "end")
         return done

@@ -13,9 +13,10 @@ throw-away state directory, stopped at the end), this runs:
   instantaneous operations at ``--time-scale 0``;
 - the floor: the same shape with no-op bodies, defined in ``floor_workflows.py``. A parent
   workflow runs the run's own activities at the same places (acquire, read
-  the members, the endpoint baseline; per stage a health gate before and two
-  after; the release) and, per stage, one child workflow per member, each
-  running as many no-op activities as a member update does.
+  the members, the endpoint baseline; a health gate before the first stage,
+  two after each stage at once; the release) and, per stage, one child
+  workflow per member, each running as many no-op activities as a member
+  update does.
 
 ``--workers N`` runs the workers (the floor's and the networks') in N worker
 processes (``worker_process.py``) instead of this one: they poll the same task
