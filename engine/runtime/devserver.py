@@ -484,7 +484,8 @@ async def start_embedded_server(
         ui_port is None or not ui
     )
     attempts = _START_ATTEMPTS if all_chosen else 1
-    for attempt in range(1, attempts + 1):
+    attempt = 1
+    while True:
         config = ServerConfig(
             state_dir=state_dir,
             ports=ServerPorts.choose(grpc_port, ui_port, http_port, metrics_port),
@@ -504,6 +505,6 @@ async def start_embedded_server(
                 reason=error.reason or "see the server log",
                 log=str(config.log_path),
             )
+            attempt += 1
             continue
         return server
-    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -108,15 +108,24 @@ class Fleet:
     members: list[str]
 
     async def start_run(
-        self, strategy_document: dict[str, Any], target: str = "1.33", **spec: Any
+        self,
+        strategy_document: dict[str, Any],
+        target: str = "1.33",
+        *,
+        via: Client | None = None,
+        **spec: Any,
     ) -> UpdateRunHandle:
+        """Start a run of the fleet's network, through ``via`` (a time-skipping client,
+        say) or else the fleet's own client."""
         run_spec = RunSpec(
             network=self.network,
             kubernetes_version=target,
             strategy=parse_strategy(strategy_document),
             **spec,
         )
-        return await start_update_run(self.client, self.task_queue, run_spec, timings=TIMINGS)
+        return await start_update_run(
+            via or self.client, self.task_queue, run_spec, timings=TIMINGS
+        )
 
     def audit(self, event: str | None = None) -> list[Any]:
         entries = self.backend.audit()

@@ -17,10 +17,8 @@ from temporalio.testing import TimeSkipper
 
 from engine.domain import run as contract
 from engine.domain.run import State
-from engine.domain.runspec import RunSpec
-from engine.runtime.runs import UpdateRunHandle, start_update_run
-from strategies import parse_strategy
-from tests.runs.harness import TIMINGS, Cluster, running_fleet, strategy
+from engine.runtime.runs import UpdateRunHandle
+from tests.runs.harness import Cluster, running_fleet, strategy
 
 CHAIN = [Cluster("c-1", group="first"), Cluster("c-2", group="second")]
 
@@ -56,10 +54,7 @@ async def _two_stages_done(
         **health,
     )
     async with running_fleet(client, task_queue, state_dir, CHAIN) as fleet:
-        spec = RunSpec(
-            network=fleet.network, kubernetes_version="1.33", strategy=parse_strategy(chain)
-        )
-        run = await start_update_run(starter or client, task_queue, spec, timings=TIMINGS)
+        run = await fleet.start_run(chain, via=starter)
         done = await run.result()
         assert done.state is State.COMPLETED, done.error
         return await mesh_checks(run, client)

@@ -12,11 +12,9 @@ from temporalio.testing import TimeSkipper
 
 from engine.domain.fleet import Fault, FaultKind, FaultTrigger
 from engine.domain.run import GateState, RunStatus, SkipTargetType, State
-from engine.domain.runspec import RunSpec
-from engine.runtime.runs import ControlRejectedError, UpdateRunHandle, start_update_run
-from strategies import parse_strategy
+from engine.runtime.runs import ControlRejectedError, UpdateRunHandle
 from tests.polling import eventually
-from tests.runs.harness import TIMINGS, Cluster, running_fleet, strategy, wait_until
+from tests.runs.harness import Cluster, running_fleet, strategy, wait_until
 
 FOUR = [Cluster(f"node-{i}", group="all") for i in range(1, 5)]
 
@@ -168,10 +166,7 @@ async def test_a_scheduled_start_gate_and_a_soak_are_crossed_with_time_skipping(
         soakCheckInterval="20m",
     )
     async with running_fleet(client, task_queue, state_dir, FOUR) as fleet:
-        spec = RunSpec(
-            network=fleet.network, kubernetes_version="1.33", strategy=parse_strategy(scheduled)
-        )
-        run = await start_update_run(time_skipping.client, task_queue, spec, timings=TIMINGS)
+        run = await fleet.start_run(scheduled, via=time_skipping.client)
         done = await run.result()
         assert done.state is State.COMPLETED, done.error
         gate = done.gates()[0]
@@ -209,13 +204,11 @@ async def test_no_member_starts_while_the_fleet_window_is_closed(
     expected = fleet_window_next_opening(window, now)
     assert expected is not None
     async with running_fleet(client, task_queue, state_dir, FOUR[:2]) as fleet:
-        spec = RunSpec(
-            network=fleet.network,
-            kubernetes_version="1.33",
-            strategy=parse_strategy(strategy([{"name": "all", "groups": [{"name": "all"}]}])),
+        run = await fleet.start_run(
+            strategy([{"name": "all", "groups": [{"name": "all"}]}]),
+            via=time_skipping.client,
             fleet_window=window,
         )
-        run = await start_update_run(time_skipping.client, task_queue, spec, timings=TIMINGS)
         done = await run.result()
         assert done.state is State.COMPLETED, done.error
         for _, _, member in done.members():
