@@ -117,10 +117,11 @@ def peers_routing_to(service: GlobalService, cluster: str) -> list[str]:
     return sorted(viewers)
 
 
-async def annotate(
-    backend: FleetBackend, cluster: str, members: Sequence[str], key: str
-) -> Drained:
-    """Drain every service global in ``cluster`` (as listed over ``members``); wait for nothing.
+async def annotate(backend: FleetBackend, cluster: str, key: str) -> Drained:
+    """Drain every service global in ``cluster``; wait for nothing.
+
+    Only ``cluster``'s own listing is read: what it exports, and its ready endpoints
+    (the record's ``ready_before``), are its own; the peers matter only to the wait.
 
     Each service's change carries ``key/<namespace>/<name>`` as its idempotency key, so
     a retried call returns the same record. If an attempt fails part-way and a retry
@@ -131,7 +132,7 @@ async def annotate(
     drained = Drained()
     in_flight: GlobalService | None = None
     try:
-        for service in await backend.list_global_services(members):
+        for service in await backend.list_global_services([cluster]):
             state = service.per_cluster.get(cluster)
             if state is None or not state.is_global:
                 continue  # not exported by this cluster: nothing to drain
@@ -253,7 +254,7 @@ async def drain_and_wait(
     interval: dt.timedelta,
 ) -> Drained:
     """:func:`annotate`, then :func:`wait_unrouted`; if the wait fails, restore first."""
-    drained = await annotate(backend, cluster, members, key)
+    drained = await annotate(backend, cluster, key)
     try:
         await wait_unrouted(
             backend, cluster, members, drained.services, timeout=timeout, interval=interval

@@ -55,10 +55,12 @@ def _ready_elsewhere(service: GlobalService, gone: set[str]) -> int:
 class MemberStepActivities:
     """The steps of one member's update, bound to a fleet backend."""
 
-    def __init__(self, backend: FleetBackend, client: Client) -> None:
+    def __init__(
+        self, backend: FleetBackend, client: Client, *, roster: RosterReader | None = None
+    ) -> None:
         self._backend = backend
         #: The network's member list each member step reads (once per run and worker).
-        self._roster = RosterReader(query_run(client))
+        self._roster = roster or RosterReader(query_run(client))
 
     @activity.defn(name=contract.PREFLIGHT)
     async def preflight_member(
@@ -102,32 +104,46 @@ class MemberStepActivities:
                     message=f"runs {have}, above the target {want}: control planes never move down",
                     current=current,
                 )
-            gone = {member.member, *member.in_flight}
-            peers = await self._roster.members(member)
-            services = await self._backend.list_global_services(peers)
-            for service in services:
-                if not _serves(service, member.member):
-                    continue
-                minimum = (
-                    service.min_ready_endpoints
-                    if service.min_ready_endpoints is not None
-                    else member.min_ready_endpoints
-                )
-                left = _ready_elsewhere(service, gone)
-                if left < minimum:
-                    busy = sorted(set(member.in_flight) & set(service.per_cluster))
-                    return contract.PreflightResult(
-                        outcome=contract.PreflightOutcome.DEFERRED,
-                        message=(
-                            f"continuity: {service.key} would keep {left} ready endpoints "
-                            f"elsewhere, below its minimum of {minimum}"
-                            + (f" while {', '.join(busy)} update" if busy else "")
-                        ),
-                        current=current,
-                    )
+            return await self._continuity(member, current)
+
+    async def _continuity(
+        self, member: contract.MemberUpdateInput, current: VersionPair
+    ) -> contract.PreflightResult:
+        """Would every service the member serves keep its minimum without it?
+
+        Only a member that serves a global service needs its peers' listing (every
+        member's services, read from every member's cluster): most members of a large
+        mesh serve none, and their preflight reads their own cluster alone.
+        """
+        own = await self._backend.list_global_services([member.member])
+        serving = {service.key for service in own if _serves(service, member.member)}
+        if not serving:
             return contract.PreflightResult(
                 outcome=contract.PreflightOutcome.PROCEED, current=current
             )
+        gone = {member.member, *member.in_flight}
+        peers = await self._roster.members(member)
+        for service in await self._backend.list_global_services(peers):
+            if service.key not in serving or not _serves(service, member.member):
+                continue
+            minimum = (
+                service.min_ready_endpoints
+                if service.min_ready_endpoints is not None
+                else member.min_ready_endpoints
+            )
+            left = _ready_elsewhere(service, gone)
+            if left < minimum:
+                busy = sorted(set(member.in_flight) & set(service.per_cluster))
+                return contract.PreflightResult(
+                    outcome=contract.PreflightOutcome.DEFERRED,
+                    message=(
+                        f"continuity: {service.key} would keep {left} ready endpoints "
+                        f"elsewhere, below its minimum of {minimum}"
+                        + (f" while {', '.join(busy)} update" if busy else "")
+                    ),
+                    current=current,
+                )
+        return contract.PreflightResult(outcome=contract.PreflightOutcome.PROCEED, current=current)
 
     @activity.defn(name=contract.DRAIN_ANNOTATE)
     async def annotate_drain(self, member: contract.MemberUpdateInput) -> contract.DrainRecord:
@@ -137,12 +153,7 @@ class MemberStepActivities:
         annotations) before the wait for the peers (:meth:`wait_drained`) can time out.
         """
         async with classified():
-            drained = await drain.annotate(
-                self._backend,
-                member.member,
-                await self._roster.members(member),
-                step_key(member, "drain"),
-            )
+            drained = await drain.annotate(self._backend, member.member, step_key(member, "drain"))
             log.info("member.drained", member=member.member, services=len(drained.changes))
             return contract.DrainRecord(
                 member=member.member, changes=drained.changes, ready_before=drained.ready_before
@@ -264,8 +275,8 @@ class MemberStepActivities:
                 problems.extend(f"{link.viewer} -> {link.peer}: {link.reason}" for link in links)
                 if not any(request.drain.ready_before.values()):
                     return True if not problems else None  # no endpoints of its own to wait for
-                services = await self._backend.list_global_services(peers)
-                for service in services:
+                # Its own endpoints: its own cluster's listing says (the peers' adds nothing).
+                for service in await self._backend.list_global_services([member.member]):
                     before = request.drain.ready_before.get(service.key)
                     state = service.per_cluster.get(member.member)
                     if before and (state is None or state.ready_endpoints < before):

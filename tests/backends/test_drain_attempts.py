@@ -81,7 +81,7 @@ async def annotate_failing(
     environment: ActivityEnvironment, backend: SimulatedFleetBackend, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        await environment.run(drain.annotate, backend, "alpha", MEMBERS, "r1/alpha/a1/drain")
+        await environment.run(drain.annotate, backend, "alpha", "r1/alpha/a1/drain")
 
 
 @pytest.mark.usefixtures("two_services")
