@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import (
     ApplicationError,
+    ApplicationErrorCategory,
     CancelledError,
     TerminatedError,
 )
@@ -366,7 +367,12 @@ class HolderActivities:
             # worker) instead of holding the shutdown for its whole grace period.
             await asyncio.wait({watching, shutdown}, return_when=asyncio.FIRST_COMPLETED)
             if not watching.done():
-                raise ApplicationError("the worker is shutting down; the watch goes on elsewhere")
+                # Benign: the SDK logs it at debug level, without a traceback, and counts
+                # no failure. Every network's watch ends so at every worker shutdown.
+                raise ApplicationError(
+                    "the worker is shutting down; the watch goes on elsewhere",
+                    category=ApplicationErrorCategory.BENIGN,
+                )
             async with classified():
                 try:
                     ended = watching.result()
