@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from activities import drain
 from activities.backends.kubernetes import ANNOTATION_DRAINED
 from engine.domain.backend import OperationConflictError
 from engine.domain.errors import NotFoundError
@@ -37,6 +38,22 @@ async def test_ready_endpoints_count_each_pod_once_and_unset_ready_as_ready(flee
     view = cart.routing["ap-south-1"]
     assert sorted(b.cluster for b in view.backends) == sorted(MEMBERS)
     assert view.ready_routable == 6
+
+
+async def test_a_drain_reads_and_annotates_its_own_cluster_and_asks_no_peer(
+    fleet: Fleet,
+) -> None:
+    """What a member exports, and its ready endpoints, are its own cluster's to say: a
+    listing over the peers would ask each peer's API server and exec in its agents."""
+    peers = [m for m in MEMBERS if m != "us-east-1"]
+    requests_before = {m: len(list(fleet.members[m])) for m in peers}
+
+    drained = await drain.annotate(fleet.backend(), "us-east-1", "run1/us-east-1/a1/drain")
+
+    assert drained.services == ["shop/cart", "shop/checkout"]
+    assert drained.ready_before == {"shop/cart": 2, "shop/checkout": 1}
+    assert {m: len(list(fleet.members[m])) for m in peers} == requests_before
+    assert {call.cluster for call in fleet.agents.calls} == {"us-east-1"}
 
 
 async def test_an_unreachable_member_is_left_out_of_global_services(fleet: Fleet) -> None:
