@@ -76,6 +76,35 @@ async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats
     )
 
 
+#: The summary of a run's linger timer: its work is done and its network released, and it
+#: stays open for resume and retry (``timings.linger``; workflows/update_run.py).
+LINGER_SUMMARY = "open for resume and retry"
+
+
+async def work_ended_at(client: Client, workflow_id: str, *, lingers: bool = False) -> float:
+    """When the workflow's work ended, in seconds since the epoch (the server's event time).
+
+    A run's ended when it started to linger: every member done and the network released.
+    Its linger (1 ms in the benchmark) is a timer, and the dev server fires timers about a
+    second late, which no run's user waits for: ``run watch`` and ``RunHandle.result()`` end
+    at the run's final status. Any other workflow's work ended when it closed. A workflow
+    that ``lingers`` (a run) and has no linger timer is an error: its summary has changed.
+    """
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    converter = client.data_converter.payload_converter
+    for event in history.events:
+        summary = event.user_metadata.summary
+        if (
+            event.HasField("timer_started_event_attributes")
+            and summary.data
+            and converter.from_payload(summary, str) == LINGER_SUMMARY
+        ):
+            return event.event_time.ToDatetime(tzinfo=dt.UTC).timestamp()
+    if lingers:
+        raise RuntimeError(f"no timer {LINGER_SUMMARY!r} in the history of {workflow_id}")
+    return history.events[-1].event_time.ToDatetime(tzinfo=dt.UTC).timestamp()
+
+
 Interval = tuple[dt.datetime, dt.datetime]
 
 #: Timers of the run that belong to a gate: their summaries start so (workflows/update_run.py).

@@ -31,9 +31,13 @@ would otherwise wait on tasks nobody polls.
 round with fresh networks): a 2-core machine's noise moves one round's ratio
 by about 0.1, and the median of a few rounds says more than any one of them.
 
-It prints one JSON object: ``members``, ``stages``, ``wallSeconds``,
-``floorSeconds``, ``ratio`` (wall / floor; with ``--repeat``, the medians,
-and ``ratios``, each round's own), ``stageTransitionLatencyMedianSeconds``
+It prints one JSON object: ``members``, ``stages``, ``wallSeconds`` and
+``floorSeconds`` (from the start call to the end of the work: the run's when it
+has released its network and begins to linger, open for resume and retry; the
+floor's when it closes), ``ratio`` (wall / floor; with ``--repeat``, the
+medians, and ``ratios``, each round's own), ``toClose`` (the same until the
+workflows closed: a run's linger is a 1 ms timer, which the dev server fires
+about a second late), ``stageTransitionLatencyMedianSeconds``
 (the last member of a stage finishing -> the first member of the next
 starting, gates and soaks excluded: the window is taken from the run's own
 status times, and the time the run spent in its gates is taken out of it),
@@ -101,7 +105,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_histories import gate_intervals, history_stats, median, transition_latencies
+from bench_histories import (
+    gate_intervals,
+    history_stats,
+    median,
+    transition_latencies,
+    work_ended_at,
+)
 from bench_inputs import (
     UPGRADE_EVENTS,
     Network,
@@ -140,7 +150,10 @@ POLL_INTERVAL = timedelta(milliseconds=100)
 LINGER = timedelta(milliseconds=1)
 
 
-async def run_update(client: Client, network: Network, stages: int) -> tuple[RunStatus, float]:
+async def run_update(
+    client: Client, network: Network, stages: int
+) -> tuple[RunStatus, float, float]:
+    """The run's final status, its seconds until it closed, and when it was started (epoch)."""
     from engine.domain.run import RunStatus, RunTimings
     from engine.domain.runspec import RunSpec
     from engine.runtime.client import MeshfleetClient
@@ -154,33 +167,39 @@ async def run_update(client: Client, network: Network, stages: int) -> tuple[Run
         kubernetes_version="1.33",
         strategy=parse_strategy(strategy_document(stages)),
     )
-    started = time.perf_counter()
+    began, started = time.time(), time.perf_counter()
     handle = await meshfleet.start_update_run(
         spec, timings=RunTimings(poll_interval=POLL_INTERVAL, linger=LINGER)
     )
-    # The run closes right after it ends (linger 1 ms): its result is its final status.
+    # The run closes once its linger (1 ms) fires: its result is its final status.
     final: RunStatus = await client.get_workflow_handle(
         handle.workflow_id, result_type=RunStatus
     ).result()
-    return final, time.perf_counter() - started
+    return final, time.perf_counter() - started, began
 
 
-async def run_floor(client: Client, queue: str, members: int, stages: int) -> tuple[float, str]:
+async def run_floor(
+    client: Client, queue: str, members: int, stages: int
+) -> tuple[float, str, float]:
+    """The floor's seconds until it closed, its workflow id and when it was started (epoch)."""
     prefix = f"floor/{uuid.uuid4().hex[:8]}"
     names = member_names(members)
     serving = sorted({n for holders in service_holders(names) for n in holders})
     request = FloorInput(stages=stage_split(names, stages), prefix=prefix, serving=serving)
-    started = time.perf_counter()
+    began, started = time.time(), time.perf_counter()
     await client.execute_workflow(FloorRunWorkflow.run, request, id=prefix, task_queue=queue)
-    return time.perf_counter() - started, prefix
+    return time.perf_counter() - started, prefix, began
 
 
 @dataclass
 class Round:
     """One floor and one run (of ``networks`` networks each), measured."""
 
+    #: Seconds from the start call to the end of the work (the slowest network's).
     wall: float
     floor: float
+    #: The same until the workflows closed (a run's includes its linger timer): run, floor.
+    to_close: tuple[float, float]
     statuses: list[RunStatus]
     latencies: list[float]
     with_gates: list[float]
@@ -256,7 +275,7 @@ async def measure_round(
         for child in children:
             stop_child(child)
     floor_cpu, run_cpu = floors.cpu - before, after - floors.cpu
-    statuses = [status for status, _ in results]
+    statuses = [status for status, _, _ in results]
     ids = []
     for status in statuses:
         ids.append(run_workflow_id(status.network, status.run_id))
@@ -274,8 +293,10 @@ async def measure_round(
     run_stats = dataclasses.replace(
         run_stats, activities=own.activities, activities_by_worker=own.activities_by_worker
     )
-    floor_ids = [prefix for _, prefix in floors.results] + [
-        f"{prefix}/member/{name}" for _, prefix in floors.results for name in member_names(members)
+    floor_ids = [prefix for _, prefix, _ in floors.results] + [
+        f"{prefix}/member/{name}"
+        for _, prefix, _ in floors.results
+        for name in member_names(members)
     ]
     floor_stats = await history_stats(client, floor_ids)
     for worker in figures:
@@ -289,9 +310,23 @@ async def measure_round(
         *(gate_intervals(client, run_workflow_id(s.network, s.run_id)) for s in statuses)
     )
     counted = await asyncio.gather(*(upgrade_counts(n) for n in fleets))
+    # Until the work ended: a run's when it released its network and began to linger.
+    run_ends = await asyncio.gather(
+        *(
+            work_ended_at(client, run_workflow_id(s.network, s.run_id), lingers=True)
+            for s in statuses
+        )
+    )
+    floor_ends = await asyncio.gather(*(work_ended_at(client, p) for _, p, _ in floors.results))
     return Round(
-        wall=max(seconds for _, seconds in results),
-        floor=max(seconds for seconds, _ in floors.results),
+        wall=max(end - began for end, (_, _, began) in zip(run_ends, results, strict=True)),
+        floor=max(
+            end - began for end, (_, _, began) in zip(floor_ends, floors.results, strict=True)
+        ),
+        to_close=(
+            max(seconds for _, seconds, _ in results),
+            max(seconds for seconds, _, _ in floors.results),
+        ),
         statuses=statuses,
         latencies=[
             lat
@@ -323,7 +358,7 @@ async def measure_round(
 class Floors:
     """The floors of a round: (seconds, workflow id prefix) each, and the CPU at their end."""
 
-    results: list[tuple[float, str]]
+    results: list[tuple[float, str, float]]
     cpu: Cpu
 
 
@@ -336,14 +371,14 @@ async def floor_and_run(
     meter: Callable[[], Cpu],
     *,
     in_process: bool,
-) -> tuple[Floors, list[tuple[RunStatus, float]]]:
+) -> tuple[Floors, list[tuple[RunStatus, float, float]]]:
     """The floors, then the runs: on the worker processes, or on workers in this process
     (``in_process``). ``meter`` reads the CPU between the two."""
     from temporalio.worker import Worker
 
     from engine.runtime.worker import build_worker, workflow_runner
 
-    def floors() -> Awaitable[list[tuple[float, str]]]:
+    def floors() -> Awaitable[list[tuple[float, str, float]]]:
         return asyncio.gather(*(run_floor(client, floor_queue, members, stages) for _ in fleets))
 
     if not in_process:
@@ -455,6 +490,7 @@ async def benchmark(
         if s.state is not State.COMPLETED
     ]
     ratios = [round(r.wall / r.floor, 3) for r in rounds]
+    close_ratios = [round(r.to_close[0] / r.to_close[1], 3) for r in rounds]
     upgrades = {event: [n for r in rounds for n in r.upgrades[event]] for event in UPGRADE_EVENTS}
     cpu_seconds, cpu_per_member = cpu_figures(rounds, members * networks)
     own_rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -472,6 +508,13 @@ async def benchmark(
         #: The median over the rounds of each round's own wall / floor.
         "ratio": median(ratios),
         "ratios": ratios,
+        #: The same until the workflows closed: a run closes when its linger timer fires.
+        "toClose": {
+            "wallSeconds": median([r.to_close[0] for r in rounds]),
+            "floorSeconds": median([r.to_close[1] for r in rounds]),
+            "ratio": median(close_ratios),
+            "ratios": close_ratios,
+        },
         "stageTransitionLatencyMedianSeconds": median([x for r in rounds for x in r.latencies]),
         "stageTransitionWithGatesMedianSeconds": median([x for r in rounds for x in r.with_gates]),
         "maxHistoryEvents": max(r.max_events for r in rounds),

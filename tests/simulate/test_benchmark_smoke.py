@@ -26,6 +26,7 @@ KEYS = {
     "wallSeconds",
     "floorSeconds",
     "ratio",
+    "toClose",
     "stageTransitionLatencyMedianSeconds",
     "stageTransitionWithGatesMedianSeconds",
     "maxHistoryEvents",
@@ -53,6 +54,9 @@ def test_the_benchmark_prints_its_figures_as_one_json_object_and_leaves_no_serve
     assert result["members"] == 50
     assert result["stages"] == 5
     assert result["activities"]["run"] == result["activities"]["floor"]
+    # A run's work ends when it begins to linger (open for resume and retry), before it closes.
+    assert result["wallSeconds"] < result["toClose"]["wallSeconds"]
+    assert result["toClose"]["ratio"] == result["toClose"]["ratios"][0]
     # Gates and soaks are taken out of the transitions, never more than the window held.
     without_gates = result["stageTransitionLatencyMedianSeconds"]
     assert 0 <= without_gates <= result["stageTransitionWithGatesMedianSeconds"]
