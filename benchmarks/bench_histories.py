@@ -30,6 +30,8 @@ class HistoryStats:
     sizes: dict[str, int]
     #: Bytes of the child-start events among them (what starting members stores).
     child_start_bytes: int
+    #: When each workflow's chain closed (its last event; seconds since the epoch), by id.
+    closed_at: dict[str, float]
 
 
 async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats:
@@ -73,50 +75,47 @@ async def history_stats(client: Client, workflow_ids: list[str]) -> HistoryStats
             for e in h.events
             if e.HasField("start_child_workflow_execution_initiated_event_attributes")
         ),
+        closed_at={
+            workflow_id: _seconds(chain[-1].events[-1])
+            for workflow_id, chain in zip(workflow_ids, chains, strict=True)
+        },
     )
 
 
-#: The summary of a run's linger timer: its work is done and its network released, and it
-#: stays open for resume and retry (``timings.linger``; workflows/update_run.py).
-LINGER_SUMMARY = "open for resume and retry"
-
-
-async def work_ended_at(client: Client, workflow_id: str, *, lingers: bool = False) -> float:
-    """When the workflow's work ended, in seconds since the epoch (the server's event time).
-
-    A run's ended when it started to linger: every member done and the network released.
-    Its linger (1 ms in the benchmark) is a timer, and the dev server fires timers about a
-    second late, which no run's user waits for: ``run watch`` and ``RunHandle.result()`` end
-    at the run's final status. Any other workflow's work ended when it closed. A workflow
-    that ``lingers`` (a run) and has no linger timer is an error: its summary has changed.
-    """
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    converter = client.data_converter.payload_converter
-    for event in history.events:
-        summary = event.user_metadata.summary
-        if (
-            event.HasField("timer_started_event_attributes")
-            and summary.data
-            and converter.from_payload(summary, str) == LINGER_SUMMARY
-        ):
-            return event.event_time.ToDatetime(tzinfo=dt.UTC).timestamp()
-    if lingers:
-        raise RuntimeError(f"no timer {LINGER_SUMMARY!r} in the history of {workflow_id}")
-    return history.events[-1].event_time.ToDatetime(tzinfo=dt.UTC).timestamp()
+def _seconds(event: Any) -> float:
+    """The event's time, in seconds since the epoch (the server's clock)."""
+    return float(event.event_time.ToDatetime(tzinfo=dt.UTC).timestamp())
 
 
 Interval = tuple[dt.datetime, dt.datetime]
 
 #: Timers of the run that belong to a gate: their summaries start so (workflows/update_run.py).
 GATE_TIMER_SUMMARIES = ("soak after stage ", "gate ")
+#: The summary of a run's linger timer: its work is done and its network released, and it
+#: stays open for resume and retry (``timings.linger``; workflows/update_run.py).
+LINGER_SUMMARY = "open for resume and retry"
 
 
-async def gate_intervals(client: Client, workflow_id: str) -> list[Interval]:
-    """When the run was in a gate or a soak, from its history: merged, in order.
+@dataclass
+class RunTimes:
+    """What one read of a run's history says about where its time went."""
+
+    #: When the run was in a gate or a soak: merged, in order.
+    gates: list[Interval]
+    #: When its work ended (seconds since the epoch, the server's clock): when it began to
+    #: linger, every member done and the network released.
+    work_ended: float
+
+
+async def run_times(client: Client, workflow_id: str) -> RunTimes:
+    """The run's gates and the end of its work, from its history.
 
     A gate activity counts from its scheduled event to its closing one (all its
     attempts); a soak or ScheduledStart timer from its start to its firing or
-    cancellation.
+    cancellation. The work ends where the linger timer starts: the linger (1 ms in the
+    benchmark) is a timer the dev server fires about a second late, which no run's user
+    waits for (``run watch`` and ``RunHandle.result()`` end at the run's final status).
+    A run without that timer is an error: its summary has changed.
     """
     from engine.domain.run import CHECK_MESH_HEALTH, SERVICE_ENDPOINTS
 
@@ -125,6 +124,7 @@ async def gate_intervals(client: Client, workflow_id: str) -> list[Interval]:
     converter = client.data_converter.payload_converter
     opened: dict[int, dt.datetime] = {}
     found: list[Interval] = []
+    work_ended: float | None = None
     for event in history.events:
         at = event.event_time.ToDatetime(tzinfo=dt.UTC)
         if event.HasField("activity_task_scheduled_event_attributes"):
@@ -136,11 +136,15 @@ async def gate_intervals(client: Client, workflow_id: str) -> list[Interval]:
             text = converter.from_payload(summary, str) if summary.data else ""
             if text.startswith(GATE_TIMER_SUMMARIES):
                 opened[event.event_id] = at
+            elif text == LINGER_SUMMARY and work_ended is None:
+                work_ended = at.timestamp()
         else:
             opening = _opening_event(event)
             if opening in opened:
                 found.append((opened.pop(opening), at))
-    return merge(found)
+    if work_ended is None:
+        raise RuntimeError(f"no timer {LINGER_SUMMARY!r} in the history of {workflow_id}")
+    return RunTimes(gates=merge(found), work_ended=work_ended)
 
 
 def _opening_event(event: Any) -> int | None:
@@ -173,7 +177,7 @@ def merge(intervals: list[Interval]) -> list[Interval]:
 def transition_latencies(status: RunStatus, excluded: list[Interval] | None = None) -> list[float]:
     """Per consecutive stage pair: last member done -> first member of the next started.
 
-    ``excluded`` (merged, as ``gate_intervals`` returns them): time taken out of each window.
+    ``excluded`` (merged, as ``run_times`` returns them): time taken out of each window.
     """
     found = []
     for before, after in zip(status.stages, status.stages[1:], strict=False):

@@ -105,13 +105,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_histories import (
-    gate_intervals,
-    history_stats,
-    median,
-    transition_latencies,
-    work_ended_at,
-)
+from bench_histories import history_stats, median, run_times, transition_latencies
 from bench_inputs import (
     UPGRADE_EVENTS,
     Network,
@@ -306,23 +300,14 @@ async def measure_round(
             for identity, count in stats.activities_by_worker.items()
             if identity.startswith(f"{worker.pid}@")
         )
-    gates = await asyncio.gather(
-        *(gate_intervals(client, run_workflow_id(s.network, s.run_id)) for s in statuses)
+    times = await asyncio.gather(
+        *(run_times(client, run_workflow_id(s.network, s.run_id)) for s in statuses)
     )
     counted = await asyncio.gather(*(upgrade_counts(n) for n in fleets))
-    # Until the work ended: a run's when it released its network and began to linger.
-    run_ends = await asyncio.gather(
-        *(
-            work_ended_at(client, run_workflow_id(s.network, s.run_id), lingers=True)
-            for s in statuses
-        )
-    )
-    floor_ends = await asyncio.gather(*(work_ended_at(client, p) for _, p, _ in floors.results))
     return Round(
-        wall=max(end - began for end, (_, _, began) in zip(run_ends, results, strict=True)),
-        floor=max(
-            end - began for end, (_, _, began) in zip(floor_ends, floors.results, strict=True)
-        ),
+        # Until the work ended: a run's when it began to linger, the floor's when it closed.
+        wall=max(t.work_ended - began for t, (_, _, began) in zip(times, results, strict=True)),
+        floor=max(floor_stats.closed_at[prefix] - began for _, prefix, began in floors.results),
         to_close=(
             max(seconds for _, seconds, _ in results),
             max(seconds for seconds, _, _ in floors.results),
@@ -330,8 +315,8 @@ async def measure_round(
         statuses=statuses,
         latencies=[
             lat
-            for status, excluded in zip(statuses, gates, strict=True)
-            for lat in transition_latencies(status, excluded)
+            for status, run in zip(statuses, times, strict=True)
+            for lat in transition_latencies(status, run.gates)
         ],
         with_gates=[lat for status in statuses for lat in transition_latencies(status)],
         max_events=run_stats.max_events,
