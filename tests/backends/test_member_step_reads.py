@@ -107,13 +107,20 @@ def member(
     )
 
 
+async def preflight(
+    backend: SimulatedFleetBackend, roster: _Roster, *, in_flight: Sequence[str] = ()
+) -> contract.PreflightResult:
+    """alpha's preflight, as its activity runs it."""
+    return await ActivityEnvironment().run(
+        steps(backend, roster).preflight_member, member("alpha", roster, in_flight=in_flight)
+    )
+
+
 async def test_preflight_of_a_member_serving_no_global_service_reads_only_its_own_cluster(
     world_dir: Path, clock: FakeClock, roster: _Roster
 ) -> None:
     backend = fleet(world_dir, clock, {"alpha": 0, "bravo": 3, "charlie": 3}, minimum=2)
-    result = await ActivityEnvironment().run(
-        steps(backend, roster).preflight_member, member("alpha", roster)
-    )
+    result = await preflight(backend, roster)
     assert result.outcome is contract.PreflightOutcome.PROCEED
     assert backend.listings == [["alpha"]]
     assert roster.reads == 0
@@ -123,9 +130,7 @@ async def test_preflight_of_a_member_serving_one_reads_its_peers_and_defers_when
     world_dir: Path, clock: FakeClock, roster: _Roster
 ) -> None:
     backend = fleet(world_dir, clock, {"alpha": 3, "bravo": 3, "charlie": 3}, minimum=4)
-    result = await ActivityEnvironment().run(
-        steps(backend, roster).preflight_member, member("alpha", roster, in_flight=["bravo"])
-    )
+    result = await preflight(backend, roster, in_flight=["bravo"])
     assert result.outcome is contract.PreflightOutcome.DEFERRED
     assert result.message is not None
     assert f"continuity: {CHECKOUT} would keep 3 ready endpoints elsewhere" in result.message
@@ -137,9 +142,7 @@ async def test_preflight_of_a_member_serving_one_proceeds_when_enough_remain_els
     world_dir: Path, clock: FakeClock, roster: _Roster
 ) -> None:
     backend = fleet(world_dir, clock, {"alpha": 3, "bravo": 3, "charlie": 3}, minimum=4)
-    result = await ActivityEnvironment().run(
-        steps(backend, roster).preflight_member, member("alpha", roster)
-    )
+    result = await preflight(backend, roster)
     assert result.outcome is contract.PreflightOutcome.PROCEED
     assert backend.listings == [["alpha"], MEMBERS]
 
